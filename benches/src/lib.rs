@@ -1,0 +1,1 @@
+//! Shared helpers for the microbenchmarks and the `es-bench` load generator.

@@ -1,0 +1,1 @@
+//! The Rust SDK and the `es` command-line tool.

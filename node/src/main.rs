@@ -1,0 +1,6 @@
+//! The `data-node` binary.
+
+fn main() {
+    eprintln!("data-node: not implemented yet");
+    std::process::exit(2);
+}

@@ -1,0 +1,1 @@
+//! The write-ahead log that keeps every batch a data node acknowledges.

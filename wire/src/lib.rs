@@ -1,0 +1,1 @@
+//! The binary protocol spoken between clients, data nodes and the placement manager.
