@@ -1,0 +1,586 @@
+//! The data node's configuration: one YAML file (`-c FILE`), every key with a default in code.
+//!
+//! Loading is two steps. `serde_yaml_ng` turns the text into [`Config`], rejecting unknown keys
+//! (`deny_unknown_fields` names the key and where it is); then [`Config::validate`] checks every
+//! value and reports each bad one as `section.key: expected <form>, found <value>`. Command-line
+//! overrides are applied between the two, so they are validated like the file.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Largest number of worker threads a node accepts.
+pub const MAX_WORKERS: usize = 64;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreSection,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+}
+
+/// `server`: network and worker threads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ServerConfig {
+    /// Address the node accepts client connections on.
+    pub listen: String,
+    /// Address other parties should use to reach this node; the listen address when unset.
+    pub advertised_address: Option<String>,
+    /// Worker threads, each with its own io_uring ring; default: one per CPU.
+    pub workers: usize,
+    /// CPUs to pin the workers to, in order (worker i on `cpu_set[i % len]`); unpinned if empty.
+    pub cpu_set: Vec<usize>,
+    /// Connections accepted at once across all workers; more are closed on accept.
+    pub max_connections: usize,
+    /// Requests one connection may have in flight; the node stops reading it at this bound.
+    pub max_in_flight_per_connection: usize,
+    /// Largest frame accepted or sent, header included.
+    pub max_frame_size_bytes: usize,
+    /// A connection with no request for this long is closed; 0 disables the timeout.
+    pub idle_timeout_ms: u64,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    pub grace_period_ms: u64,
+}
+
+/// How the write-ahead log makes appends durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncMode {
+    /// An append is acknowledged only after its group's data sync completed.
+    Always,
+    /// An append is acknowledged once written; a machine crash may lose acknowledged batches.
+    Never,
+}
+
+impl fmt::Display for SyncMode {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            SyncMode::Always => "always",
+            SyncMode::Never => "never",
+        })
+    }
+}
+
+/// `store`: the write-ahead log and its IO thread.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct StoreSection {
+    /// Data directory; relative paths are taken from the working directory.
+    pub path: PathBuf,
+    /// Size of one WAL segment file; a multiple of 4 KiB.
+    pub segment_size_bytes: u64,
+    /// Segments created and written through ahead of use.
+    pub preallocated_segments: usize,
+    /// `always` or `never`.
+    pub sync: SyncMode,
+    /// Memory for recently written and read blocks.
+    pub cache_size_bytes: u64,
+    /// Requests one worker may have queued to the IO thread (the SPSC ring size).
+    pub queue_depth: usize,
+    /// CPU the IO thread is pinned to; unpinned when unset.
+    pub io_cpu: Option<usize>,
+    /// io_uring modes of the IO thread.
+    pub uring: UringConfig,
+}
+
+/// `store.uring`: kernel polling modes of the IO thread's ring.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct UringConfig {
+    /// Submission entries of the IO thread's ring.
+    pub entries: u32,
+    /// A kernel thread polls the submission queue (costs a core while busy).
+    pub sqpoll: bool,
+    /// Idle time after which the SQPOLL thread sleeps.
+    pub sqpoll_idle_ms: u32,
+    /// CPU for the SQPOLL kernel thread; the kernel chooses when unset.
+    pub sqpoll_cpu: Option<usize>,
+    /// Poll the device for completions instead of interrupts (needs O_DIRECT and driver support).
+    pub iopoll: bool,
+}
+
+/// `metrics`: the Prometheus text endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` when true.
+    pub enabled: bool,
+    /// Address of the metrics endpoint.
+    pub addr: String,
+}
+
+/// `log`: what gets logged.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace` or `off`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:10911".to_string(),
+            advertised_address: None,
+            workers: default_workers(),
+            cpu_set: Vec::new(),
+            max_connections: 1024,
+            max_in_flight_per_connection: 256,
+            max_frame_size_bytes: 16 * 1024 * 1024,
+            idle_timeout_ms: 300_000,
+            grace_period_ms: 5_000,
+        }
+    }
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            path: PathBuf::from("./data"),
+            segment_size_bytes: 64 * 1024 * 1024,
+            preallocated_segments: 2,
+            sync: SyncMode::Always,
+            cache_size_bytes: 64 * 1024 * 1024,
+            queue_depth: 1024,
+            io_cpu: None,
+            uring: UringConfig::default(),
+        }
+    }
+}
+
+impl Default for UringConfig {
+    fn default() -> Self {
+        UringConfig {
+            entries: 256,
+            sqpoll: false,
+            sqpoll_idle_ms: 10,
+            sqpoll_cpu: None,
+            iopoll: false,
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            addr: "127.0.0.1:9911".to_string(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+        }
+    }
+}
+
+/// One worker per CPU the process may run on.
+fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|count| count.get())
+        .unwrap_or(1)
+        .clamp(1, MAX_WORKERS)
+}
+
+/// Why a configuration could not be used. The message names the file or key at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read { path: PathBuf, reason: String },
+    /// The text is not valid YAML for this schema (unknown key, wrong type).
+    Parse { origin: String, reason: String },
+    /// Values that parse but are out of range; one message per key.
+    Invalid(Vec<String>),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, reason } => {
+                write!(
+                    formatter,
+                    "cannot read config file {}: {reason}",
+                    path.display()
+                )
+            }
+            ConfigError::Parse { origin, reason } => write!(formatter, "{origin}: {reason}"),
+            ConfigError::Invalid(problems) => {
+                write!(formatter, "invalid configuration: {}", problems.join("; "))
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and parses a file; call [`Config::validate`] after applying overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: error.to_string(),
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses YAML text; `origin` names the text in error messages. An empty text is all defaults.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        serde_yaml_ng::from_str(text).map_err(|error| ConfigError::Parse {
+            origin: origin.to_string(),
+            reason: error.to_string(),
+        })
+    }
+
+    /// Checks every value; the error lists each bad key with the expected form and what was found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let server = &self.server;
+        if parse_socket_address(&server.listen).is_none() {
+            problems.push(format!(
+                "server.listen: expected host:port like 127.0.0.1:10911, found {:?}",
+                server.listen
+            ));
+        }
+        if let Some(advertised) = &server.advertised_address {
+            if parse_socket_address(advertised).is_none() {
+                problems.push(format!(
+                    "server.advertised-address: expected host:port like 10.0.0.5:10911, found {advertised:?}"
+                ));
+            }
+        }
+        if !(1..=MAX_WORKERS).contains(&server.workers) {
+            problems.push(format!(
+                "server.workers: expected 1..={MAX_WORKERS}, found {}",
+                server.workers
+            ));
+        }
+        let cpus = online_cpus();
+        for cpu in &server.cpu_set {
+            if *cpu >= cpus {
+                problems.push(format!(
+                    "server.cpu-set: expected CPU numbers 0..{cpus}, found {cpu}"
+                ));
+            }
+        }
+        if !(1..=1_000_000).contains(&server.max_connections) {
+            problems.push(format!(
+                "server.max-connections: expected 1..=1000000, found {}",
+                server.max_connections
+            ));
+        }
+        if !(1..=65_536).contains(&server.max_in_flight_per_connection) {
+            problems.push(format!(
+                "server.max-in-flight-per-connection: expected 1..=65536, found {}",
+                server.max_in_flight_per_connection
+            ));
+        }
+        const MIN_FRAME: usize = 4 * 1024;
+        const MAX_FRAME: usize = 1024 * 1024 * 1024;
+        if !(MIN_FRAME..=MAX_FRAME).contains(&server.max_frame_size_bytes) {
+            problems.push(format!(
+                "server.max-frame-size-bytes: expected {MIN_FRAME}..={MAX_FRAME}, found {}",
+                server.max_frame_size_bytes
+            ));
+        }
+        if server.grace_period_ms > 600_000 {
+            problems.push(format!(
+                "server.grace-period-ms: expected 0..=600000, found {}",
+                server.grace_period_ms
+            ));
+        }
+
+        let store = &self.store;
+        if store.path.as_os_str().is_empty() {
+            problems
+                .push("store.path: expected a directory path, found an empty string".to_string());
+        }
+        const PAGE: u64 = 4096;
+        if store.segment_size_bytes < 1024 * 1024
+            || store.segment_size_bytes > 64 * 1024 * 1024 * 1024
+            || store.segment_size_bytes % PAGE != 0
+        {
+            problems.push(format!(
+                "store.segment-size-bytes: expected a multiple of 4096 in 1 MiB..=64 GiB, found {}",
+                store.segment_size_bytes
+            ));
+        }
+        if !(1..=64).contains(&store.preallocated_segments) {
+            problems.push(format!(
+                "store.preallocated-segments: expected 1..=64, found {}",
+                store.preallocated_segments
+            ));
+        }
+        if !(2..=65_536).contains(&store.queue_depth) || !store.queue_depth.is_power_of_two() {
+            problems.push(format!(
+                "store.queue-depth: expected a power of two in 2..=65536, found {}",
+                store.queue_depth
+            ));
+        }
+        if let Some(cpu) = store.io_cpu {
+            if cpu >= cpus {
+                problems.push(format!(
+                    "store.io-cpu: expected a CPU number 0..{cpus}, found {cpu}"
+                ));
+            }
+        }
+        let uring = &store.uring;
+        if !(8..=32_768).contains(&uring.entries) || !uring.entries.is_power_of_two() {
+            problems.push(format!(
+                "store.uring.entries: expected a power of two in 8..=32768, found {}",
+                uring.entries
+            ));
+        }
+        if let Some(cpu) = uring.sqpoll_cpu {
+            if cpu >= cpus {
+                problems.push(format!(
+                    "store.uring.sqpoll-cpu: expected a CPU number 0..{cpus}, found {cpu}"
+                ));
+            }
+            if !uring.sqpoll {
+                problems.push(
+                    "store.uring.sqpoll-cpu: expected unset while store.uring.sqpoll is false"
+                        .to_string(),
+                );
+            }
+        }
+
+        if self.metrics.enabled && parse_socket_address(&self.metrics.addr).is_none() {
+            problems.push(format!(
+                "metrics.addr: expected host:port like 127.0.0.1:9911, found {:?}",
+                self.metrics.addr
+            ));
+        }
+        if parse_level(&self.log.level).is_none() {
+            problems.push(format!(
+                "log.level: expected one of error, warn, info, debug, trace, off, found {:?}",
+                self.log.level
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The listen address; only valid after [`Config::validate`] succeeded.
+    pub fn listen_address(&self) -> SocketAddr {
+        parse_socket_address(&self.server.listen).expect("validated listen address")
+    }
+
+    /// The metrics address when the endpoint is enabled; only valid after validation.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        if !self.metrics.enabled {
+            return None;
+        }
+        parse_socket_address(&self.metrics.addr)
+    }
+
+    /// The CPU worker `worker` is pinned to, if a CPU set is configured.
+    pub fn worker_cpu(&self, worker: usize) -> Option<usize> {
+        if self.server.cpu_set.is_empty() {
+            None
+        } else {
+            Some(self.server.cpu_set[worker % self.server.cpu_set.len()])
+        }
+    }
+
+    /// The log filter named by `log.level`; only valid after validation.
+    pub fn log_level(&self) -> log::LevelFilter {
+        parse_level(&self.log.level).unwrap_or(log::LevelFilter::Info)
+    }
+}
+
+/// Parses `host:port`, resolving names such as `localhost`; `None` when it cannot.
+pub fn parse_socket_address(text: &str) -> Option<SocketAddr> {
+    if let Ok(address) = text.parse::<SocketAddr>() {
+        return Some(address);
+    }
+    use std::net::ToSocketAddrs;
+    text.to_socket_addrs().ok()?.next()
+}
+
+fn parse_level(text: &str) -> Option<log::LevelFilter> {
+    match text.to_ascii_lowercase().as_str() {
+        "off" => Some(log::LevelFilter::Off),
+        "error" => Some(log::LevelFilter::Error),
+        "warn" => Some(log::LevelFilter::Warn),
+        "info" => Some(log::LevelFilter::Info),
+        "debug" => Some(log::LevelFilter::Debug),
+        "trace" => Some(log::LevelFilter::Trace),
+        _ => None,
+    }
+}
+
+/// CPUs the machine has online (not the affinity mask: pinning may name any online CPU).
+fn online_cpus() -> usize {
+    // SAFETY: sysconf reads a system constant and touches no memory of ours.
+    let count = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if count < 1 {
+        1
+    } else {
+        count as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/data-node.yaml");
+        std::fs::read_to_string(path).expect("etc/data-node.yaml is shipped")
+    }
+
+    #[test]
+    fn shipped_config_parses_and_validates() {
+        let config = Config::parse(&shipped(), "etc/data-node.yaml").expect("parses");
+        config.validate().expect("validates");
+        // The shipped file must suit a 2-core laptop: one worker, no spinning SQPOLL thread,
+        // data under the working directory.
+        assert_eq!(config.server.workers, 1);
+        assert!(!config.store.uring.sqpoll);
+        assert!(config.store.path.is_relative());
+        assert_eq!(config.store.sync, SyncMode::Always);
+    }
+
+    #[test]
+    fn shipped_config_sets_every_key() {
+        // Every key has a comment in etc/; a key missing from the file would silently use the
+        // code default, so compare the parsed file against a document listing every key.
+        let text = shipped();
+        for key in [
+            "listen:",
+            "advertised-address:",
+            "workers:",
+            "cpu-set:",
+            "max-connections:",
+            "max-in-flight-per-connection:",
+            "max-frame-size-bytes:",
+            "idle-timeout-ms:",
+            "grace-period-ms:",
+            "path:",
+            "segment-size-bytes:",
+            "preallocated-segments:",
+            "sync:",
+            "cache-size-bytes:",
+            "queue-depth:",
+            "io-cpu:",
+            "entries:",
+            "sqpoll:",
+            "sqpoll-idle-ms:",
+            "sqpoll-cpu:",
+            "iopoll:",
+            "enabled:",
+            "addr:",
+            "level:",
+        ] {
+            assert!(text.contains(key), "etc/data-node.yaml lacks {key}");
+        }
+    }
+
+    #[test]
+    fn empty_text_is_all_defaults() {
+        let config = Config::parse("", "test").unwrap();
+        assert_eq!(config, Config::default());
+        config.validate().unwrap();
+        assert!(config.server.workers >= 1);
+        assert_eq!(config.server.max_frame_size_bytes, 16 * 1024 * 1024);
+        assert_eq!(config.listen_address().port(), 10911);
+        assert_eq!(config.metrics_address().unwrap().port(), 9911);
+    }
+
+    #[test]
+    fn partial_sections_keep_defaults_for_the_rest() {
+        let config =
+            Config::parse("server:\n  workers: 3\nstore:\n  sync: never\n", "test").unwrap();
+        assert_eq!(config.server.workers, 3);
+        assert_eq!(config.server.listen, ServerConfig::default().listen);
+        assert_eq!(config.store.sync, SyncMode::Never);
+        assert_eq!(config.store.path, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn unknown_key_error_names_the_key() {
+        let error = Config::parse("server:\n  wrokers: 2\n", "test.yaml").unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("wrokers"), "{message}");
+        assert!(message.contains("test.yaml"), "{message}");
+
+        let error = Config::parse("store:\n  uring:\n    spqoll: true\n", "test.yaml").unwrap_err();
+        assert!(error.to_string().contains("spqoll"), "{error}");
+
+        let error = Config::parse("bogus-section: {}\n", "test.yaml").unwrap_err();
+        assert!(error.to_string().contains("bogus-section"), "{error}");
+    }
+
+    #[test]
+    fn wrong_type_is_a_parse_error() {
+        let error = Config::parse("server:\n  workers: many\n", "test.yaml").unwrap_err();
+        assert!(matches!(error, ConfigError::Parse { .. }));
+        assert!(error.to_string().contains("workers"), "{error}");
+        let error = Config::parse("store:\n  sync: sometimes\n", "test.yaml").unwrap_err();
+        assert!(error.to_string().contains("sometimes"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_are_named_with_expected_form() {
+        let text = "server:\n  workers: 0\n  listen: nowhere\n  max-frame-size-bytes: 10\n\
+                    store:\n  segment-size-bytes: 1000\n  queue-depth: 3\n\
+                    metrics:\n  addr: \"x\"\nlog:\n  level: loud\n";
+        let config = Config::parse(text, "test").unwrap();
+        let ConfigError::Invalid(problems) = config.validate().unwrap_err() else {
+            panic!("expected validation errors");
+        };
+        let all = problems.join("\n");
+        assert!(
+            all.contains("server.workers: expected 1..=64, found 0"),
+            "{all}"
+        );
+        assert!(all.contains("server.listen: expected host:port"), "{all}");
+        assert!(
+            all.contains("server.max-frame-size-bytes: expected"),
+            "{all}"
+        );
+        assert!(
+            all.contains("store.segment-size-bytes: expected a multiple of 4096"),
+            "{all}"
+        );
+        assert!(
+            all.contains("store.queue-depth: expected a power of two"),
+            "{all}"
+        );
+        assert!(all.contains("metrics.addr: expected host:port"), "{all}");
+        assert!(all.contains("log.level: expected one of"), "{all}");
+        assert_eq!(problems.len(), 7, "{all}");
+    }
+
+    #[test]
+    fn disabled_metrics_need_no_address() {
+        let config = Config::parse("metrics:\n  enabled: false\n  addr: \"\"\n", "test").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.metrics_address(), None);
+    }
+
+    #[test]
+    fn workers_are_pinned_round_robin_over_the_cpu_set() {
+        let mut config = Config::default();
+        assert_eq!(config.worker_cpu(0), None);
+        config.server.cpu_set = vec![0, 1];
+        assert_eq!(config.worker_cpu(0), Some(0));
+        assert_eq!(config.worker_cpu(1), Some(1));
+        assert_eq!(config.worker_cpu(2), Some(0));
+    }
+}

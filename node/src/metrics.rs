@@ -1,0 +1,528 @@
+//! Counters and latency histograms, rendered in Prometheus text format.
+//!
+//! Each worker owns one [`WorkerMetrics`] and is its only writer: updates are a relaxed load and
+//! store of an atomic (no lock, no read-modify-write bus lock). The metrics endpoint reads every
+//! worker's values and sums them when scraped, so a scrape may see one worker a few updates
+//! behind another, which is fine for monitoring. Histograms use fixed log-spaced buckets (powers
+//! of two in microseconds, 1 us to ~33 s) so recording is one index computation.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Request kinds counted separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Ping,
+    Heartbeat,
+    CreateRange,
+    Append,
+    Fetch,
+    SealRange,
+    DescribeRange,
+    /// Anything else, including unknown opcodes.
+    Other,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 8] = [
+        Operation::Ping,
+        Operation::Heartbeat,
+        Operation::CreateRange,
+        Operation::Append,
+        Operation::Fetch,
+        Operation::SealRange,
+        Operation::DescribeRange,
+        Operation::Other,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Ping => "ping",
+            Operation::Heartbeat => "heartbeat",
+            Operation::CreateRange => "create_range",
+            Operation::Append => "append",
+            Operation::Fetch => "fetch",
+            Operation::SealRange => "seal_range",
+            Operation::DescribeRange => "describe_range",
+            Operation::Other => "other",
+        }
+    }
+}
+
+/// Latency histograms: one per operation stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Frame decoded until the owning worker starts the append (includes mailbox hops).
+    AppendQueue,
+    /// Handed to the store until the store reports it written and synced (the store reports
+    /// write and sync as one completion unless it splits them).
+    AppendWrite,
+    /// Time the append's group spent in its data sync, when the store reports it.
+    AppendSync,
+    /// Durable until the response is queued on the connection.
+    AppendReply,
+    /// Frame decoded until the response is queued.
+    AppendTotal,
+    FetchQueue,
+    /// Time a long-poll fetch waited for data.
+    FetchWait,
+    /// Reading the batches from the store.
+    FetchRead,
+    FetchReply,
+    FetchTotal,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 10] = [
+        Stage::AppendQueue,
+        Stage::AppendWrite,
+        Stage::AppendSync,
+        Stage::AppendReply,
+        Stage::AppendTotal,
+        Stage::FetchQueue,
+        Stage::FetchWait,
+        Stage::FetchRead,
+        Stage::FetchReply,
+        Stage::FetchTotal,
+    ];
+
+    fn labels(self) -> (&'static str, &'static str) {
+        match self {
+            Stage::AppendQueue => ("append", "queue"),
+            Stage::AppendWrite => ("append", "write"),
+            Stage::AppendSync => ("append", "sync"),
+            Stage::AppendReply => ("append", "reply"),
+            Stage::AppendTotal => ("append", "total"),
+            Stage::FetchQueue => ("fetch", "queue"),
+            Stage::FetchWait => ("fetch", "wait"),
+            Stage::FetchRead => ("fetch", "read"),
+            Stage::FetchReply => ("fetch", "reply"),
+            Stage::FetchTotal => ("fetch", "total"),
+        }
+    }
+}
+
+/// Buckets: upper bounds 2^0 .. 2^(BUCKETS-2) microseconds, then +Inf.
+const BUCKETS: usize = 27;
+
+/// One writer increments; readers sum.
+fn bump(counter: &AtomicU64, amount: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(amount),
+        Ordering::Relaxed,
+    );
+}
+
+/// A latency histogram with fixed power-of-two microsecond buckets.
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    /// Records one observation. Only the owning worker may call this.
+    pub fn record(&self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        bump(&self.buckets[bucket_of(micros)], 1);
+        bump(&self.sum_us, micros);
+        bump(&self.count, 1);
+    }
+}
+
+/// Index of the first bucket whose upper bound (2^i us) holds `micros`.
+fn bucket_of(micros: u64) -> usize {
+    if micros <= 1 {
+        return 0;
+    }
+    let index = (64 - (micros - 1).leading_zeros()) as usize;
+    index.min(BUCKETS - 1)
+}
+
+/// Everything one worker counts. Gauges are set by the worker, counters only grow.
+#[derive(Debug, Default)]
+pub struct WorkerMetrics {
+    requests: [AtomicU64; Operation::ALL.len()],
+    errors: [AtomicU64; Operation::ALL.len()],
+    latency: [Histogram; Stage::ALL.len()],
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    pub connections_closed: AtomicU64,
+    pub connections_rejected: AtomicU64,
+    /// Frames that failed to decode.
+    pub bad_frames: AtomicU64,
+    /// Requests forwarded to another worker's mailbox.
+    pub forwarded: AtomicU64,
+    /// Gauge: messages waiting in this worker's inbound mailboxes at the last poll.
+    pub mailbox_depth: AtomicU64,
+    /// Gauge: ranges owned by this worker.
+    pub ranges: AtomicU64,
+    /// Gauge: long-poll fetches waiting on this worker.
+    pub fetch_waiters: AtomicU64,
+}
+
+impl WorkerMetrics {
+    pub fn request(&self, operation: Operation) {
+        bump(&self.requests[operation as usize], 1);
+    }
+    pub fn error(&self, operation: Operation) {
+        bump(&self.errors[operation as usize], 1);
+    }
+    pub fn latency(&self, stage: Stage, elapsed: Duration) {
+        self.latency[stage as usize].record(elapsed);
+    }
+    pub fn add(&self, counter: &AtomicU64, amount: u64) {
+        bump(counter, amount);
+    }
+    pub fn set(&self, gauge: &AtomicU64, value: u64) {
+        gauge.store(value, Ordering::Relaxed);
+    }
+}
+
+/// Chooses one counter of a worker.
+type Pick = fn(&WorkerMetrics) -> &AtomicU64;
+
+/// Values that live outside the workers (the store), sampled at scrape time.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StoreGauges {
+    pub wal_bytes_used: u64,
+    pub wal_bytes_capacity: u64,
+    pub cache_bytes_used: u64,
+    pub cache_bytes_capacity: u64,
+}
+
+/// All workers' metrics; cheap to clone and share with the metrics endpoint.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    workers: Arc<Vec<Arc<WorkerMetrics>>>,
+}
+
+impl Registry {
+    pub fn new(workers: usize) -> Registry {
+        Registry {
+            workers: Arc::new(
+                (0..workers)
+                    .map(|_| Arc::new(WorkerMetrics::default()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The metrics of worker `index`; that worker must be their only writer.
+    pub fn worker(&self, index: usize) -> Arc<WorkerMetrics> {
+        Arc::clone(&self.workers[index])
+    }
+
+    fn sum(&self, pick: impl Fn(&WorkerMetrics) -> &AtomicU64) -> u64 {
+        self.workers
+            .iter()
+            .map(|worker| pick(worker).load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+
+    /// Renders every metric in Prometheus text exposition format 0.0.4.
+    pub fn render(&self, store: StoreGauges) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        out.push_str("# HELP es_requests_total Requests received, by operation.\n# TYPE es_requests_total counter\n");
+        for operation in Operation::ALL {
+            let value = self.sum(|worker| &worker.requests[operation as usize]);
+            let _ = writeln!(
+                out,
+                "es_requests_total{{operation=\"{}\"}} {value}",
+                operation.name()
+            );
+        }
+        out.push_str("# HELP es_request_errors_total Requests answered with an error, by operation.\n# TYPE es_request_errors_total counter\n");
+        for operation in Operation::ALL {
+            let value = self.sum(|worker| &worker.errors[operation as usize]);
+            let _ = writeln!(
+                out,
+                "es_request_errors_total{{operation=\"{}\"}} {value}",
+                operation.name()
+            );
+        }
+
+        out.push_str("# HELP es_latency_seconds Latency of each stage of appends and fetches.\n# TYPE es_latency_seconds histogram\n");
+        for stage in Stage::ALL {
+            let (operation, stage_name) = stage.labels();
+            let labels = format!("operation=\"{operation}\",stage=\"{stage_name}\"");
+            let mut cumulative = 0u64;
+            for bucket in 0..BUCKETS {
+                cumulative += self.sum(|worker| &worker.latency[stage as usize].buckets[bucket]);
+                if bucket + 1 == BUCKETS {
+                    let _ = writeln!(
+                        out,
+                        "es_latency_seconds_bucket{{{labels},le=\"+Inf\"}} {cumulative}"
+                    );
+                } else {
+                    let bound_seconds = (1u64 << bucket) as f64 / 1e6;
+                    let _ = writeln!(
+                        out,
+                        "es_latency_seconds_bucket{{{labels},le=\"{bound_seconds}\"}} {cumulative}"
+                    );
+                }
+            }
+            let sum_us = self.sum(|worker| &worker.latency[stage as usize].sum_us);
+            let count = self.sum(|worker| &worker.latency[stage as usize].count);
+            let _ = writeln!(
+                out,
+                "es_latency_seconds_sum{{{labels}}} {}",
+                sum_us as f64 / 1e6
+            );
+            let _ = writeln!(out, "es_latency_seconds_count{{{labels}}} {count}");
+        }
+
+        let counters: [(&str, &str, Pick); 7] = [
+            (
+                "es_bytes_in_total",
+                "Bytes received from clients.",
+                |worker| &worker.bytes_in,
+            ),
+            ("es_bytes_out_total", "Bytes sent to clients.", |worker| {
+                &worker.bytes_out
+            }),
+            (
+                "es_connections_accepted_total",
+                "Connections accepted.",
+                |worker| &worker.connections_accepted,
+            ),
+            (
+                "es_connections_closed_total",
+                "Connections closed.",
+                |worker| &worker.connections_closed,
+            ),
+            (
+                "es_connections_rejected_total",
+                "Connections refused at accept (server.max-connections reached).",
+                |worker| &worker.connections_rejected,
+            ),
+            (
+                "es_bad_frames_total",
+                "Frames that failed to decode.",
+                |worker| &worker.bad_frames,
+            ),
+            (
+                "es_forwarded_requests_total",
+                "Requests passed to the owning worker.",
+                |worker| &worker.forwarded,
+            ),
+        ];
+        for (name, help, pick) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                self.sum(pick)
+            );
+        }
+        let open = self
+            .sum(|worker| &worker.connections_accepted)
+            .saturating_sub(self.sum(|worker| &worker.connections_closed));
+        let _ = writeln!(
+            out,
+            "# HELP es_connections_open Connections currently open.\n# TYPE es_connections_open gauge\nes_connections_open {open}"
+        );
+
+        let per_worker: [(&str, &str, Pick); 3] = [
+            (
+                "es_mailbox_depth",
+                "Messages waiting in a worker's inbound mailboxes.",
+                |worker| &worker.mailbox_depth,
+            ),
+            ("es_ranges", "Ranges owned by a worker.", |worker| {
+                &worker.ranges
+            }),
+            (
+                "es_fetch_waiters",
+                "Long-poll fetches waiting on a worker.",
+                |worker| &worker.fetch_waiters,
+            ),
+        ];
+        for (name, help, pick) in per_worker {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (index, worker) in self.workers.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{worker=\"{index}\"}} {}",
+                    pick(worker).load(Ordering::Relaxed)
+                );
+            }
+        }
+
+        let gauges = [
+            (
+                "es_wal_bytes_used",
+                "WAL bytes holding live data.",
+                store.wal_bytes_used,
+            ),
+            (
+                "es_wal_bytes_capacity",
+                "WAL bytes in segment files.",
+                store.wal_bytes_capacity,
+            ),
+            (
+                "es_cache_bytes_used",
+                "Block cache bytes in use.",
+                store.cache_bytes_used,
+            ),
+            (
+                "es_cache_bytes_capacity",
+                "Block cache size.",
+                store.cache_bytes_capacity,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line_value(text: &str, prefix: &str) -> f64 {
+        let line = text
+            .lines()
+            .find(|line| line.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn buckets_are_powers_of_two_microseconds() {
+        assert_eq!(bucket_of(0), 0);
+        assert_eq!(bucket_of(1), 0);
+        assert_eq!(bucket_of(2), 1);
+        assert_eq!(bucket_of(3), 2);
+        assert_eq!(bucket_of(4), 2);
+        assert_eq!(bucket_of(5), 3);
+        assert_eq!(bucket_of(1024), 10);
+        assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);
+    }
+
+    #[test]
+    fn workers_are_summed_when_rendered() {
+        let registry = Registry::new(2);
+        let first = registry.worker(0);
+        let second = registry.worker(1);
+        first.request(Operation::Append);
+        first.request(Operation::Append);
+        second.request(Operation::Append);
+        second.error(Operation::Fetch);
+        first.add(&first.bytes_in, 100);
+        second.add(&second.bytes_in, 50);
+        first.add(&first.connections_accepted, 3);
+        first.add(&first.connections_closed, 1);
+        second.set(&second.mailbox_depth, 7);
+
+        let text = registry.render(StoreGauges {
+            wal_bytes_used: 4096,
+            ..StoreGauges::default()
+        });
+        assert_eq!(
+            line_value(&text, "es_requests_total{operation=\"append\"}"),
+            3.0
+        );
+        assert_eq!(
+            line_value(&text, "es_requests_total{operation=\"fetch\"}"),
+            0.0
+        );
+        assert_eq!(
+            line_value(&text, "es_request_errors_total{operation=\"fetch\"}"),
+            1.0
+        );
+        assert_eq!(line_value(&text, "es_bytes_in_total"), 150.0);
+        assert_eq!(line_value(&text, "es_connections_open"), 2.0);
+        assert_eq!(line_value(&text, "es_mailbox_depth{worker=\"1\"}"), 7.0);
+        assert_eq!(line_value(&text, "es_wal_bytes_used"), 4096.0);
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_with_sum_and_count() {
+        let registry = Registry::new(2);
+        registry
+            .worker(0)
+            .latency(Stage::AppendSync, Duration::from_micros(3));
+        registry
+            .worker(1)
+            .latency(Stage::AppendSync, Duration::from_micros(100));
+        registry
+            .worker(1)
+            .latency(Stage::AppendSync, Duration::from_secs(3600));
+        let text = registry.render(StoreGauges::default());
+        let labels = "operation=\"append\",stage=\"sync\"";
+        assert_eq!(
+            line_value(
+                &text,
+                &format!("es_latency_seconds_bucket{{{labels},le=\"0.000002\"}}")
+            ),
+            0.0
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                &format!("es_latency_seconds_bucket{{{labels},le=\"0.000004\"}}")
+            ),
+            1.0
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                &format!("es_latency_seconds_bucket{{{labels},le=\"0.000128\"}}")
+            ),
+            2.0
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                &format!("es_latency_seconds_bucket{{{labels},le=\"+Inf\"}}")
+            ),
+            3.0
+        );
+        assert_eq!(
+            line_value(&text, &format!("es_latency_seconds_count{{{labels}}}")),
+            3.0
+        );
+        let sum = line_value(&text, &format!("es_latency_seconds_sum{{{labels}}}"));
+        assert!((sum - 3600.000103).abs() < 1e-6, "{sum}");
+    }
+
+    #[test]
+    fn every_sample_line_belongs_to_a_declared_metric() {
+        let text = Registry::new(1).render(StoreGauges::default());
+        let declared: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .map(|rest| rest.split(' ').next().unwrap())
+            .collect();
+        for line in text.lines().filter(|line| !line.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let base = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            assert!(
+                declared.contains(&name) || declared.contains(&base),
+                "undeclared metric in {line}"
+            );
+        }
+    }
+}

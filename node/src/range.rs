@@ -1,0 +1,526 @@
+//! The state of one range on this node: pure bookkeeping, no I/O, so every rule is unit-tested.
+//!
+//! Offsets of a range, from low to high:
+//!
+//! ```text
+//!   start ≤ confirmed ≤ durable_end ≤ next
+//!   [start, durable_end)   on disk (acknowledged to the writer)
+//!   [durable_end, next)    appends handed to the store, not yet durable ("in flight")
+//!   [start, confirmed)     what readers may fetch while the range is open
+//! ```
+//!
+//! The writer assigns offsets; an APPEND is accepted only when its base equals `next`, so the
+//! in-flight region is a contiguous run of batches that become durable in order. `confirmed` is
+//! the highest offset the writer reported as acknowledged by enough replicas (piggybacked on its
+//! appends), never above this node's durable end: readers then never see a batch that a seal
+//! could still cut off (ARCHITECTURE.md §7). A writer alone on its range may report the end of
+//! the batch it is sending, which makes that batch readable as soon as it is durable here.
+//!
+//! Once sealed the range accepts no append and its end is fixed; fetches may then read up to
+//! `min(end, durable_end)` because a sealed end is final whatever the writer confirmed.
+//!
+//! Epochs fence writers: an APPEND or SEAL with an epoch below the range's is refused; a higher
+//! epoch is adopted, fencing the older writer on this node too.
+
+use std::collections::VecDeque;
+
+/// Offset of a record within its stream.
+pub type Offset = u64;
+/// Writer fencing token of a stream.
+pub type Epoch = u64;
+
+/// Why an APPEND was refused; each maps to its own protocol error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendRejection {
+    /// The range is sealed at `end`.
+    Sealed { end: Offset },
+    /// The request's epoch is older than the range's.
+    StaleEpoch { current: Epoch },
+    /// The batch is already durable here; the writer may treat it as acknowledged.
+    DuplicateDurable { durable_end: Offset },
+    /// The batch was accepted earlier and is still being written; its ack will follow.
+    DuplicateInFlight { next: Offset },
+    /// The batch starts past the next expected offset: earlier batches are missing.
+    Gap { next: Offset },
+    /// The batch lies below the range's start or is empty/overflowing.
+    OutOfRange { start: Offset },
+}
+
+/// Result of [`RangeState::seal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealOutcome {
+    /// Sealed; this is the range's end.
+    Sealed { end: Offset },
+    /// Sealed for appends, but appends are still in flight; the end is known once
+    /// [`RangeState::in_flight_is_empty`] (call [`RangeState::seal`] again then).
+    Draining,
+    /// The request's epoch is older than the range's.
+    StaleEpoch { current: Epoch },
+}
+
+/// One range as this node knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeState {
+    epoch: Epoch,
+    start: Offset,
+    next: Offset,
+    durable_end: Offset,
+    /// Highest confirmed offset any writer reported (may be above `durable_end`).
+    writer_confirmed: Offset,
+    /// `Some(end)` once sealed with a known end.
+    end: Option<Offset>,
+    /// Set by `seal` while appends are still in flight; no append is accepted.
+    sealing: bool,
+    /// The in-flight batches, in offset order, with whether each finished.
+    in_flight: VecDeque<InFlight>,
+    /// Source of [`AppendTicket`]s, so a completion of a dropped batch is never mistaken for a
+    /// later batch at the same offset.
+    next_ticket: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InFlight {
+    ticket: AppendTicket,
+    base: Offset,
+    end: Offset,
+    durable: bool,
+}
+
+/// Names one accepted append until the store reports on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AppendTicket(u64);
+
+impl RangeState {
+    /// A new, open, empty range starting at `start`.
+    pub fn new(epoch: Epoch, start: Offset) -> RangeState {
+        RangeState {
+            epoch,
+            start,
+            next: start,
+            durable_end: start,
+            writer_confirmed: start,
+            end: None,
+            sealing: false,
+            in_flight: VecDeque::new(),
+            next_ticket: 0,
+        }
+    }
+
+    /// A range rebuilt after a restart: `durable_end` is what the store recovered. The confirmed
+    /// offset restarts at `start` (it was never persisted): readers of an open range wait for
+    /// the writer's next report, which is safe; a sealed range is readable up to its end.
+    pub fn recovered(
+        epoch: Epoch,
+        start: Offset,
+        durable_end: Offset,
+        end: Option<Offset>,
+    ) -> RangeState {
+        assert!(
+            durable_end >= start,
+            "recovered durable end {durable_end} below start {start}"
+        );
+        let mut state = RangeState::new(epoch, start);
+        state.next = durable_end;
+        state.durable_end = durable_end;
+        state.end = end;
+        state
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+    pub fn start(&self) -> Offset {
+        self.start
+    }
+    /// Next offset an APPEND must start at.
+    pub fn next(&self) -> Offset {
+        self.next
+    }
+    /// End of what is durable on this node.
+    pub fn durable_end(&self) -> Offset {
+        self.durable_end
+    }
+    /// The confirmed offset readers are bounded by while the range is open.
+    pub fn confirmed(&self) -> Offset {
+        self.writer_confirmed.min(self.durable_end)
+    }
+    /// The end when sealed.
+    pub fn end(&self) -> Option<Offset> {
+        self.end
+    }
+    pub fn is_sealed(&self) -> bool {
+        self.end.is_some() || self.sealing
+    }
+    pub fn in_flight_is_empty(&self) -> bool {
+        self.in_flight.is_empty()
+    }
+
+    /// Decides an APPEND of `count` records at `base` by a writer at `epoch`. On `Ok` the batch
+    /// is now in flight: the caller must hand it to the store and then call
+    /// [`RangeState::complete_append`] or [`RangeState::fail_append`] with the ticket.
+    pub fn try_append(
+        &mut self,
+        epoch: Epoch,
+        base: Offset,
+        count: u32,
+    ) -> Result<AppendTicket, AppendRejection> {
+        if let Some(end) = self.end {
+            return Err(AppendRejection::Sealed { end });
+        }
+        if self.sealing {
+            return Err(AppendRejection::Sealed { end: self.next });
+        }
+        if epoch < self.epoch {
+            return Err(AppendRejection::StaleEpoch {
+                current: self.epoch,
+            });
+        }
+        let Some(batch_end) = base.checked_add(u64::from(count)) else {
+            return Err(AppendRejection::OutOfRange { start: self.start });
+        };
+        if count == 0 || base < self.start {
+            return Err(AppendRejection::OutOfRange { start: self.start });
+        }
+        if base < self.next {
+            return if batch_end <= self.durable_end {
+                Err(AppendRejection::DuplicateDurable {
+                    durable_end: self.durable_end,
+                })
+            } else {
+                Err(AppendRejection::DuplicateInFlight { next: self.next })
+            };
+        }
+        if base > self.next {
+            return Err(AppendRejection::Gap { next: self.next });
+        }
+        self.epoch = epoch;
+        let ticket = AppendTicket(self.next_ticket);
+        self.next_ticket += 1;
+        self.in_flight.push_back(InFlight {
+            ticket,
+            base,
+            end: batch_end,
+            durable: false,
+        });
+        self.next = batch_end;
+        debug_assert!(self.durable_end <= self.next);
+        Ok(ticket)
+    }
+
+    /// Records the writer's confirmed offset piggybacked on a request. Lower values are ignored.
+    pub fn report_confirmed(&mut self, confirmed: Offset) {
+        self.writer_confirmed = self.writer_confirmed.max(confirmed);
+    }
+
+    /// The store made the batch of `ticket` durable. Returns true when `durable_end` advanced
+    /// (fetch waiters should be woken).
+    pub fn complete_append(&mut self, ticket: AppendTicket) -> bool {
+        let Some(entry) = self
+            .in_flight
+            .iter_mut()
+            .find(|entry| entry.ticket == ticket)
+        else {
+            // Dropped by an earlier failure: its bytes may be on disk but are not part of the
+            // range (the range's next offset went back below them).
+            return false;
+        };
+        entry.durable = true;
+        let before = self.durable_end;
+        while let Some(front) = self.in_flight.front() {
+            if !front.durable {
+                break;
+            }
+            assert_eq!(
+                front.base, self.durable_end,
+                "in-flight batches must be contiguous"
+            );
+            self.durable_end = front.end;
+            self.in_flight.pop_front();
+        }
+        debug_assert!(self.durable_end <= self.next);
+        self.durable_end != before
+    }
+
+    /// The store failed the batch of `ticket`. That batch and every later in-flight one are
+    /// dropped (they can no longer become durable contiguously), `next` goes back to the failed
+    /// base, and the tickets of the dropped later batches are returned so their requests get
+    /// errors too.
+    pub fn fail_append(&mut self, ticket: AppendTicket) -> Vec<AppendTicket> {
+        let Some(position) = self
+            .in_flight
+            .iter()
+            .position(|entry| entry.ticket == ticket)
+        else {
+            return Vec::new();
+        };
+        let base = self.in_flight[position].base;
+        let dropped: Vec<AppendTicket> = self
+            .in_flight
+            .drain(position..)
+            .map(|entry| entry.ticket)
+            .skip(1)
+            .collect();
+        self.next = base;
+        debug_assert!(self.durable_end <= self.next);
+        dropped
+    }
+
+    /// Seals the range for a writer at `epoch`. With `requested_end` (the end the writer settled
+    /// on from the replicas) the range ends there; without it, at this node's end once in-flight
+    /// appends settle. Sealing again returns the same end.
+    pub fn seal(&mut self, epoch: Epoch, requested_end: Option<Offset>) -> SealOutcome {
+        if epoch < self.epoch {
+            return SealOutcome::StaleEpoch {
+                current: self.epoch,
+            };
+        }
+        if let Some(end) = self.end {
+            return SealOutcome::Sealed { end };
+        }
+        self.epoch = epoch;
+        self.sealing = true;
+        if !self.in_flight.is_empty() {
+            return SealOutcome::Draining;
+        }
+        let end = requested_end.unwrap_or(self.durable_end).max(self.start);
+        self.end = Some(end);
+        self.sealing = false;
+        SealOutcome::Sealed { end }
+    }
+
+    /// Highest offset (exclusive) a fetch may read now.
+    pub fn fetch_limit(&self) -> Offset {
+        match self.end {
+            Some(end) => end.min(self.durable_end),
+            None => self.confirmed(),
+        }
+    }
+
+    /// Whether a fetch from `offset` has data now, must wait, or can never be served.
+    pub fn classify_fetch(&self, offset: Offset) -> FetchBounds {
+        if offset < self.start {
+            return FetchBounds::OutOfRange;
+        }
+        let limit = self.fetch_limit();
+        if offset < limit {
+            return FetchBounds::Ready { limit };
+        }
+        match self.end {
+            Some(end) if offset >= end => FetchBounds::EndOfRange { end },
+            // Sealed but this replica lags behind the end: the rest is not here.
+            Some(_) => FetchBounds::Wait,
+            None => FetchBounds::Wait,
+        }
+    }
+}
+
+/// Answer of [`RangeState::classify_fetch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchBounds {
+    /// Data from the offset up to `limit` (exclusive) may be read.
+    Ready { limit: Offset },
+    /// Nothing readable yet; a long-poll waits for the durable or confirmed offset to move.
+    Wait,
+    /// The range is sealed and the offset is at or past its end.
+    EndOfRange { end: Offset },
+    /// The offset lies below the range's start.
+    OutOfRange,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_in_order_becomes_durable_and_confirmed() {
+        let mut range = RangeState::new(1, 100);
+        let first = range.try_append(1, 100, 10).unwrap();
+        assert_eq!(range.next(), 110);
+        assert_eq!(range.durable_end(), 100);
+        let second = range.try_append(1, 110, 5).unwrap();
+        assert!(range.complete_append(first));
+        assert_eq!(range.durable_end(), 110);
+        // Nothing is confirmed until the writer says so.
+        assert_eq!(range.fetch_limit(), 100);
+        range.report_confirmed(115);
+        assert_eq!(
+            range.confirmed(),
+            110,
+            "confirmed never above the durable end"
+        );
+        assert!(range.complete_append(second));
+        assert_eq!(range.confirmed(), 115);
+        assert!(range.in_flight_is_empty());
+    }
+
+    #[test]
+    fn out_of_order_completions_advance_only_the_contiguous_prefix() {
+        let mut range = RangeState::new(1, 0);
+        let first = range.try_append(1, 0, 1).unwrap();
+        let second = range.try_append(1, 1, 1).unwrap();
+        let third = range.try_append(1, 2, 1).unwrap();
+        assert!(!range.complete_append(second));
+        assert_eq!(range.durable_end(), 0);
+        assert!(range.complete_append(first));
+        assert_eq!(range.durable_end(), 2);
+        assert!(range.complete_append(third));
+        assert_eq!(range.durable_end(), 3);
+    }
+
+    #[test]
+    fn duplicates_and_gaps_are_distinguished() {
+        let mut range = RangeState::new(1, 0);
+        let ticket = range.try_append(1, 0, 10).unwrap();
+        assert_eq!(
+            range.try_append(1, 0, 10),
+            Err(AppendRejection::DuplicateInFlight { next: 10 })
+        );
+        range.complete_append(ticket);
+        assert_eq!(
+            range.try_append(1, 0, 10),
+            Err(AppendRejection::DuplicateDurable { durable_end: 10 })
+        );
+        assert_eq!(
+            range.try_append(1, 5, 5),
+            Err(AppendRejection::DuplicateDurable { durable_end: 10 })
+        );
+        assert_eq!(
+            range.try_append(1, 11, 1),
+            Err(AppendRejection::Gap { next: 10 })
+        );
+        range.try_append(1, 10, 10).unwrap();
+        // Straddles the durable end: part of it is still in flight.
+        assert_eq!(
+            range.try_append(1, 5, 10),
+            Err(AppendRejection::DuplicateInFlight { next: 20 })
+        );
+        assert_eq!(range.next(), 20, "a rejected append changes nothing");
+    }
+
+    #[test]
+    fn empty_overflowing_and_below_start_batches_are_out_of_range() {
+        let mut range = RangeState::new(1, 50);
+        assert_eq!(
+            range.try_append(1, 50, 0),
+            Err(AppendRejection::OutOfRange { start: 50 })
+        );
+        assert_eq!(
+            range.try_append(1, 40, 5),
+            Err(AppendRejection::OutOfRange { start: 50 })
+        );
+        assert_eq!(
+            range.try_append(1, u64::MAX, 2),
+            Err(AppendRejection::OutOfRange { start: 50 })
+        );
+    }
+
+    #[test]
+    fn stale_epoch_is_refused_and_newer_epoch_fences_the_old_writer() {
+        let mut range = RangeState::new(5, 0);
+        assert_eq!(
+            range.try_append(4, 0, 1),
+            Err(AppendRejection::StaleEpoch { current: 5 })
+        );
+        range.try_append(6, 0, 1).unwrap();
+        assert_eq!(range.epoch(), 6);
+        assert_eq!(
+            range.try_append(5, 1, 1),
+            Err(AppendRejection::StaleEpoch { current: 6 })
+        );
+        assert_eq!(range.seal(5, None), SealOutcome::StaleEpoch { current: 6 });
+        assert!(!range.is_sealed());
+    }
+
+    #[test]
+    fn seal_waits_for_in_flight_appends_then_fixes_the_end() {
+        let mut range = RangeState::new(1, 0);
+        let ticket = range.try_append(1, 0, 4).unwrap();
+        assert_eq!(range.seal(1, None), SealOutcome::Draining);
+        assert!(range.is_sealed());
+        assert_eq!(
+            range.try_append(1, 4, 1),
+            Err(AppendRejection::Sealed { end: 4 })
+        );
+        range.complete_append(ticket);
+        assert_eq!(range.seal(1, None), SealOutcome::Sealed { end: 4 });
+        assert_eq!(range.end(), Some(4));
+        assert_eq!(
+            range.seal(1, None),
+            SealOutcome::Sealed { end: 4 },
+            "sealing is idempotent"
+        );
+        assert_eq!(
+            range.try_append(1, 4, 1),
+            Err(AppendRejection::Sealed { end: 4 })
+        );
+    }
+
+    #[test]
+    fn sealed_range_is_readable_to_its_end_without_confirmation() {
+        let mut range = RangeState::new(1, 0);
+        let ticket = range.try_append(1, 0, 4).unwrap();
+        range.complete_append(ticket);
+        assert_eq!(range.classify_fetch(0), FetchBounds::Wait);
+        assert_eq!(range.seal(1, None), SealOutcome::Sealed { end: 4 });
+        assert_eq!(range.classify_fetch(0), FetchBounds::Ready { limit: 4 });
+        assert_eq!(range.classify_fetch(4), FetchBounds::EndOfRange { end: 4 });
+    }
+
+    #[test]
+    fn seal_at_a_requested_end_bounds_reads() {
+        let mut range = RangeState::new(1, 0);
+        let first = range.try_append(1, 0, 4).unwrap();
+        let second = range.try_append(1, 4, 4).unwrap();
+        range.complete_append(first);
+        range.complete_append(second);
+        assert_eq!(range.seal(2, Some(4)), SealOutcome::Sealed { end: 4 });
+        assert_eq!(range.fetch_limit(), 4);
+        assert_eq!(range.classify_fetch(4), FetchBounds::EndOfRange { end: 4 });
+        // A lagging replica sealed past its durable end serves what it has and waits for the rest.
+        let mut lagging = RangeState::new(1, 0);
+        lagging.seal(1, Some(10));
+        assert_eq!(lagging.classify_fetch(0), FetchBounds::Wait);
+    }
+
+    #[test]
+    fn fetch_below_start_is_out_of_range() {
+        let range = RangeState::new(1, 10);
+        assert_eq!(range.classify_fetch(9), FetchBounds::OutOfRange);
+        assert_eq!(range.classify_fetch(10), FetchBounds::Wait);
+    }
+
+    #[test]
+    fn failed_append_rolls_back_next_and_drops_later_batches() {
+        let mut range = RangeState::new(1, 0);
+        let first = range.try_append(1, 0, 2).unwrap();
+        let failed = range.try_append(1, 2, 2).unwrap();
+        let later = range.try_append(1, 4, 2).unwrap();
+        assert_eq!(range.fail_append(failed), vec![later]);
+        assert_eq!(range.next(), 2);
+        assert!(range.complete_append(first));
+        assert_eq!(range.durable_end(), 2);
+        assert!(range.in_flight_is_empty());
+        // The writer retries from the failed offset; a late completion of the dropped batch at
+        // offset 4 must not count for the retried batch at the same offset.
+        let retried = range.try_append(1, 2, 2).unwrap();
+        let retried_later = range.try_append(1, 4, 2).unwrap();
+        assert!(!range.complete_append(later));
+        assert!(range.complete_append(retried));
+        assert_eq!(range.durable_end(), 4);
+        assert!(range.complete_append(retried_later));
+        assert_eq!(range.durable_end(), 6);
+    }
+
+    #[test]
+    fn recovered_range_resumes_at_its_durable_end() {
+        let range = RangeState::recovered(3, 0, 42, None);
+        assert_eq!(range.next(), 42);
+        assert_eq!(
+            range.fetch_limit(),
+            0,
+            "confirmed offset is not trusted across restarts"
+        );
+        let sealed = RangeState::recovered(3, 0, 42, Some(42));
+        assert_eq!(sealed.fetch_limit(), 42);
+    }
+}

@@ -1,0 +1,297 @@
+//! The node's list of ranges, kept on disk so ranges survive a restart.
+//!
+//! One small file per range under `<data-dir>/ranges/`, named `<stream>-<index>.range`. The
+//! WAL holds the batches; these files hold what the WAL cannot tell: that a range exists (even
+//! empty), its start, its epoch and whether it is sealed and where. A change rewrites the file
+//! atomically: write `<name>.tmp`, fsync it, rename over the old file, fsync the directory. A
+//! crash leaves either the old or the new file, never a mix; a leftover `.tmp` is deleted at
+//! start. Every file carries a CRC32C, so a damaged file stops the node with its name instead of
+//! resurrecting a wrong range.
+//!
+//! Layout (little endian, 56 bytes):
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..8 | magic `ESRANGE1` |
+//! | 8..16 | stream id |
+//! | 16..24 | range index |
+//! | 24..32 | epoch |
+//! | 32..40 | start offset |
+//! | 40..44 | flags: bit 0 = sealed |
+//! | 44..52 | end offset (0 unless sealed) |
+//! | 52..56 | CRC32C of bytes 0..52 |
+//!
+//! Files are per range so that workers, each owning its ranges, never write the same file.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"ESRANGE1";
+const FILE_SIZE: usize = 56;
+const FLAG_SEALED: u32 = 1;
+const SUFFIX: &str = ".range";
+const TEMP_SUFFIX: &str = ".range.tmp";
+
+/// What is persisted about one range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeRecord {
+    pub stream_id: u64,
+    pub range_index: u64,
+    pub epoch: u64,
+    pub start: u64,
+    /// `Some(end)` once sealed.
+    pub end: Option<u64>,
+}
+
+impl RangeRecord {
+    fn encode(&self) -> [u8; FILE_SIZE] {
+        let mut bytes = [0u8; FILE_SIZE];
+        bytes[0..8].copy_from_slice(MAGIC);
+        bytes[8..16].copy_from_slice(&self.stream_id.to_le_bytes());
+        bytes[16..24].copy_from_slice(&self.range_index.to_le_bytes());
+        bytes[24..32].copy_from_slice(&self.epoch.to_le_bytes());
+        bytes[32..40].copy_from_slice(&self.start.to_le_bytes());
+        let flags = if self.end.is_some() { FLAG_SEALED } else { 0 };
+        bytes[40..44].copy_from_slice(&flags.to_le_bytes());
+        bytes[44..52].copy_from_slice(&self.end.unwrap_or(0).to_le_bytes());
+        let checksum = crc32c::crc32c(&bytes[0..52]);
+        bytes[52..56].copy_from_slice(&checksum.to_le_bytes());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Result<RangeRecord, String> {
+        if bytes.len() != FILE_SIZE {
+            return Err(format!("expected {FILE_SIZE} bytes, found {}", bytes.len()));
+        }
+        if &bytes[0..8] != MAGIC {
+            return Err("expected magic ESRANGE1".to_string());
+        }
+        let stored = u32::from_le_bytes(bytes[52..56].try_into().expect("4 bytes"));
+        let computed = crc32c::crc32c(&bytes[0..52]);
+        if stored != computed {
+            return Err(format!(
+                "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+            ));
+        }
+        let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        let flags = u32::from_le_bytes(bytes[40..44].try_into().expect("4 bytes"));
+        if flags & !FLAG_SEALED != 0 {
+            return Err(format!("unknown flags {flags:#x}"));
+        }
+        let record = RangeRecord {
+            stream_id: word(8),
+            range_index: word(16),
+            epoch: word(24),
+            start: word(32),
+            end: (flags & FLAG_SEALED != 0).then(|| word(44)),
+        };
+        if let Some(end) = record.end {
+            if end < record.start {
+                return Err(format!("end {end} below start {}", record.start));
+            }
+        }
+        Ok(record)
+    }
+
+    fn file_name(&self) -> String {
+        format!("{}-{}{SUFFIX}", self.stream_id, self.range_index)
+    }
+}
+
+/// A range file that could not be read back.
+#[derive(Debug)]
+pub struct CatalogError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl fmt::Display for CatalogError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "range file {}: {} (restore it from a replica or remove it to forget the range)",
+            self.path.display(),
+            self.reason
+        )
+    }
+}
+
+impl std::error::Error for CatalogError {}
+
+/// The `ranges/` directory of a data directory.
+#[derive(Debug, Clone)]
+pub struct RangeCatalog {
+    directory: PathBuf,
+}
+
+impl RangeCatalog {
+    /// Opens (creating if needed) `<data_dir>/ranges` and removes leftover temporary files.
+    pub fn open(data_dir: &Path) -> io::Result<RangeCatalog> {
+        let directory = data_dir.join("ranges");
+        if !directory.is_dir() {
+            fs::create_dir_all(&directory)?;
+            sync_directory(data_dir)?;
+        }
+        for entry in fs::read_dir(&directory)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().ends_with(TEMP_SUFFIX) {
+                fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(RangeCatalog { directory })
+    }
+
+    /// Every persisted range, sorted by stream and index.
+    pub fn load(&self) -> Result<Vec<RangeRecord>, CatalogError> {
+        let fail = |path: &Path, reason: String| CatalogError {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let entries = fs::read_dir(&self.directory)
+            .map_err(|error| fail(&self.directory, error.to_string()))?;
+        let mut records = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|error| fail(&self.directory, error.to_string()))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(SUFFIX) {
+                continue;
+            }
+            let bytes = fs::read(&path).map_err(|error| fail(&path, error.to_string()))?;
+            let record = RangeRecord::decode(&bytes).map_err(|reason| fail(&path, reason))?;
+            if record.file_name() != name {
+                return Err(fail(
+                    &path,
+                    format!("holds range {}-{}", record.stream_id, record.range_index),
+                ));
+            }
+            records.push(record);
+        }
+        records.sort_by_key(|record| (record.stream_id, record.range_index));
+        Ok(records)
+    }
+
+    /// Writes `record` durably, replacing any earlier version of the same range.
+    pub fn save(&self, record: &RangeRecord) -> io::Result<()> {
+        let name = record.file_name();
+        let final_path = self.directory.join(&name);
+        let temp_path = self.directory.join(format!("{name}.tmp"));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp_path)?;
+        file.write_all(&record.encode())?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&temp_path, &final_path)?;
+        sync_directory(&self.directory)
+    }
+}
+
+fn sync_directory(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_record(stream_id: u64, range_index: u64) -> RangeRecord {
+        RangeRecord {
+            stream_id,
+            range_index,
+            epoch: 3,
+            start: 100,
+            end: None,
+        }
+    }
+
+    #[test]
+    fn saved_ranges_load_back_after_reopen() {
+        let data = tempfile::tempdir().unwrap();
+        let catalog = RangeCatalog::open(data.path()).unwrap();
+        assert!(catalog.load().unwrap().is_empty());
+        catalog.save(&open_record(7, 1)).unwrap();
+        catalog.save(&open_record(2, 0)).unwrap();
+        let sealed = RangeRecord {
+            end: Some(150),
+            epoch: 4,
+            ..open_record(7, 1)
+        };
+        catalog.save(&sealed).unwrap();
+
+        let reopened = RangeCatalog::open(data.path()).unwrap();
+        assert_eq!(reopened.load().unwrap(), vec![open_record(2, 0), sealed]);
+    }
+
+    #[test]
+    fn leftover_temp_file_is_ignored_and_removed() {
+        let data = tempfile::tempdir().unwrap();
+        let catalog = RangeCatalog::open(data.path()).unwrap();
+        catalog.save(&open_record(1, 0)).unwrap();
+        let temp = data.path().join("ranges/1-0.range.tmp");
+        fs::write(&temp, b"half").unwrap();
+        let reopened = RangeCatalog::open(data.path()).unwrap();
+        assert!(!temp.exists());
+        assert_eq!(reopened.load().unwrap(), vec![open_record(1, 0)]);
+    }
+
+    #[test]
+    fn damaged_file_is_an_error_naming_it() {
+        let data = tempfile::tempdir().unwrap();
+        let catalog = RangeCatalog::open(data.path()).unwrap();
+        catalog.save(&open_record(9, 2)).unwrap();
+        let path = data.path().join("ranges/9-2.range");
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[30] ^= 0x01;
+        fs::write(&path, &bytes).unwrap();
+        let error = catalog.load().unwrap_err();
+        assert_eq!(error.path, path);
+        assert!(error.to_string().contains("checksum mismatch"), "{error}");
+
+        fs::write(&path, b"short").unwrap();
+        assert!(catalog
+            .load()
+            .unwrap_err()
+            .reason
+            .contains("expected 56 bytes"));
+    }
+
+    #[test]
+    fn file_under_the_wrong_name_is_an_error() {
+        let data = tempfile::tempdir().unwrap();
+        let catalog = RangeCatalog::open(data.path()).unwrap();
+        catalog.save(&open_record(1, 0)).unwrap();
+        fs::rename(
+            data.path().join("ranges/1-0.range"),
+            data.path().join("ranges/1-5.range"),
+        )
+        .unwrap();
+        assert!(catalog
+            .load()
+            .unwrap_err()
+            .reason
+            .contains("holds range 1-0"));
+    }
+
+    #[test]
+    fn encoding_is_stable() {
+        let record = RangeRecord {
+            stream_id: 1,
+            range_index: 2,
+            epoch: 3,
+            start: 4,
+            end: Some(5),
+        };
+        let bytes = record.encode();
+        assert_eq!(&bytes[0..8], b"ESRANGE1");
+        assert_eq!(bytes[8], 1);
+        assert_eq!(bytes[16], 2);
+        assert_eq!(bytes[40], 1, "sealed flag");
+        assert_eq!(bytes[44], 5);
+        assert_eq!(RangeRecord::decode(&bytes).unwrap(), record);
+    }
+}
