@@ -1,0 +1,77 @@
+//! CREATE_RANGE (`0x0201`): to the placement manager, record a new range of a stream (it chooses
+//! the replicas when none are given); to a data node, create the local replica. The answer is the
+//! range as created.
+
+use bytes::BufMut;
+
+use crate::codec::{EncodeError, Reader};
+use crate::error::DecodeError;
+use crate::frame::Opcode;
+use crate::msg::{range_response, Message, MessageKind};
+use crate::types::{
+    decode_replicas, validate_replicas, Epoch, Offset, RangeIndex, ReplicaNode, StreamId,
+    MAX_REPLICAS,
+};
+
+/// CREATE_RANGE request header.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CreateRangeRequest {
+    /// The stream.
+    pub stream_id: StreamId,
+    /// The new range's index: the previous index + 1, or 0 for the first.
+    pub range_index: RangeIndex,
+    /// Writer epoch.
+    pub epoch: Epoch,
+    /// First offset: the previous range's end, or 0.
+    pub start_offset: Offset,
+    /// Replicas, at most 16; empty asks the placement manager to choose.
+    pub replicas: Vec<ReplicaNode>,
+}
+
+impl Message for CreateRangeRequest {
+    const OPCODE: Opcode = Opcode::CreateRange;
+    const KIND: MessageKind = MessageKind::Request;
+
+    fn encoded_len(&self) -> usize {
+        32 + self
+            .replicas
+            .iter()
+            .map(ReplicaNode::encoded_len)
+            .sum::<usize>()
+    }
+
+    fn validate(&self) -> Result<(), EncodeError> {
+        validate_replicas(&self.replicas)
+    }
+
+    fn encode<B: BufMut>(&self, buf: &mut B) {
+        buf.put_u64_le(self.stream_id.0);
+        buf.put_u32_le(self.range_index.0);
+        buf.put_u32_le(self.replicas.len() as u32);
+        buf.put_u64_le(self.epoch.0);
+        buf.put_u64_le(self.start_offset.0);
+        for replica in &self.replicas {
+            replica.encode(buf);
+        }
+    }
+
+    fn decode(header: &[u8]) -> Result<Self, DecodeError> {
+        let mut reader = Reader::new(Self::OPCODE, header);
+        let stream_id = StreamId(reader.u64("stream_id")?);
+        let range_index = RangeIndex(reader.u32("range_index")?);
+        let replica_count = reader.count_u32("replica_count", 6, MAX_REPLICAS)?;
+        let epoch = Epoch(reader.u64("epoch")?);
+        let start_offset = Offset(reader.u64("start_offset")?);
+        let replicas = decode_replicas(&mut reader, replica_count)?;
+        reader.finish()?;
+        Ok(CreateRangeRequest {
+            stream_id,
+            range_index,
+            epoch,
+            start_offset,
+            replicas,
+        })
+    }
+}
+
+range_response!(CreateRangeResponse, CreateRange);

@@ -1,0 +1,248 @@
+//! Domain types shared by several messages: identifiers, and the Range and Stream records of
+//! `docs/protocol.md` §5.1 (ARCHITECTURE.md §4).
+
+use bytes::BufMut;
+
+use crate::codec::{put_optional_u64, put_string, EncodeError, Reader};
+use crate::error::DecodeError;
+
+/// Identifies a stream; assigned by the placement manager.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId(pub u64);
+
+/// Position of a range within its stream: 0, 1, 2, ...
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RangeIndex(pub u32);
+
+/// A record's position in its stream. Offsets are dense per stream. `u64::MAX` is reserved as
+/// "absent" on the wire, so the largest valid offset is [`Offset::MAX`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Offset(pub u64);
+
+/// Writer epoch: raising it fences every older writer of a stream. `u64::MAX` is reserved as
+/// "absent" on the wire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Epoch(pub u64);
+
+/// Identifies a data node; allocated once by the placement manager (ALLOCATE_ID).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u32);
+
+impl Offset {
+    /// The largest offset that can be sent (`u64::MAX` means "absent" on the wire).
+    pub const MAX: Offset = Offset(u64::MAX - 1);
+
+    /// `self + count`, or `None` if that would overflow the valid offset space.
+    pub fn checked_add(self, count: u64) -> Option<Offset> {
+        self.0
+            .checked_add(count)
+            .filter(|&value| value <= Offset::MAX.0)
+            .map(Offset)
+    }
+}
+
+macro_rules! display_inner {
+    ($($name:ident),*) => {$(
+        impl std::fmt::Display for $name {
+            fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Display::fmt(&self.0, formatter)
+            }
+        }
+    )*};
+}
+display_inner!(StreamId, RangeIndex, Offset, Epoch, NodeId);
+
+/// Longest `host:port` address accepted on the wire, in bytes.
+pub const MAX_ADDRESS_BYTES: usize = 255;
+/// Most replicas a range may list.
+pub const MAX_REPLICAS: usize = 16;
+
+/// A data node holding a replica of a range, and where to reach it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaNode {
+    /// The node's id.
+    pub node_id: NodeId,
+    /// `host:port` the node serves clients on, at most [`MAX_ADDRESS_BYTES`].
+    pub address: String,
+}
+
+impl ReplicaNode {
+    pub(crate) fn encoded_len(&self) -> usize {
+        4 + 2 + self.address.len()
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), EncodeError> {
+        EncodeError::check_length("address", self.address.len(), MAX_ADDRESS_BYTES)
+    }
+
+    pub(crate) fn encode<B: BufMut>(&self, buf: &mut B) {
+        buf.put_u32_le(self.node_id.0);
+        put_string(buf, &self.address);
+    }
+
+    pub(crate) fn decode(reader: &mut Reader<'_>) -> Result<ReplicaNode, DecodeError> {
+        let node_id = NodeId(reader.u32("node_id")?);
+        let address = reader.string("address", MAX_ADDRESS_BYTES)?;
+        Ok(ReplicaNode { node_id, address })
+    }
+}
+
+/// A range of a stream: offsets `[start_offset, end_offset)` on a set of replicas
+/// (`docs/protocol.md` §5.1, "Range record").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Range {
+    /// The stream the range belongs to.
+    pub stream_id: StreamId,
+    /// Position of the range in the stream.
+    pub index: RangeIndex,
+    /// Writer epoch the range was created (or last sealed) with.
+    pub epoch: Epoch,
+    /// First offset of the range.
+    pub start_offset: Offset,
+    /// One past the last offset; `None` while the range is open. `Some` means sealed.
+    pub end_offset: Option<Offset>,
+    /// Next offset the answering replica expects; `None` when unknown (placement manager).
+    pub next_offset: Option<Offset>,
+    /// Highest offset the writer reported as acknowledged; `None` when unknown.
+    pub confirmed_offset: Option<Offset>,
+    /// Replica nodes, at most [`MAX_REPLICAS`].
+    pub replicas: Vec<ReplicaNode>,
+}
+
+impl Range {
+    /// Fixed part of the encoding, before the replicas.
+    pub const FIXED_BYTES: usize = 56;
+
+    /// Whether the range is sealed (its end is known).
+    pub fn is_sealed(&self) -> bool {
+        self.end_offset.is_some()
+    }
+
+    pub(crate) fn encoded_len(&self) -> usize {
+        Self::FIXED_BYTES
+            + self
+                .replicas
+                .iter()
+                .map(ReplicaNode::encoded_len)
+                .sum::<usize>()
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), EncodeError> {
+        validate_replicas(&self.replicas)
+    }
+
+    pub(crate) fn encode<B: BufMut>(&self, buf: &mut B) {
+        buf.put_u64_le(self.stream_id.0);
+        buf.put_u32_le(self.index.0);
+        buf.put_u32_le(self.replicas.len() as u32);
+        buf.put_u64_le(self.epoch.0);
+        buf.put_u64_le(self.start_offset.0);
+        put_optional_u64(buf, self.end_offset.map(|offset| offset.0));
+        put_optional_u64(buf, self.next_offset.map(|offset| offset.0));
+        put_optional_u64(buf, self.confirmed_offset.map(|offset| offset.0));
+        for replica in &self.replicas {
+            replica.encode(buf);
+        }
+    }
+
+    pub(crate) fn decode(reader: &mut Reader<'_>) -> Result<Range, DecodeError> {
+        let stream_id = StreamId(reader.u64("stream_id")?);
+        let index = RangeIndex(reader.u32("index")?);
+        let replica_count = reader.count_u32("replica_count", 6, MAX_REPLICAS)?;
+        let epoch = Epoch(reader.u64("epoch")?);
+        let start_offset = Offset(reader.u64("start_offset")?);
+        let end_offset = reader.optional_u64("end_offset")?.map(Offset);
+        let next_offset = reader.optional_u64("next_offset")?.map(Offset);
+        let confirmed_offset = reader.optional_u64("confirmed_offset")?.map(Offset);
+        let replicas = decode_replicas(reader, replica_count)?;
+        Ok(Range {
+            stream_id,
+            index,
+            epoch,
+            start_offset,
+            end_offset,
+            next_offset,
+            confirmed_offset,
+            replicas,
+        })
+    }
+}
+
+pub(crate) fn validate_replicas(replicas: &[ReplicaNode]) -> Result<(), EncodeError> {
+    EncodeError::check_length("replicas", replicas.len(), MAX_REPLICAS)?;
+    replicas.iter().try_for_each(ReplicaNode::validate)
+}
+
+pub(crate) fn decode_replicas(
+    reader: &mut Reader<'_>,
+    count: usize,
+) -> Result<Vec<ReplicaNode>, DecodeError> {
+    // `count` was checked against MAX_REPLICAS and the remaining bytes before this allocation.
+    let mut replicas = Vec::with_capacity(count);
+    for _ in 0..count {
+        replicas.push(ReplicaNode::decode(reader)?);
+    }
+    Ok(replicas)
+}
+
+/// A stream's metadata as kept by the placement manager (`docs/protocol.md` §5.1,
+/// "Stream record").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stream {
+    /// The stream's id.
+    pub id: StreamId,
+    /// R: replicas per range, 1..=16.
+    pub replica_count: u8,
+    /// A: replicas that must make a batch durable before it is acknowledged, 1 ≤ A ≤ R.
+    pub ack_count: u8,
+    /// Data older than this may be trimmed; 0 keeps data forever.
+    pub retention_ms: u64,
+    /// Trim point: offsets below it are gone.
+    pub start_offset: Offset,
+    /// Current writer epoch.
+    pub epoch: Epoch,
+    /// Whether the stream is deleted.
+    pub deleted: bool,
+}
+
+impl Stream {
+    /// Bytes of the encoding.
+    pub const ENCODED_BYTES: usize = 40;
+    const FLAG_DELETED: u8 = 0x01;
+
+    pub(crate) fn encode<B: BufMut>(&self, buf: &mut B) {
+        buf.put_u64_le(self.id.0);
+        buf.put_u8(self.replica_count);
+        buf.put_u8(self.ack_count);
+        buf.put_u8(if self.deleted { Self::FLAG_DELETED } else { 0 });
+        buf.put_u8(0);
+        buf.put_u32_le(0);
+        buf.put_u64_le(self.retention_ms);
+        buf.put_u64_le(self.start_offset.0);
+        buf.put_u64_le(self.epoch.0);
+    }
+
+    pub(crate) fn decode(reader: &mut Reader<'_>) -> Result<Stream, DecodeError> {
+        let id = StreamId(reader.u64("stream_id")?);
+        let replica_count = reader.u8("replica_count")?;
+        let ack_count = reader.u8("ack_count")?;
+        let flags = reader.u8("flags")?;
+        if flags & !Self::FLAG_DELETED != 0 {
+            return Err(reader.malformed("flags", "reserved bit set"));
+        }
+        reader.reserved_u8("reserved")?;
+        reader.reserved_u32("reserved")?;
+        let retention_ms = reader.u64("retention_ms")?;
+        let start_offset = Offset(reader.u64("start_offset")?);
+        let epoch = Epoch(reader.u64("epoch")?);
+        Ok(Stream {
+            id,
+            replica_count,
+            ack_count,
+            retention_ms,
+            start_offset,
+            epoch,
+            deleted: flags & Self::FLAG_DELETED != 0,
+        })
+    }
+}
