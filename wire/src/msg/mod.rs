@@ -156,6 +156,15 @@ macro_rules! message_enums {
                 }
             }
 
+            /// The operation answered, or `None` for [`Response::Error`] (its frame carries
+            /// the opcode).
+            pub fn opcode(&self) -> Option<Opcode> {
+                match self {
+                    Response::Error(_) => None,
+                    $(Response::$variant(_) => Some(Opcode::$variant),)*
+                }
+            }
+
             /// Writes the response to `request_id` of operation `opcode` as a frame into `buf`
             /// (`opcode` is used only for [`Response::Error`]; the other variants know theirs).
             pub fn encode<B: FrameBuf>(
