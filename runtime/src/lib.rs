@@ -1,7 +1,27 @@
 //! A thread-per-core io_uring runtime: one ring per thread, `!Send` tasks, no work stealing.
 //!
+//! * [`Runtime`] / [`Builder`]: the executor and its loop; [`spawn`], [`JoinHandle`],
+//!   [`yield_now`].
+//! * [`net`]: TCP with owned buffers; [`fs`]: O_DIRECT-capable files; [`time`]: sleep, timeout,
+//!   interval; [`signal`]: SIGINT/SIGTERM/SIGHUP as futures.
 //! * [`spsc`]: a bounded lock-free single-producer single-consumer ring.
 //! * [`mailbox`]: an SPSC ring plus a wake-up of the consumer that is skipped while it is awake.
+//! * [`thread`]: named threads pinned to a CPU, each running its own runtime.
+//!
+//! See `docs/runtime.md` for the loop, an operation's life cycle and cancellation.
 
+pub mod buf;
+mod driver;
+mod executor;
+pub mod fs;
 pub mod mailbox;
+pub mod net;
+mod op;
+pub mod signal;
 pub mod spsc;
+pub mod thread;
+pub mod time;
+
+pub use buf::{AlignedBuf, IoBuf, IoBufMut, Slice};
+pub use driver::RingMode;
+pub use executor::{spawn, stats, yield_now, Builder, JoinHandle, Runtime, Stats};

@@ -1,0 +1,209 @@
+//! Many tasks and timers on one runtime: join handles, ordering of timers, timeouts, intervals,
+//! abort, and wakes from other threads.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runtime::time::{interval, sleep, timeout, Elapsed};
+use runtime::{spawn, yield_now, Builder, Runtime};
+
+#[test]
+fn thousands_of_tasks_return_their_outputs() {
+    let mut runtime = Runtime::new().unwrap();
+    let total = runtime.block_on(async {
+        let handles: Vec<_> = (0..5_000u64)
+            .map(|n| {
+                spawn(async move {
+                    yield_now().await;
+                    n * 2
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for handle in handles {
+            total += handle.await;
+        }
+        total
+    });
+    assert_eq!(total, (0..5_000u64).map(|n| n * 2).sum::<u64>());
+    assert_eq!(runtime.stats().tasks, 0);
+}
+
+#[test]
+fn timers_fire_in_deadline_order_and_not_early() {
+    let mut runtime = Runtime::new().unwrap();
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let started = Instant::now();
+    runtime.block_on({
+        let order = order.clone();
+        async move {
+            let mut handles = Vec::new();
+            // 500 timers with shuffled deadlines between 1 and 50 ms.
+            for index in 0..500u64 {
+                let delay_ms = (index * 37) % 50 + 1;
+                let order = order.clone();
+                handles.push(spawn(async move {
+                    let begin = Instant::now();
+                    sleep(Duration::from_millis(delay_ms)).await;
+                    assert!(begin.elapsed() >= Duration::from_millis(delay_ms));
+                    order.borrow_mut().push(delay_ms);
+                }));
+            }
+            for handle in handles {
+                handle.await;
+            }
+        }
+    });
+    let order = order.borrow();
+    assert_eq!(order.len(), 500);
+    assert!(
+        order.windows(2).all(|pair| pair[0] <= pair[1]),
+        "timers fired out of order"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    assert_eq!(runtime.stats().timers, 0);
+}
+
+#[test]
+fn sleep_precision_is_within_a_few_milliseconds() {
+    let mut runtime = Runtime::new().unwrap();
+    let mut late = Vec::new();
+    runtime.block_on(async {
+        for _ in 0..20 {
+            let begin = Instant::now();
+            sleep(Duration::from_millis(2)).await;
+            late.push(begin.elapsed() - Duration::from_millis(2));
+        }
+    });
+    late.sort();
+    // The median is robust to the hypervisor's occasional multi-ms stalls.
+    assert!(
+        late[10] < Duration::from_millis(1),
+        "median lateness {:?}",
+        late[10]
+    );
+}
+
+#[test]
+fn timeout_returns_elapsed_and_drops_the_future() {
+    let mut runtime = Runtime::new().unwrap();
+    runtime.block_on(async {
+        let result = timeout(Duration::from_millis(5), sleep(Duration::from_secs(10))).await;
+        assert_eq!(result, Err(Elapsed));
+        let result = timeout(Duration::from_secs(10), async { 7 }).await;
+        assert_eq!(result, Ok(7));
+    });
+    assert_eq!(runtime.stats().timers, 0);
+}
+
+#[test]
+fn interval_ticks_at_its_period() {
+    let mut runtime = Runtime::new().unwrap();
+    runtime.block_on(async {
+        let started = Instant::now();
+        let mut ticks = interval(Duration::from_millis(3));
+        let mut previous = ticks.tick().await;
+        for _ in 0..5 {
+            let tick = ticks.tick().await;
+            assert!(tick - previous >= Duration::from_millis(3));
+            previous = tick;
+        }
+        assert!(started.elapsed() >= Duration::from_millis(18));
+    });
+}
+
+#[test]
+fn aborted_task_never_finishes_and_detached_task_does() {
+    let mut runtime = Runtime::new().unwrap();
+    let counter = Rc::new(RefCell::new(0));
+    runtime.block_on({
+        let counter = counter.clone();
+        async move {
+            let aborted = {
+                let counter = counter.clone();
+                spawn(async move {
+                    sleep(Duration::from_millis(20)).await;
+                    *counter.borrow_mut() += 100;
+                })
+            };
+            {
+                let counter = counter.clone();
+                // Detached: the handle is dropped at once.
+                drop(spawn(async move {
+                    sleep(Duration::from_millis(5)).await;
+                    *counter.borrow_mut() += 1;
+                }));
+            }
+            yield_now().await;
+            aborted.abort();
+            sleep(Duration::from_millis(40)).await;
+        }
+    });
+    assert_eq!(*counter.borrow(), 1);
+    assert_eq!(runtime.stats().tasks, 0);
+    assert_eq!(runtime.stats().timers, 0);
+}
+
+#[test]
+fn busy_task_does_not_starve_others() {
+    let mut runtime = Builder::new().build().unwrap();
+    runtime.block_on(async {
+        let flag = Rc::new(RefCell::new(false));
+        let observer = {
+            let flag = flag.clone();
+            spawn(async move {
+                *flag.borrow_mut() = true;
+            })
+        };
+        // A task that yields keeps running, but the observer gets its turn.
+        while !*flag.borrow() {
+            yield_now().await;
+        }
+        observer.await;
+    });
+}
+
+#[test]
+fn wakes_from_other_threads_reach_a_sleeping_runtime() {
+    let mut runtime = Runtime::new().unwrap();
+    let polls = Arc::new(AtomicUsize::new(0));
+    runtime.block_on(async {
+        for round in 0..200usize {
+            let waker_slot = Arc::new(std::sync::Mutex::new(None::<std::task::Waker>));
+            let done = Arc::new(AtomicUsize::new(0));
+            let thread = {
+                let waker_slot = waker_slot.clone();
+                let done = done.clone();
+                std::thread::spawn(move || {
+                    // Wait until the task parked its waker, then set the flag and wake it.
+                    loop {
+                        if let Some(waker) = waker_slot.lock().unwrap().take() {
+                            if round % 2 == 0 {
+                                std::thread::sleep(Duration::from_micros(200));
+                            }
+                            done.store(1, Ordering::SeqCst);
+                            waker.wake();
+                            return;
+                        }
+                        std::thread::yield_now();
+                    }
+                })
+            };
+            let polls = polls.clone();
+            std::future::poll_fn(|cx| {
+                polls.fetch_add(1, Ordering::Relaxed);
+                if done.load(Ordering::SeqCst) == 1 {
+                    return std::task::Poll::Ready(());
+                }
+                *waker_slot.lock().unwrap() = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            })
+            .await;
+            thread.join().unwrap();
+        }
+    });
+    assert!(polls.load(Ordering::Relaxed) >= 400);
+}
