@@ -114,3 +114,44 @@ fn eventfd_consumer_protocol_never_misses_a_wake() {
     }
     consumer.join().unwrap();
 }
+
+#[test]
+fn runtime_task_consumer_is_never_left_asleep() {
+    // The consumer is a spawned task on a runtime that sleeps in io_uring_enter between
+    // messages; the producer is a plain thread. A lost wake-up hangs (caught by the timeout).
+    let (mut sender, mut receiver) = mailbox::channel::<u64>(4).unwrap();
+    let producer = thread::spawn(move || {
+        for value in 0..ROUNDS {
+            let mut value = value;
+            loop {
+                match sender.send(value) {
+                    Ok(()) => break,
+                    Err(mailbox::SendError::Full(back)) => {
+                        value = back;
+                        thread::yield_now();
+                    }
+                    Err(mailbox::SendError::Closed(_)) => panic!("consumer gone"),
+                }
+            }
+            if value % 512 == 0 {
+                thread::sleep(Duration::from_micros(100));
+            }
+        }
+    });
+    let mut runtime = runtime::Runtime::new().unwrap();
+    let received = runtime.block_on(async move {
+        let consumer = runtime::spawn(async move {
+            let mut expected = 0;
+            while let Some(value) = receiver.recv().await {
+                assert_eq!(value, expected);
+                expected += 1;
+            }
+            expected
+        });
+        runtime::time::timeout(Duration::from_secs(30), consumer)
+            .await
+            .expect("wake-up lost: consumer task never finished")
+    });
+    producer.join().unwrap();
+    assert_eq!(received, ROUNDS);
+}
