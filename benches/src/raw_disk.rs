@@ -76,7 +76,7 @@ impl Drop for AlignedBuffer {
 /// Runs the baseline in a temporary file under `directory`, removed at the end.
 pub fn run(directory: &Path, options: &RawDiskOptions) -> std::io::Result<RawDiskResult> {
     let block = options.block_size_bytes;
-    if block == 0 || !block.is_multiple_of(ALIGNMENT_BYTES) {
+    if block == 0 || block % ALIGNMENT_BYTES != 0 {
         return Err(invalid(format!(
             "block size {block} must be a positive multiple of 4096"
         )));

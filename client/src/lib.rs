@@ -1,1 +1,14 @@
 //! The Rust SDK and the `es` command-line tool.
+//!
+//! * [`conn`]: frames over TCP. [`conn::blocking::Connection`] sends one request at a time
+//!   over `std::net`.
+//! * [`command`]: the grammar of shell lines and what each command means.
+//! * [`session`]: runs a command against a server and decodes the answer.
+//! * [`output`]: renders answers as text or JSON.
+//! * [`shell`]: the interactive shell and its script mode.
+
+pub mod command;
+pub mod conn;
+pub mod output;
+pub mod session;
+pub mod shell;

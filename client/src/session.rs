@@ -1,0 +1,436 @@
+//! A session with one server: the blocking connection plus what the shell remembers between
+//! commands (the next offset of each range it wrote or looked at). It turns a
+//! [`RequestCommand`] into a request, sends it, and decodes the answer into a [`Reply`] that
+//! [`crate::output`] renders.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use wire::msg::{
+    AppendRequest, AppendResponse, CreateRangeRequest, CreateRangeResponse, DescribeRangeRequest,
+    DescribeRangeResponse, FetchRequest, FetchResponse, ListRangesRequest, ListRangesResponse,
+    PingRequest, SealRangeRequest, SealRangeResponse,
+};
+use wire::{ErrorCode, Message, Offset, Range, RangeIndex, StreamId};
+
+use crate::command::RequestCommand;
+use crate::conn::blocking::{self, Connection, Exchange};
+use crate::conn::{ClientError, RESPONSE_TIMEOUT};
+
+/// How long raw mode waits for more bytes after the last ones arrived.
+const RAW_QUIET: Duration = Duration::from_millis(500);
+/// Most bytes raw mode collects from one probe.
+const RAW_LIMIT_BYTES: usize = 1 << 20;
+/// Ranges whose next offset the session remembers; beyond this it forgets them all and asks
+/// the node again when needed.
+const REMEMBERED_RANGES_MAX: usize = 4096;
+
+/// A record batch read back by FETCH.
+#[derive(Debug, Clone)]
+pub struct FetchedBatch {
+    pub base_offset: Offset,
+    pub record_count: u32,
+    pub epoch: wire::Epoch,
+    pub timestamp_ms: u64,
+    pub payload: Bytes,
+}
+
+/// The decoded answer to one command.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Pong {
+        payload: Bytes,
+    },
+    /// CREATE_RANGE and DESCRIBE_RANGE answer with the range record.
+    Range(Range),
+    Appended {
+        base_offset: Offset,
+        next_offset: Offset,
+    },
+    Fetched {
+        batches: Vec<FetchedBatch>,
+        confirmed_offset: Option<Offset>,
+        next_offset: Offset,
+        end_offset: Option<Offset>,
+    },
+    Sealed {
+        end_offset: Offset,
+    },
+    Ranges(Vec<Range>),
+    /// The server answered with an error response.
+    Failed(wire::msg::ErrorResponse),
+    /// Raw mode: what came back, split into frames where it decodes.
+    Raw {
+        received: Vec<u8>,
+        frames: Vec<wire::Frame>,
+        /// Why decoding stopped before the end of `received`, and how many bytes were left.
+        undecoded: Option<(wire::DecodeError, usize)>,
+        ending: blocking::RawEnding,
+    },
+}
+
+/// One command's full result, for rendering.
+pub struct Outcome {
+    pub operation: &'static str,
+    pub request_id: Option<u64>,
+    pub latency: Duration,
+    /// Bytes as sent and received (for `.hex on`).
+    pub sent: Vec<u8>,
+    pub received: Vec<u8>,
+    pub reply: Reply,
+    /// Something the session did on the user's behalf (e.g. asked for the next offset).
+    pub note: Option<String>,
+}
+
+pub struct Session {
+    address: String,
+    connection: Option<Connection>,
+    next_offsets: HashMap<(StreamId, RangeIndex), Offset>,
+}
+
+impl Session {
+    /// Connects to `address` at once, so a wrong address is reported before any command.
+    pub fn connect(address: &str) -> Result<Session, ClientError> {
+        let connection = Connection::connect(address)?;
+        Ok(Session {
+            address: address.to_string(),
+            connection: Some(connection),
+            next_offsets: HashMap::new(),
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The connection, reconnecting if the previous one failed.
+    fn connection(&mut self) -> Result<&mut Connection, ClientError> {
+        if self.connection.is_none() {
+            self.connection = Some(Connection::connect(&self.address)?);
+        }
+        Ok(self.connection.as_mut().expect("connection was just set"))
+    }
+
+    /// Runs one command. A transport failure drops the connection; the next command
+    /// reconnects.
+    pub fn execute(&mut self, command: &RequestCommand) -> Result<Outcome, ClientError> {
+        let result = self.execute_once(command);
+        if result.is_err() {
+            self.connection = None;
+        }
+        result
+    }
+
+    fn execute_once(&mut self, command: &RequestCommand) -> Result<Outcome, ClientError> {
+        match command {
+            RequestCommand::Ping { payload } => {
+                let exchange = self.request(&PingRequest {}, payload, RESPONSE_TIMEOUT)?;
+                let reply = decode(&exchange, |_: wire::msg::PingResponse, payload| {
+                    Reply::Pong { payload }
+                })?;
+                Ok(outcome("ping", exchange, reply, None))
+            }
+            RequestCommand::CreateRange {
+                stream_id,
+                range_index,
+                start_offset,
+                epoch,
+            } => {
+                let request = CreateRangeRequest {
+                    stream_id: *stream_id,
+                    range_index: *range_index,
+                    epoch: *epoch,
+                    start_offset: *start_offset,
+                    replicas: Vec::new(),
+                };
+                let exchange = self.request(&request, &[], RESPONSE_TIMEOUT)?;
+                let reply = decode(&exchange, |response: CreateRangeResponse, _| {
+                    Reply::Range(response.range)
+                })?;
+                self.learn(&reply, *stream_id, *range_index);
+                Ok(outcome("create-range", exchange, reply, None))
+            }
+            RequestCommand::Append {
+                stream_id,
+                range_index,
+                payload,
+                epoch,
+                record_count,
+                base_offset,
+                confirmed_offset,
+            } => {
+                let key = (*stream_id, *range_index);
+                let mut note = None;
+                let base_offset = match base_offset.or_else(|| self.next_offsets.get(&key).copied())
+                {
+                    Some(offset) => offset,
+                    None => {
+                        let offset = self.ask_next_offset(*stream_id, *range_index)?;
+                        note = Some(format!("next offset {offset} learned with describe-range"));
+                        offset
+                    }
+                };
+                let end_offset = base_offset
+                    .checked_add(u64::from(*record_count))
+                    .ok_or_else(|| {
+                        ClientError::Unexpected(format!(
+                        "offset {base_offset} + count {record_count} overflows the offset space"
+                    ))
+                    })?;
+                let batch = build_batch(
+                    *stream_id,
+                    *range_index,
+                    *epoch,
+                    base_offset,
+                    *record_count,
+                    payload,
+                )?;
+                let request = AppendRequest {
+                    stream_id: *stream_id,
+                    range_index: *range_index,
+                    epoch: *epoch,
+                    confirmed_offset: Some(confirmed_offset.unwrap_or(end_offset)),
+                };
+                let exchange = self.request(&request, &batch, RESPONSE_TIMEOUT)?;
+                let reply = decode(&exchange, |response: AppendResponse, _| Reply::Appended {
+                    base_offset: response.base_offset,
+                    next_offset: response.next_offset,
+                })?;
+                self.learn(&reply, *stream_id, *range_index);
+                Ok(outcome("append", exchange, reply, note))
+            }
+            RequestCommand::Fetch {
+                stream_id,
+                range_index,
+                start_offset,
+                max_bytes,
+                max_wait_ms,
+            } => {
+                let request = FetchRequest {
+                    stream_id: *stream_id,
+                    range_index: *range_index,
+                    max_bytes: *max_bytes,
+                    start_offset: *start_offset,
+                    max_wait_ms: *max_wait_ms,
+                };
+                let timeout = RESPONSE_TIMEOUT + Duration::from_millis(u64::from(*max_wait_ms));
+                let exchange = self.request(&request, &[], timeout)?;
+                let mut batch_error = None;
+                let reply = decode(&exchange, |response: FetchResponse, payload| {
+                    let batches = match parse_batches(&payload) {
+                        Ok(batches) => batches,
+                        Err(error) => {
+                            batch_error = Some(error);
+                            Vec::new()
+                        }
+                    };
+                    Reply::Fetched {
+                        batches,
+                        confirmed_offset: response.confirmed_offset,
+                        next_offset: response.next_offset,
+                        end_offset: response.end_offset,
+                    }
+                })?;
+                if let Some(error) = batch_error {
+                    return Err(ClientError::Unexpected(format!(
+                        "FETCH returned a record batch that does not check out: {error}"
+                    )));
+                }
+                self.learn(&reply, *stream_id, *range_index);
+                Ok(outcome("fetch", exchange, reply, None))
+            }
+            RequestCommand::Seal {
+                stream_id,
+                range_index,
+                epoch,
+                end_offset,
+            } => {
+                let request = SealRangeRequest {
+                    stream_id: *stream_id,
+                    range_index: *range_index,
+                    epoch: *epoch,
+                    end_offset: *end_offset,
+                };
+                let exchange = self.request(&request, &[], RESPONSE_TIMEOUT)?;
+                let reply = decode(&exchange, |response: SealRangeResponse, _| Reply::Sealed {
+                    end_offset: response.end_offset,
+                })?;
+                Ok(outcome("seal", exchange, reply, None))
+            }
+            RequestCommand::DescribeRange {
+                stream_id,
+                range_index,
+            } => {
+                let request = DescribeRangeRequest {
+                    stream_id: *stream_id,
+                    range_index: *range_index,
+                };
+                let exchange = self.request(&request, &[], RESPONSE_TIMEOUT)?;
+                let reply = decode(&exchange, |response: DescribeRangeResponse, _| {
+                    Reply::Range(response.range)
+                })?;
+                self.learn(&reply, *stream_id, *range_index);
+                Ok(outcome("describe-range", exchange, reply, None))
+            }
+            RequestCommand::ListRanges { stream_id } => {
+                let request = ListRangesRequest {
+                    stream_id: *stream_id,
+                };
+                let exchange = self.request(&request, &[], RESPONSE_TIMEOUT)?;
+                let reply = decode(&exchange, |response: ListRangesResponse, _| {
+                    Reply::Ranges(response.ranges)
+                })?;
+                Ok(outcome("list-ranges", exchange, reply, None))
+            }
+            RequestCommand::Raw { bytes } => {
+                let start = std::time::Instant::now();
+                let connection = self.connection()?;
+                connection.send_bytes(bytes)?;
+                let received = connection.receive_raw(RAW_QUIET, RAW_LIMIT_BYTES);
+                let latency = start.elapsed();
+                // Whatever happened, this connection's framing can no longer be trusted.
+                self.connection = None;
+                let (frames, undecoded) = blocking::decode_all(&received.bytes);
+                Ok(Outcome {
+                    operation: "raw",
+                    request_id: None,
+                    latency,
+                    sent: bytes.clone(),
+                    received: received.bytes.clone(),
+                    reply: Reply::Raw {
+                        received: received.bytes,
+                        frames,
+                        undecoded,
+                        ending: received.ending,
+                    },
+                    note: None,
+                })
+            }
+        }
+    }
+
+    fn request<M: Message>(
+        &mut self,
+        message: &M,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Exchange, ClientError> {
+        self.connection()?.request(message, payload, timeout)
+    }
+
+    /// DESCRIBE_RANGE to learn where the next append must start.
+    fn ask_next_offset(
+        &mut self,
+        stream_id: StreamId,
+        range_index: RangeIndex,
+    ) -> Result<Offset, ClientError> {
+        let request = DescribeRangeRequest {
+            stream_id,
+            range_index,
+        };
+        let exchange = self.request(&request, &[], RESPONSE_TIMEOUT)?;
+        match decode(&exchange, |response: DescribeRangeResponse, _| {
+            Reply::Range(response.range)
+        })? {
+            Reply::Range(range) => Ok(range.next_offset.unwrap_or(range.start_offset)),
+            Reply::Failed(error) => Err(ClientError::Unexpected(format!(
+                "cannot learn the next offset of range {stream_id}/{range_index}: {} {}; \
+                 give offset=N or create the range first",
+                error.code, error.message
+            ))),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Remembers the range's next offset from whatever the reply says about it.
+    fn learn(&mut self, reply: &Reply, stream_id: StreamId, range_index: RangeIndex) {
+        let next = match reply {
+            Reply::Range(range) => range.next_offset.or(Some(range.start_offset)),
+            Reply::Appended { next_offset, .. } | Reply::Fetched { next_offset, .. } => {
+                Some(*next_offset)
+            }
+            Reply::Failed(error)
+                if matches!(
+                    error.code,
+                    ErrorCode::OffsetDuplicate | ErrorCode::OffsetGap
+                ) =>
+            {
+                Some(Offset(error.detail))
+            }
+            _ => None,
+        };
+        if let Some(next) = next {
+            if self.next_offsets.len() >= REMEMBERED_RANGES_MAX {
+                self.next_offsets.clear();
+            }
+            self.next_offsets.insert((stream_id, range_index), next);
+        }
+    }
+}
+
+/// Decodes the response of an exchange: an error response becomes [`Reply::Failed`], a success
+/// is decoded as `M` and turned into a reply by `build`.
+fn decode<M: Message>(
+    exchange: &Exchange,
+    build: impl FnOnce(M, Bytes) -> Reply,
+) -> Result<Reply, ClientError> {
+    let frame = &exchange.response;
+    if frame.is_error() {
+        return Ok(Reply::Failed(frame.error_response()?));
+    }
+    let message = frame.decode_message::<M>()?;
+    Ok(build(message, frame.payload.clone()))
+}
+
+fn outcome(
+    operation: &'static str,
+    exchange: Exchange,
+    reply: Reply,
+    note: Option<String>,
+) -> Outcome {
+    let mut received = Vec::with_capacity(exchange.response.encoded_len());
+    // Re-encoding a decoded frame reproduces the bytes received (same fields, same CRC).
+    let _ = wire::msg::encode_raw(&mut received, &exchange.response);
+    Outcome {
+        operation,
+        request_id: Some(exchange.request_id),
+        latency: exchange.latency,
+        sent: exchange.sent,
+        received,
+        reply,
+        note,
+    }
+}
+
+/// One record batch holding `payload` (opaque), covering `record_count` offsets from
+/// `base_offset`, timestamped now.
+pub fn build_batch(
+    stream_id: StreamId,
+    range_index: RangeIndex,
+    epoch: wire::Epoch,
+    base_offset: Offset,
+    record_count: u32,
+    payload: &[u8],
+) -> Result<Bytes, ClientError> {
+    wire::BatchBuilder::new(stream_id, range_index, epoch, base_offset)
+        .finish_with_payload(record_count, payload)
+        .map_err(|error| ClientError::Unexpected(format!("cannot build the batch: {error}")))
+}
+
+/// Walks the record batches of a FETCH payload, checking each one's CRC.
+pub fn parse_batches(payload: &Bytes) -> Result<Vec<FetchedBatch>, wire::BatchError> {
+    let mut batches = Vec::new();
+    for batch in wire::BatchIter::new(payload.clone()) {
+        let batch = batch?;
+        let header = batch.header();
+        batches.push(FetchedBatch {
+            base_offset: header.base_offset,
+            record_count: header.record_count,
+            epoch: header.epoch,
+            timestamp_ms: header.timestamp_ms,
+            payload: batch.payload(),
+        });
+    }
+    Ok(batches)
+}
