@@ -1,0 +1,197 @@
+//! The per-range index: base offset -> (WAL position, payload length, record count).
+//!
+//! Batches of a range arrive with dense, increasing offsets, so a range's index is a deque in
+//! offset order: appends push at the back, trims pop at the front, look-ups binary-search.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::{Offset, RangeKey, WalPosition};
+
+/// Where one batch lives in the WAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// First offset of the batch.
+    pub base_offset: Offset,
+    /// WAL position of the batch's record (its header).
+    pub position: WalPosition,
+    /// Bytes of the batch as appended.
+    pub payload_len: u32,
+    /// Offsets the batch covers.
+    pub count: u32,
+}
+
+impl IndexEntry {
+    /// One past the last offset of the batch.
+    pub fn end_offset(&self) -> Offset {
+        self.base_offset + self.count as u64
+    }
+}
+
+/// Start and end of a range as the store knows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeSummary {
+    /// First readable offset (after trims).
+    pub start_offset: Offset,
+    /// One past the last durable offset.
+    pub next_offset: Offset,
+    /// Batches held.
+    pub batch_count: usize,
+}
+
+/// The index of one range.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchIndex {
+    start_offset: Offset,
+    next_offset: Offset,
+    entries: VecDeque<IndexEntry>,
+}
+
+impl BatchIndex {
+    /// An empty range whose first batch will start at `start_offset`.
+    pub fn new(start_offset: Offset) -> BatchIndex {
+        BatchIndex {
+            start_offset,
+            next_offset: start_offset,
+            entries: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn from_parts(
+        start_offset: Offset,
+        next_offset: Offset,
+        entries: VecDeque<IndexEntry>,
+    ) -> BatchIndex {
+        BatchIndex {
+            start_offset,
+            next_offset,
+            entries,
+        }
+    }
+
+    pub fn start_offset(&self) -> Offset {
+        self.start_offset
+    }
+
+    pub fn next_offset(&self) -> Offset {
+        self.next_offset
+    }
+
+    pub fn entries(&self) -> &VecDeque<IndexEntry> {
+        &self.entries
+    }
+
+    pub fn summary(&self) -> RangeSummary {
+        RangeSummary {
+            start_offset: self.start_offset,
+            next_offset: self.next_offset,
+            batch_count: self.entries.len(),
+        }
+    }
+
+    /// Records a durable batch. Batches arrive in offset order; a gap (the range was created at
+    /// a later offset, or trimmed ahead) moves the start.
+    pub fn push(&mut self, entry: IndexEntry) {
+        debug_assert!(entry.count > 0, "empty batch in the index");
+        if self.entries.is_empty() && self.next_offset != entry.base_offset {
+            debug_assert!(
+                self.next_offset == self.start_offset,
+                "append at {} to a range expecting {}",
+                entry.base_offset,
+                self.next_offset
+            );
+            self.start_offset = entry.base_offset;
+            self.next_offset = entry.base_offset;
+        }
+        debug_assert_eq!(entry.base_offset, self.next_offset, "index gap");
+        if let Some(last) = self.entries.back() {
+            debug_assert!(last.position < entry.position, "index out of WAL order");
+        }
+        self.next_offset = entry.end_offset();
+        self.entries.push_back(entry);
+    }
+
+    /// Moves the start to `offset`: batches entirely below it are dropped; the batch containing
+    /// it stays. Returns the dropped entries.
+    pub fn trim(&mut self, offset: Offset) -> Vec<IndexEntry> {
+        let mut dropped = Vec::new();
+        if offset <= self.start_offset {
+            return dropped;
+        }
+        self.start_offset = offset;
+        if self.next_offset < offset {
+            self.next_offset = offset;
+        }
+        while let Some(first) = self.entries.front() {
+            if first.end_offset() > offset {
+                break;
+            }
+            dropped.extend(self.entries.pop_front());
+        }
+        dropped
+    }
+
+    /// Index of the batch containing `offset`, if held.
+    pub fn find(&self, offset: Offset) -> Option<usize> {
+        if offset < self.start_offset || offset >= self.next_offset {
+            return None;
+        }
+        let slot = self
+            .entries
+            .partition_point(|entry| entry.end_offset() <= offset);
+        (slot < self.entries.len() && self.entries[slot].base_offset <= offset).then_some(slot)
+    }
+}
+
+/// All ranges' indexes.
+pub type Index = HashMap<RangeKey, BatchIndex>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(base: Offset, count: u32, position: WalPosition) -> IndexEntry {
+        IndexEntry {
+            base_offset: base,
+            position,
+            payload_len: 10,
+            count,
+        }
+    }
+
+    #[test]
+    fn find_trim_and_next() {
+        let mut index = BatchIndex::new(100);
+        index.push(entry(100, 5, 0));
+        index.push(entry(105, 1, 64));
+        index.push(entry(106, 10, 128));
+        assert_eq!(index.next_offset(), 116);
+        assert_eq!(index.find(99), None);
+        assert_eq!(index.find(100), Some(0));
+        assert_eq!(index.find(104), Some(0));
+        assert_eq!(index.find(105), Some(1));
+        assert_eq!(index.find(115), Some(2));
+        assert_eq!(index.find(116), None);
+        let dropped = index.trim(106);
+        assert_eq!(dropped.len(), 2);
+        assert_eq!(index.start_offset(), 106);
+        assert_eq!(index.find(105), None);
+        assert_eq!(index.find(110), Some(0));
+        assert!(
+            index.trim(110).is_empty(),
+            "batch containing the trim point stays"
+        );
+        assert_eq!(index.find(110), Some(0));
+        assert_eq!(index.find(109), None);
+        index.trim(200);
+        assert_eq!(index.summary().batch_count, 0);
+        assert_eq!(index.next_offset(), 200);
+    }
+
+    #[test]
+    fn first_append_sets_start() {
+        let mut index = BatchIndex::new(0);
+        index.push(entry(500, 2, 0));
+        assert_eq!(index.start_offset(), 500);
+        assert_eq!(index.next_offset(), 502);
+    }
+}

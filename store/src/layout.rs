@@ -1,0 +1,381 @@
+//! The store directory: lock file, immutable properties, `wal/` segment files.
+//!
+//! ```text
+//! <path>/LOCK              flock()ed for the life of the store
+//! <path>/PROPERTIES        format-version, segment-size-bytes, node-id (text, key=value)
+//! <path>/checkpoint        the index checkpoint (see checkpoint.rs)
+//! <path>/clean             present only after a clean shutdown
+//! <path>/wal/<16 hex digits of the start position>.wal   fixed-size segment files
+//! <path>/wal/<...>.wal.tmp segment being written through; removed at open
+//! ```
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::aligned::AlignedBuf;
+use crate::checkpoint::sync_directory;
+use crate::config::StoreConfig;
+use crate::error::{Error, Result};
+use crate::WalPosition;
+
+/// Version of the on-disk format written by this code.
+pub const FORMAT_VERSION: u32 = 1;
+const LOCK_FILE: &str = "LOCK";
+const PROPERTIES_FILE: &str = "PROPERTIES";
+pub(crate) const WAL_DIRECTORY: &str = "wal";
+/// Zero-fill unit when a segment is written through.
+pub(crate) const PREWRITE_CHUNK_BYTES: usize = 1 << 20;
+
+/// Holds the directory's lock until dropped.
+pub(crate) struct DirectoryLock {
+    _file: fs::File,
+}
+
+/// Takes the exclusive lock on `<path>/LOCK`, failing fast if another process holds it.
+pub(crate) fn lock(path: &Path) -> Result<DirectoryLock> {
+    let lock_path = path.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|error| Error::io(format!("opening {}", lock_path.display()), &error))?;
+    // SAFETY: plain syscall on a descriptor `file` owns.
+    let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if result != 0 {
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(Error::Locked { path: lock_path });
+        }
+        return Err(Error::io(
+            format!("locking {}", lock_path.display()),
+            &error,
+        ));
+    }
+    Ok(DirectoryLock { _file: file })
+}
+
+/// What the properties file records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Properties {
+    pub format_version: u32,
+    pub segment_size_bytes: u64,
+    pub node_id: Option<u32>,
+}
+
+fn render(properties: &Properties) -> String {
+    let node_id = properties
+        .node_id
+        .map_or_else(|| "none".to_string(), |id| id.to_string());
+    format!(
+        "# ElasticStream store properties. Written once; do not edit.\nformat-version={}\n\
+         segment-size-bytes={}\nnode-id={}\n",
+        properties.format_version, properties.segment_size_bytes, node_id
+    )
+}
+
+fn parse(text: &str) -> Result<Properties> {
+    let bad = |detail: String| Error::Corrupt {
+        position: 0,
+        detail: format!("PROPERTIES file {detail}"),
+    };
+    let mut format_version = None;
+    let mut segment_size_bytes = None;
+    let mut node_id = None;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| bad(format!("has a line without `=`: {line:?}")))?;
+        match key {
+            "format-version" => format_version = value.parse().ok(),
+            "segment-size-bytes" => segment_size_bytes = value.parse().ok(),
+            "node-id" if value == "none" => node_id = Some(None),
+            "node-id" => node_id = value.parse().ok().map(Some),
+            other => return Err(bad(format!("has an unknown key {other:?}"))),
+        }
+    }
+    Ok(Properties {
+        format_version: format_version.ok_or_else(|| bad("lacks format-version".into()))?,
+        segment_size_bytes: segment_size_bytes
+            .ok_or_else(|| bad("lacks segment-size-bytes".into()))?,
+        node_id: node_id.ok_or_else(|| bad("lacks node-id".into()))?,
+    })
+}
+
+fn write_properties(path: &Path, properties: &Properties) -> Result<()> {
+    let target = path.join(PROPERTIES_FILE);
+    let temporary = path.join("PROPERTIES.tmp");
+    (|| {
+        fs::write(&temporary, render(properties))?;
+        fs::File::open(&temporary)?.sync_all()?;
+        fs::rename(&temporary, &target)?;
+        sync_directory(path)
+    })()
+    .map_err(|error| Error::io(format!("writing {}", target.display()), &error))
+}
+
+/// Creates the properties file on first open; afterwards checks it against the configuration.
+/// A node id is recorded once: a store created without one takes the first one configured.
+pub(crate) fn check_properties(config: &StoreConfig) -> Result<Properties> {
+    let path = config.path.join(PROPERTIES_FILE);
+    let wanted = Properties {
+        format_version: FORMAT_VERSION,
+        segment_size_bytes: config.segment_size_bytes,
+        node_id: config.node_id,
+    };
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            write_properties(&config.path, &wanted)?;
+            return Ok(wanted);
+        }
+        Err(error) => return Err(Error::io(format!("reading {}", path.display()), &error)),
+    };
+    let mut found = parse(&text)?;
+    if found.format_version != FORMAT_VERSION {
+        return Err(Error::Properties {
+            key: "format-version",
+            on_disk: found.format_version.to_string(),
+            configured: format!("{FORMAT_VERSION} (this build)"),
+        });
+    }
+    if found.segment_size_bytes != config.segment_size_bytes {
+        return Err(Error::Properties {
+            key: "segment-size",
+            on_disk: found.segment_size_bytes.to_string(),
+            configured: config.segment_size_bytes.to_string(),
+        });
+    }
+    match (found.node_id, config.node_id) {
+        (Some(on_disk), Some(configured)) if on_disk != configured => {
+            return Err(Error::Properties {
+                key: "node-id",
+                on_disk: on_disk.to_string(),
+                configured: configured.to_string(),
+            })
+        }
+        (None, Some(configured)) => {
+            found.node_id = Some(configured);
+            write_properties(&config.path, &found)?;
+        }
+        _ => {}
+    }
+    Ok(found)
+}
+
+/// File name of the segment starting at `start`.
+pub(crate) fn segment_name(start: WalPosition) -> String {
+    format!("{start:016x}.wal")
+}
+
+pub(crate) fn segment_path(wal_directory: &Path, start: WalPosition) -> PathBuf {
+    wal_directory.join(segment_name(start))
+}
+
+/// Start positions of all complete segment files, in order. Half-written `.tmp` files left by
+/// a crash are removed.
+pub(crate) fn list_segments(wal_directory: &Path, segment_size_bytes: u64) -> Result<Vec<u64>> {
+    let listing = fs::read_dir(wal_directory)
+        .map_err(|error| Error::io(format!("listing {}", wal_directory.display()), &error))?;
+    let mut starts = Vec::new();
+    for item in listing {
+        let item = item.map_err(|error| Error::io("listing the WAL directory", &error))?;
+        let name = item.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".wal.tmp") {
+            let _ = fs::remove_file(item.path());
+            continue;
+        }
+        let Some(stem) = name.strip_suffix(".wal") else {
+            continue;
+        };
+        let start = u64::from_str_radix(stem, 16).map_err(|_| Error::Corrupt {
+            position: 0,
+            detail: format!("unexpected file {name} in the WAL directory"),
+        })?;
+        if start % segment_size_bytes != 0 {
+            return Err(Error::Corrupt {
+                position: start,
+                detail: format!(
+                    "segment file {name} does not start at a multiple of the segment size"
+                ),
+            });
+        }
+        starts.push(start);
+    }
+    starts.sort_unstable();
+    Ok(starts)
+}
+
+/// Opens a file for O_DIRECT reads and writes.
+pub(crate) fn open_direct(path: &Path, create: bool) -> io::Result<OwnedFd> {
+    let name = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut flags = libc::O_RDWR | libc::O_DIRECT | libc::O_CLOEXEC;
+    if create {
+        flags |= libc::O_CREAT;
+    }
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    let fd = unsafe { libc::open(name.as_ptr(), flags, 0o644) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Positional read filling as much of `buffer` as the file holds. Blocking; used by recovery.
+pub(crate) fn read_at(fd: RawFd, buffer: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buffer.len() {
+        // SAFETY: the pointer and length describe the live, exclusively borrowed `buffer`.
+        let result = unsafe {
+            libc::pread(
+                fd,
+                buffer[done..].as_mut_ptr().cast(),
+                buffer.len() - done,
+                (offset + done as u64) as libc::off_t,
+            )
+        };
+        if result < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        if result == 0 {
+            break;
+        }
+        done += result as usize;
+    }
+    Ok(done)
+}
+
+/// Positional write of all of `buffer`. Blocking; used at open and in recovery.
+pub(crate) fn write_at(fd: RawFd, buffer: &[u8], offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buffer.len() {
+        // SAFETY: the pointer and length describe the live `buffer`.
+        let result = unsafe {
+            libc::pwrite(
+                fd,
+                buffer[done..].as_ptr().cast(),
+                buffer.len() - done,
+                (offset + done as u64) as libc::off_t,
+            )
+        };
+        if result < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        if result == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        done += result as usize;
+    }
+    Ok(())
+}
+
+/// Creates `<start>.wal.tmp` with its space reserved. ENOSPC shows up here, not mid-write.
+pub(crate) fn create_segment_file(
+    wal_directory: &Path,
+    start: WalPosition,
+    segment_size_bytes: u64,
+) -> io::Result<(OwnedFd, PathBuf)> {
+    let temporary = wal_directory.join(format!("{}.tmp", segment_name(start)));
+    let fd = open_direct(&temporary, true)?;
+    // SAFETY: plain syscall on a descriptor we own.
+    let result = unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, segment_size_bytes as i64) };
+    if result != 0 {
+        let error = io::Error::last_os_error();
+        drop(fd);
+        let _ = fs::remove_file(&temporary);
+        return Err(error);
+    }
+    Ok((fd, temporary))
+}
+
+/// Makes a written-through `.tmp` segment a real one: sync, rename, sync the directory.
+pub(crate) fn publish_segment(
+    wal_directory: &Path,
+    temporary: &Path,
+    start: WalPosition,
+) -> io::Result<()> {
+    fs::rename(temporary, segment_path(wal_directory, start))?;
+    sync_directory(wal_directory)
+}
+
+/// Writes a whole segment through with zeros, blocking. Used at open when no segment is ready.
+pub(crate) fn prewrite_segment_blocking(
+    wal_directory: &Path,
+    start: WalPosition,
+    segment_size_bytes: u64,
+) -> io::Result<()> {
+    let (fd, temporary) = create_segment_file(wal_directory, start, segment_size_bytes)?;
+    let zeros = AlignedBuf::zeroed(PREWRITE_CHUNK_BYTES.min(segment_size_bytes as usize));
+    let mut written = 0u64;
+    let result = (|| {
+        while written < segment_size_bytes {
+            let len = (segment_size_bytes - written).min(zeros.len() as u64) as usize;
+            write_at(fd.as_raw_fd(), &zeros[..len], written)?;
+            written += len as u64;
+        }
+        // SAFETY: plain syscall on a descriptor we own.
+        if unsafe { libc::fsync(fd.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        publish_segment(wal_directory, &temporary, start)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_round_trip_and_mismatch() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut config = StoreConfig::new(directory.path());
+        config.segment_size_bytes = 1 << 20;
+        let created = check_properties(&config).unwrap();
+        assert_eq!(created.node_id, None);
+        config.node_id = Some(4);
+        assert_eq!(check_properties(&config).unwrap().node_id, Some(4));
+        config.node_id = Some(5);
+        let error = check_properties(&config).unwrap_err();
+        assert!(
+            matches!(error, Error::Properties { key: "node-id", .. }),
+            "{error}"
+        );
+        config.node_id = Some(4);
+        config.segment_size_bytes = 2 << 20;
+        let error = check_properties(&config).unwrap_err();
+        assert!(error.to_string().contains("segment-size"), "{error}");
+    }
+
+    #[test]
+    fn second_lock_fails_fast() {
+        let directory = tempfile::tempdir().unwrap();
+        let first = lock(directory.path()).unwrap();
+        let second = lock(directory.path());
+        assert!(matches!(second, Err(Error::Locked { .. })));
+        drop(first);
+        assert!(lock(directory.path()).is_ok());
+    }
+}

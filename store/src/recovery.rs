@@ -1,0 +1,417 @@
+//! Recovery at open: load the checkpoint, then replay the WAL written after it.
+//!
+//! A clean shutdown leaves a marker naming its final checkpoint; then no WAL byte is read. After
+//! a crash the scan starts at the checkpoint's position and verifies every record's checksum.
+//! The first record that does not verify ends the log *if* nothing valid follows it beyond the
+//! one group that can have been in flight (`max_group_bytes` plus the rewritten pages): that is
+//! a torn tail, cut and logged with its position, and the bytes after it are zeroed so that
+//! leftovers of the torn group can never be mistaken for records later. A valid record further
+//! on (or at the start of a later segment) means damage in the middle of acknowledged data: the
+//! store refuses to open rather than serve or drop it silently.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::aligned::AlignedBuf;
+use crate::checkpoint;
+use crate::config::StoreConfig;
+use crate::error::{Error, Result};
+use crate::index::{BatchIndex, Index, IndexEntry};
+use crate::layout::{open_direct, read_at, segment_path, write_at};
+use crate::record::{self, Invalid, RecordHeader, RecordKind, HEADER_BYTES, RECORD_ALIGN};
+use crate::{WalPosition, PAGE_BYTES};
+
+/// What recovery did, for logs, stats and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The previous shutdown was clean: the checkpoint was used and no WAL was read.
+    pub clean: bool,
+    /// WAL bytes read from disk during recovery.
+    pub wal_bytes_read: u64,
+    /// Records replayed after the checkpoint.
+    pub records_replayed: u64,
+    /// Where the scan started.
+    pub scanned_from: WalPosition,
+    /// End of the recovered log: new appends go here.
+    pub tail: WalPosition,
+    /// A torn or corrupt tail that was cut: its position and what was found there.
+    pub cut_tail: Option<(WalPosition, String)>,
+    /// Wall time of recovery.
+    pub duration: Duration,
+}
+
+pub(crate) struct Recovered {
+    pub index: Index,
+    pub tail: WalPosition,
+    /// Bytes of the WAL page holding `tail`, up to `tail`.
+    pub tail_page: Vec<u8>,
+    pub segments: Vec<u64>,
+    pub checkpoint_sequence: u64,
+    pub checkpoint_position: WalPosition,
+    pub report: RecoveryReport,
+}
+
+/// Reads one segment through an aligned window, refilling it as the scan moves.
+struct SegmentReader {
+    fd: OwnedFd,
+    start: WalPosition,
+    end: WalPosition,
+    buffer: AlignedBuf,
+    buffer_position: WalPosition,
+    buffer_len: usize,
+    bytes_read: u64,
+}
+
+impl SegmentReader {
+    fn open(wal_directory: &Path, start: WalPosition, config: &StoreConfig) -> Result<Self> {
+        let path = segment_path(wal_directory, start);
+        let fd = open_direct(&path, false)
+            .map_err(|error| Error::io(format!("opening {}", path.display()), &error))?;
+        let window = (8 << 20)
+            .max(config.max_group_bytes + 2 * PAGE_BYTES)
+            .min(config.segment_size_bytes as usize);
+        Ok(SegmentReader {
+            fd,
+            start,
+            end: start + config.segment_size_bytes,
+            buffer: AlignedBuf::zeroed(window),
+            buffer_position: start,
+            buffer_len: 0,
+            bytes_read: 0,
+        })
+    }
+
+    /// Makes `[position, position + len)` available; returns false if the segment ends first.
+    fn ensure(&mut self, position: WalPosition, len: usize) -> Result<bool> {
+        if position + len as u64 > self.end {
+            return Ok(false);
+        }
+        if position >= self.buffer_position
+            && position + len as u64 <= self.buffer_position + self.buffer_len as u64
+        {
+            return Ok(true);
+        }
+        let page_start = position - position % PAGE_BYTES as u64;
+        let want = (self.end - page_start).min(self.buffer.len() as u64) as usize;
+        let file_offset = page_start - self.start;
+        let got = read_at(self.fd.as_raw_fd(), &mut self.buffer[..want], file_offset)
+            .map_err(|error| Error::io(format!("reading WAL at {page_start}"), &error))?;
+        self.bytes_read += got as u64;
+        self.buffer_position = page_start;
+        self.buffer_len = got;
+        Ok(position + len as u64 <= page_start + got as u64)
+    }
+
+    fn bytes(&self, position: WalPosition, len: usize) -> &[u8] {
+        let at = (position - self.buffer_position) as usize;
+        &self.buffer[at..at + len]
+    }
+
+    /// The record at `position`, verified.
+    fn record_at(
+        &mut self,
+        position: WalPosition,
+    ) -> Result<std::result::Result<RecordHeader, Invalid>> {
+        if !self.ensure(position, HEADER_BYTES)? {
+            return Ok(Err(Invalid::Truncated));
+        }
+        let header = self.bytes(position, HEADER_BYTES);
+        let payload_len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let length = HEADER_BYTES + payload_len as usize;
+        if header[8] != RecordKind::Padding as u8 && position + length as u64 > self.end {
+            return Ok(Err(Invalid::BadHeader));
+        }
+        if length > self.buffer.len() - PAGE_BYTES || !self.ensure(position, length)? {
+            return Ok(Err(Invalid::Truncated));
+        }
+        Ok(record::decode(
+            self.bytes(position, length),
+            self.start,
+            self.end,
+            position,
+        ))
+    }
+
+    /// First position at or after `from` holding a valid record, if any.
+    fn find_valid_record(&mut self, from: WalPosition) -> Result<Option<WalPosition>> {
+        let mut position = from.next_multiple_of(RECORD_ALIGN);
+        while position + HEADER_BYTES as u64 <= self.end {
+            if !self.ensure(position, HEADER_BYTES)? {
+                return Ok(None);
+            }
+            if record::names_position(self.bytes(position, HEADER_BYTES), position)
+                && self.record_at(position)?.is_ok()
+            {
+                return Ok(Some(position));
+            }
+            position += RECORD_ALIGN;
+        }
+        Ok(None)
+    }
+}
+
+fn apply(index: &mut Index, header: &RecordHeader) -> Result<()> {
+    match header.kind {
+        RecordKind::Append => {
+            let range = index
+                .entry(header.range)
+                .or_insert_with(|| BatchIndex::new(header.offset));
+            let expected = range.next_offset();
+            if !range.entries().is_empty() && expected != header.offset {
+                return Err(Error::Corrupt {
+                    position: header.position,
+                    detail: format!(
+                        "batch of stream {} range {} starts at offset {} but the range ends at \
+                         {expected}",
+                        header.range.stream_id, header.range.range_index, header.offset
+                    ),
+                });
+            }
+            range.push(IndexEntry {
+                base_offset: header.offset,
+                position: header.position,
+                payload_len: header.payload_len,
+                count: header.count,
+            });
+        }
+        RecordKind::Trim => {
+            index
+                .entry(header.range)
+                .or_insert_with(|| BatchIndex::new(header.offset))
+                .trim(header.offset);
+        }
+        RecordKind::Delete => {
+            index.remove(&header.range);
+        }
+        RecordKind::Padding => {}
+    }
+    Ok(())
+}
+
+/// Recovers the store under `config.path`.
+pub(crate) fn recover(config: &StoreConfig, segments: Vec<u64>) -> Result<Recovered> {
+    let started = Instant::now();
+    let wal_directory = config.path.join(crate::layout::WAL_DIRECTORY);
+    let checkpoint = checkpoint::read(&config.path)?;
+    let clean = checkpoint::take_clean_mark(
+        &config.path,
+        checkpoint.as_ref().map(|checkpoint| checkpoint.sequence),
+    )?;
+    let segment_size = config.segment_size_bytes;
+    let (mut index, scan_from, checkpoint_tail, sequence) = match checkpoint {
+        Some(checkpoint) => (
+            checkpoint.index,
+            checkpoint.position,
+            checkpoint.tail,
+            checkpoint.sequence,
+        ),
+        None => (
+            Index::new(),
+            segments.first().copied().unwrap_or(0),
+            Vec::new(),
+            0,
+        ),
+    };
+    let mut report = RecoveryReport {
+        clean,
+        scanned_from: scan_from,
+        ..RecoveryReport::default()
+    };
+    if clean {
+        report.tail = scan_from;
+        report.duration = started.elapsed();
+        return Ok(Recovered {
+            index,
+            tail: scan_from,
+            tail_page: checkpoint_tail,
+            segments,
+            checkpoint_sequence: sequence,
+            checkpoint_position: scan_from,
+            report,
+        });
+    }
+
+    let mut position = scan_from;
+    let tail_page;
+    loop {
+        let segment_start = position - position % segment_size;
+        if !segments.contains(&segment_start) {
+            if position != segment_start {
+                return Err(Error::Corrupt {
+                    position,
+                    detail: format!(
+                        "segment file {} holding the end of the log is missing",
+                        crate::layout::segment_name(segment_start)
+                    ),
+                });
+            }
+            tail_page = Vec::new();
+            break;
+        }
+        let mut reader = SegmentReader::open(&wal_directory, segment_start, config)?;
+        let outcome = scan_segment(&mut reader, &mut index, &mut position, &mut report);
+        report.wal_bytes_read += reader.bytes_read;
+        let end_found = outcome?;
+        if !end_found {
+            continue;
+        }
+        // `position` is the first invalid record of this segment: the end of the log, unless
+        // valid records follow beyond what one group write can have touched.
+        let window_end =
+            (position + config.max_group_bytes as u64 + 2 * PAGE_BYTES as u64).min(reader.end);
+        let found = reader.find_valid_record(window_end)?;
+        let later = match found {
+            Some(found) => Some(found),
+            None => first_valid_in_later_segments(
+                &wal_directory,
+                &segments,
+                segment_start,
+                config,
+                &mut report,
+            )?,
+        };
+        report.wal_bytes_read += reader.bytes_read;
+        reader.bytes_read = 0;
+        if let Some(valid) = later {
+            return Err(Error::Corrupt {
+                position,
+                detail: format!(
+                    "the record at WAL position {position} does not verify but a valid record \
+                     follows at {valid}: acknowledged data is damaged in the middle of the log"
+                ),
+            });
+        }
+        let damaged = describe_end(&mut reader, position)?;
+        if let Some(what) = damaged {
+            log::warn!(
+                "store recovery: torn WAL tail cut at position {position} ({what}); the \
+                 unacknowledged bytes up to {window_end} are zeroed"
+            );
+            report.cut_tail = Some((position, what));
+        }
+        tail_page = zero_after_tail(&mut reader, position, window_end)?;
+        report.wal_bytes_read += reader.bytes_read;
+        break;
+    }
+    report.tail = position;
+    report.duration = started.elapsed();
+    Ok(Recovered {
+        index,
+        tail: position,
+        tail_page,
+        segments,
+        checkpoint_sequence: sequence,
+        checkpoint_position: scan_from,
+        report,
+    })
+}
+
+/// Replays records from `position`. Returns true when an invalid record ended the scan inside
+/// this segment, false when the segment was complete (position moved to the next one).
+fn scan_segment(
+    reader: &mut SegmentReader,
+    index: &mut Index,
+    position: &mut WalPosition,
+    report: &mut RecoveryReport,
+) -> Result<bool> {
+    loop {
+        if reader.end - *position < HEADER_BYTES as u64 {
+            *position = reader.end;
+            return Ok(false);
+        }
+        match reader.record_at(*position)? {
+            Ok(header) => {
+                apply(index, &header)?;
+                report.records_replayed += 1;
+                if header.kind == RecordKind::Padding {
+                    *position = reader.end;
+                    return Ok(false);
+                }
+                *position += record::record_length(header.payload_len as usize);
+                if *position == reader.end {
+                    return Ok(false);
+                }
+            }
+            Err(_) => return Ok(true),
+        }
+    }
+}
+
+fn first_valid_in_later_segments(
+    wal_directory: &Path,
+    segments: &[u64],
+    after: WalPosition,
+    config: &StoreConfig,
+    report: &mut RecoveryReport,
+) -> Result<Option<WalPosition>> {
+    for &start in segments.iter().filter(|&&start| start > after) {
+        let mut reader = SegmentReader::open(wal_directory, start, config)?;
+        let valid = reader.record_at(start)?.is_ok();
+        report.wal_bytes_read += reader.bytes_read;
+        if valid {
+            return Ok(Some(start));
+        }
+    }
+    Ok(None)
+}
+
+/// None if the log simply ends (zeros); otherwise what was found at the cut.
+fn describe_end(reader: &mut SegmentReader, position: WalPosition) -> Result<Option<String>> {
+    if !reader.ensure(position, HEADER_BYTES)? {
+        return Ok(None);
+    }
+    if reader
+        .bytes(position, HEADER_BYTES)
+        .iter()
+        .all(|&byte| byte == 0)
+    {
+        return Ok(None);
+    }
+    Ok(Some(match reader.record_at(position)? {
+        Err(Invalid::BadChecksum) => "record fails its checksum".to_string(),
+        Err(Invalid::Truncated) => "record is cut short".to_string(),
+        _ => "bytes are not a record header".to_string(),
+    }))
+}
+
+/// Zeroes `[tail, window_end)` on disk if anything but zeros is there, and returns the bytes of
+/// the tail page before `tail`.
+fn zero_after_tail(
+    reader: &mut SegmentReader,
+    tail: WalPosition,
+    window_end: WalPosition,
+) -> Result<Vec<u8>> {
+    let page_start = tail - tail % PAGE_BYTES as u64;
+    let span = (window_end - page_start) as usize;
+    let span = span
+        .next_multiple_of(PAGE_BYTES)
+        .min((reader.end - page_start) as usize);
+    let mut region = AlignedBuf::zeroed(span);
+    let got = read_at(
+        reader.fd.as_raw_fd(),
+        &mut region[..span],
+        page_start - reader.start,
+    )
+    .map_err(|error| Error::io(format!("reading WAL at {page_start}"), &error))?;
+    reader.bytes_read += got as u64;
+    let keep = (tail - page_start) as usize;
+    let tail_page = region[..keep].to_vec();
+    if region[keep..got].iter().any(|&byte| byte != 0) {
+        region[keep..span].fill(0);
+        write_at(
+            reader.fd.as_raw_fd(),
+            &region[..span],
+            page_start - reader.start,
+        )
+        .and_then(|()| {
+            // SAFETY: plain syscall on a descriptor the reader owns.
+            if unsafe { libc::fdatasync(reader.fd.as_raw_fd()) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+        .map_err(|error| Error::io(format!("zeroing the torn WAL tail at {tail}"), &error))?;
+    }
+    Ok(tail_page)
+}

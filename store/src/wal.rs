@@ -1,0 +1,1549 @@
+//! The IO thread: owns the WAL segment files and one io_uring ring, and nothing else runs here.
+//!
+//! Data flow:
+//! * Each worker has a request mailbox to this thread and a completion mailbox back. The thread
+//!   keeps a read of every request mailbox's eventfd in flight in its ring, arms the mailboxes
+//!   before it waits and disarms them after, so busy workers pay no syscalls for wake-ups.
+//! * Appends, trims and deletes are encoded straight into the *staging* group buffer as they
+//!   are drained. When no group is in flight the staging group becomes the in-flight one: one
+//!   contiguous O_DIRECT write of whole pages starting at the page that holds the log's tail
+//!   (the partly filled page is rewritten in place, with its old bytes unchanged), linked to one
+//!   `fdatasync`. Only then does the next group start, so two writes of one page are never in
+//!   flight together. Completions go back to each worker in WAL order, after the thread's own
+//!   copy of the index (used for checkpoints and retention) has been updated.
+//! * Reads the workers cannot serve from their tail memory arrive as record extents; they are
+//!   served from the block cache or with block-sized O_DIRECT reads (read-ahead for catch-up
+//!   readers), every record's checksum verified before its payload is handed out.
+//! * In the background the thread writes segments through with zeros (a small pool ahead of
+//!   need), recycles segments whose every range was trimmed or deleted once a checkpoint
+//!   covers them, and writes checkpoints periodically and at shutdown.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use io_uring::{opcode, squeue, types, IoUring};
+use runtime::mailbox::{Receiver, Sender};
+use slab::Slab;
+
+use crate::aligned::AlignedBuf;
+use crate::checkpoint;
+use crate::config::{StoreConfig, SyncMode};
+use crate::error::{Error, Result};
+use crate::index::{BatchIndex, Index, IndexEntry};
+use crate::layout::{self, PREWRITE_CHUNK_BYTES};
+use crate::message::{Completion, Control, Extent, Outcome, Request, SharedStats};
+use crate::record::{self, RecordHeader, RecordKind, HEADER_BYTES};
+use crate::{Offset, RangeKey, WalPosition, PAGE_BYTES};
+
+const KIND_SHIFT: u32 = 56;
+const OP_EVENTFD: u64 = 1;
+const OP_GROUP_WRITE: u64 = 2;
+const OP_GROUP_SYNC: u64 = 3;
+const OP_BLOCK_READ: u64 = 4;
+const OP_PREWRITE: u64 = 5;
+const OP_PREWRITE_SYNC: u64 = 6;
+
+/// Longest sleep of an idle IO thread: bounds how late a periodic checkpoint or a retry of a
+/// failed segment preparation can be.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// How often preparing a segment is retried after the disk was found full.
+const FULL_RETRY: Duration = Duration::from_millis(500);
+
+fn user_data(kind: u64, value: u64) -> u64 {
+    debug_assert!(value < 1 << KIND_SHIFT);
+    (kind << KIND_SHIFT) | value
+}
+
+/// Bytes at the end of each segment that only trims and deletes may use, so ranges can still
+/// be trimmed (and space freed) when the disk is full.
+pub(crate) fn reserve_bytes(segment_size_bytes: u64) -> u64 {
+    (64 << 10).min(segment_size_bytes / 16)
+}
+
+struct WorkerPort {
+    requests: Receiver<Request>,
+    completions: Sender<Completion>,
+    outbox: Vec<Completion>,
+    /// A request drained but not yet staged (the staging group was full): it goes first.
+    deferred: VecDeque<Request>,
+    closed: bool,
+}
+
+struct Segment {
+    fd: OwnedFd,
+    /// Ranges with batches in this segment, with the end offset of their last batch here.
+    ranges: HashMap<RangeKey, Offset>,
+    reads_in_flight: u32,
+}
+
+struct GroupEntry {
+    worker: usize,
+    slot: u32,
+    header: RecordHeader,
+}
+
+/// Records encoded into an aligned buffer that starts at the page holding `start`.
+struct Group {
+    buffer: AlignedBuf,
+    page_start: WalPosition,
+    start: WalPosition,
+    end: WalPosition,
+    /// A padding record ends the segment: the log continues at the next segment.
+    sealed: bool,
+    entries: Vec<GroupEntry>,
+}
+
+impl Group {
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty() && !self.sealed
+    }
+
+    fn used_bytes(&self) -> usize {
+        (self.end - self.page_start) as usize
+    }
+}
+
+struct InFlightGroup {
+    group: Group,
+    /// Completions still expected (write, and sync unless `sync: never`).
+    awaiting: u8,
+    error: Option<Error>,
+}
+
+struct BlockLoad {
+    block_start: WalPosition,
+    segment_start: WalPosition,
+    buffer: Option<AlignedBuf>,
+    /// The WAL was durable up to here when the read was issued; bytes beyond are not data.
+    durable_at_issue: WalPosition,
+    waiters: Vec<usize>,
+}
+
+struct PendingRead {
+    worker: usize,
+    slot: u32,
+    extents: Vec<Extent>,
+    blocks: HashMap<WalPosition, Bytes>,
+    missing: usize,
+    error: Option<Error>,
+}
+
+struct Prewrite {
+    start: WalPosition,
+    fd: OwnedFd,
+    temporary: PathBuf,
+    written: u64,
+    zeros: AlignedBuf,
+    in_flight: bool,
+    syncing: bool,
+}
+
+/// A bounded cache of WAL blocks, least recently used evicted first.
+struct BlockCache {
+    blocks: HashMap<WalPosition, (Bytes, u64)>,
+    bytes: usize,
+    capacity_bytes: usize,
+    tick: u64,
+}
+
+impl BlockCache {
+    fn get(&mut self, block_start: WalPosition, needed_len: usize) -> Option<Bytes> {
+        self.tick += 1;
+        let tick = self.tick;
+        let (bytes, used) = self.blocks.get_mut(&block_start)?;
+        if bytes.len() < needed_len {
+            return None;
+        }
+        *used = tick;
+        Some(bytes.clone())
+    }
+
+    fn insert(&mut self, block_start: WalPosition, bytes: Bytes) {
+        if bytes.len() > self.capacity_bytes {
+            return;
+        }
+        self.tick += 1;
+        if let Some((old, _)) = self.blocks.insert(block_start, (bytes.clone(), self.tick)) {
+            self.bytes -= old.len();
+        }
+        self.bytes += bytes.len();
+        while self.bytes > self.capacity_bytes {
+            let oldest = self
+                .blocks
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(start, _)| *start);
+            let Some(oldest) = oldest else { break };
+            if let Some((old, _)) = self.blocks.remove(&oldest) {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
+    fn remove_segment(&mut self, start: WalPosition, end: WalPosition) {
+        let doomed: Vec<WalPosition> = self
+            .blocks
+            .keys()
+            .copied()
+            .filter(|block| *block >= start && *block < end)
+            .collect();
+        for block in doomed {
+            if let Some((old, _)) = self.blocks.remove(&block) {
+                self.bytes -= old.len();
+            }
+        }
+    }
+}
+
+/// Everything the IO thread starts from.
+pub(crate) struct WalSetup {
+    pub config: StoreConfig,
+    pub index: Index,
+    pub durable: WalPosition,
+    pub tail_page: Vec<u8>,
+    pub segments: Vec<u64>,
+    pub checkpoint_sequence: u64,
+    pub checkpoint_position: WalPosition,
+    pub workers: Vec<(Receiver<Request>, Sender<Completion>)>,
+    pub control: Receiver<Control>,
+    pub stats: Arc<SharedStats>,
+}
+
+/// The IO thread's state.
+pub(crate) struct Wal {
+    config: StoreConfig,
+    wal_directory: PathBuf,
+    segment_size: u64,
+    ring: IoUring,
+    ports: Vec<WorkerPort>,
+    control: Receiver<Control>,
+    /// One 8-byte landing slot per mailbox eventfd read (workers, then control). Boxed so the
+    /// kernel's target address never moves.
+    eventfd_slots: Box<[u64]>,
+    segments: BTreeMap<WalPosition, Segment>,
+    index: Index,
+    /// Next offset of ranges with appends staged or in flight.
+    expected_next: HashMap<RangeKey, Offset>,
+    durable: WalPosition,
+    /// Bytes of the page holding `durable`, up to it: rewritten in place by the next group.
+    tail_page: Vec<u8>,
+    staging: Group,
+    in_flight: Option<InFlightGroup>,
+    spare_buffer: Option<AlignedBuf>,
+    loads: Slab<BlockLoad>,
+    loads_by_block: HashMap<WalPosition, usize>,
+    reads: Slab<PendingRead>,
+    cache: BlockCache,
+    prewrite: Option<Prewrite>,
+    full_since: Option<Instant>,
+    checkpoint_sequence: u64,
+    checkpoint_position: WalPosition,
+    last_checkpoint: Instant,
+    checkpoint_wanted: bool,
+    operations_in_flight: usize,
+    shutting_down: bool,
+    halting: bool,
+    stats: Arc<SharedStats>,
+}
+
+impl Wal {
+    /// Builds the ring and opens the segments. Runs on the thread that called `Store::open`, so
+    /// setup errors reach the caller.
+    pub(crate) fn new(setup: WalSetup) -> Result<Wal> {
+        let WalSetup {
+            config,
+            index,
+            durable,
+            tail_page,
+            segments,
+            checkpoint_sequence,
+            checkpoint_position,
+            workers,
+            control,
+            stats,
+        } = setup;
+        let wal_directory = config.path.join(layout::WAL_DIRECTORY);
+        let segment_size = config.segment_size_bytes;
+        let mut open_segments = BTreeMap::new();
+        for start in segments {
+            let path = layout::segment_path(&wal_directory, start);
+            let fd = layout::open_direct(&path, false)
+                .map_err(|error| Error::io(format!("opening {}", path.display()), &error))?;
+            open_segments.insert(
+                start,
+                Segment {
+                    fd,
+                    ranges: HashMap::new(),
+                    reads_in_flight: 0,
+                },
+            );
+        }
+        for (key, range) in &index {
+            for entry in range.entries() {
+                let start = entry.position - entry.position % segment_size;
+                if let Some(segment) = open_segments.get_mut(&start) {
+                    segment.ranges.insert(*key, entry.end_offset());
+                }
+            }
+        }
+        let ring = build_ring(&config)?;
+        let worker_count = workers.len();
+        let ports = workers
+            .into_iter()
+            .map(|(requests, completions)| WorkerPort {
+                requests,
+                completions,
+                outbox: Vec::new(),
+                deferred: VecDeque::new(),
+                closed: false,
+            })
+            .collect();
+        let group_capacity = config.max_group_bytes + PAGE_BYTES;
+        let staging = Group {
+            buffer: AlignedBuf::zeroed(group_capacity),
+            page_start: 0,
+            start: 0,
+            end: 0,
+            sealed: false,
+            entries: Vec::new(),
+        };
+        let cache = BlockCache {
+            blocks: HashMap::new(),
+            bytes: 0,
+            capacity_bytes: config.cache_size_bytes / 2,
+            tick: 0,
+        };
+        let mut wal = Wal {
+            wal_directory,
+            segment_size,
+            ring,
+            ports,
+            control,
+            eventfd_slots: vec![0u64; worker_count + 1].into_boxed_slice(),
+            segments: open_segments,
+            index,
+            expected_next: HashMap::new(),
+            durable,
+            tail_page: Vec::new(),
+            staging,
+            in_flight: None,
+            spare_buffer: Some(AlignedBuf::zeroed(group_capacity)),
+            loads: Slab::new(),
+            loads_by_block: HashMap::new(),
+            reads: Slab::new(),
+            cache,
+            prewrite: None,
+            full_since: None,
+            checkpoint_sequence,
+            checkpoint_position,
+            last_checkpoint: Instant::now(),
+            checkpoint_wanted: false,
+            operations_in_flight: 0,
+            shutting_down: false,
+            halting: false,
+            stats,
+            config,
+        };
+        wal.reset_staging(durable, &tail_page);
+        wal.tail_page = tail_page;
+        wal.publish_segment_stats();
+        wal.stats.durable_position.store(durable, Ordering::Relaxed);
+        Ok(wal)
+    }
+
+    fn segment_start(&self, position: WalPosition) -> WalPosition {
+        position - position % self.segment_size
+    }
+
+    /// Restarts staging at `position`, whose page begins with `prefix`.
+    fn reset_staging(&mut self, position: WalPosition, prefix: &[u8]) {
+        debug_assert_eq!(prefix.len() as u64, position % PAGE_BYTES as u64);
+        let page_start = position - prefix.len() as u64;
+        self.staging.buffer[..prefix.len()].copy_from_slice(prefix);
+        self.staging.page_start = page_start;
+        self.staging.start = position;
+        self.staging.end = position;
+        self.staging.sealed = false;
+        self.staging.entries.clear();
+    }
+
+    /// The IO thread's main loop.
+    pub(crate) fn run(mut self) {
+        for port in 0..=self.ports.len() {
+            self.submit_eventfd_read(port);
+        }
+        loop {
+            let mut progress = self.drain_control();
+            if !self.halting {
+                progress |= self.drain_workers();
+                progress |= self.maybe_submit_group();
+                self.maybe_prewrite();
+                self.maybe_checkpoint();
+            }
+            self.flush_outboxes();
+            if self.finished() {
+                break;
+            }
+            let sleep = !progress && self.arm_all();
+            self.submit_and_reap(sleep);
+            if sleep {
+                self.disarm_all();
+            }
+        }
+        self.exit();
+    }
+
+    fn finished(&self) -> bool {
+        let quiet = self.in_flight.is_none()
+            && self.loads.is_empty()
+            && self
+                .prewrite
+                .as_ref()
+                .is_none_or(|prewrite| !prewrite.in_flight);
+        if self.halting {
+            return quiet;
+        }
+        self.shutting_down
+            && quiet
+            && self.staging.is_empty()
+            && self.reads.is_empty()
+            && self.ports.iter().all(|port| port.deferred.is_empty())
+    }
+
+    fn exit(mut self) {
+        if self.shutting_down && !self.halting {
+            match self.write_checkpoint() {
+                Ok(()) => {
+                    if let Err(error) =
+                        checkpoint::mark_clean(&self.config.path, self.checkpoint_sequence)
+                    {
+                        log::error!("store: {error}");
+                    }
+                }
+                Err(error) => log::error!("store: final checkpoint failed: {error}"),
+            }
+        }
+        if let Some(prewrite) = self.prewrite.take() {
+            let _ = std::fs::remove_file(&prewrite.temporary);
+        }
+        // The eventfd reads still in flight write into `eventfd_slots`: complete them by
+        // signalling the eventfds ourselves before the slots are freed.
+        let fds: Vec<RawFd> = self
+            .ports
+            .iter()
+            .map(|port| port.requests.eventfd())
+            .chain(std::iter::once(self.control.eventfd()))
+            .collect();
+        for fd in fds {
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a live stack value to an eventfd owned by a mailbox
+            // this thread still holds; the kernel copies them before returning.
+            unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+        }
+        while self.operations_in_flight > 0 {
+            if self.ring.submit_and_wait(1).is_err() {
+                break;
+            }
+            let entries: Vec<(u64, i32)> = self
+                .ring
+                .completion()
+                .map(|entry| (entry.user_data(), entry.result()))
+                .collect();
+            self.operations_in_flight -= entries.len();
+        }
+        // Dropping the ports closes the completion mailboxes: workers fail what is pending.
+    }
+
+    // ----- mailboxes -----
+
+    fn drain_control(&mut self) -> bool {
+        let mut progress = false;
+        while let Ok(control) = self.control.try_recv() {
+            progress = true;
+            match control {
+                Control::Shutdown => self.shutting_down = true,
+                Control::Halt => self.halting = true,
+                Control::Checkpoint => self.checkpoint_wanted = true,
+            }
+        }
+        if self.control.is_closed() && !self.shutting_down {
+            // The owner handle is gone without a word: treat it as a shutdown.
+            self.shutting_down = true;
+        }
+        progress
+    }
+
+    fn drain_workers(&mut self) -> bool {
+        let mut progress = false;
+        for worker in 0..self.ports.len() {
+            while let Some(request) = self.ports[worker].deferred.pop_front() {
+                match self.stage(worker, request) {
+                    None => progress = true,
+                    Some(request) => {
+                        self.ports[worker].deferred.push_front(request);
+                        break;
+                    }
+                }
+            }
+            if !self.ports[worker].deferred.is_empty() {
+                continue;
+            }
+            while let Ok(request) = self.ports[worker].requests.try_recv() {
+                progress = true;
+                if let Some(request) = self.stage(worker, request) {
+                    self.ports[worker].deferred.push_back(request);
+                    break;
+                }
+            }
+        }
+        progress
+    }
+
+    fn complete(&mut self, worker: usize, slot: u32, outcome: Result<Outcome>) {
+        self.ports[worker].outbox.push(Completion { slot, outcome });
+    }
+
+    fn flush_outboxes(&mut self) {
+        for port in &mut self.ports {
+            if port.outbox.is_empty() {
+                continue;
+            }
+            if port.closed || port.completions.send_batch(&mut port.outbox).is_err() {
+                port.closed = true;
+                port.outbox.clear();
+            }
+        }
+    }
+
+    fn arm_all(&mut self) -> bool {
+        if !self.control.arm() {
+            return false;
+        }
+        for index in 0..self.ports.len() {
+            if !self.ports[index].deferred.is_empty() {
+                continue;
+            }
+            if !self.ports[index].requests.arm() {
+                self.disarm_all();
+                return false;
+            }
+        }
+        true
+    }
+
+    fn disarm_all(&mut self) {
+        self.control.disarm();
+        for port in &self.ports {
+            port.requests.disarm();
+        }
+    }
+
+    fn submit_eventfd_read(&mut self, port: usize) {
+        let fd = if port == self.ports.len() {
+            self.control.eventfd()
+        } else {
+            self.ports[port].requests.eventfd()
+        };
+        let target = &mut self.eventfd_slots[port] as *mut u64;
+        let entry = opcode::Read::new(types::Fd(fd), target.cast(), 8)
+            .build()
+            .user_data(user_data(OP_EVENTFD, port as u64));
+        // SAFETY: the 8-byte slot lives in `eventfd_slots`, a boxed slice owned by this `Wal`
+        // that never moves; `exit` completes every outstanding eventfd read before it is freed.
+        unsafe { self.push(&entry) };
+    }
+
+    /// # Safety
+    /// Every buffer the entry points to must stay alive until its completion is reaped.
+    unsafe fn push(&mut self, entry: &squeue::Entry) {
+        loop {
+            // SAFETY: forwarded from the caller.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                self.operations_in_flight += 1;
+                return;
+            }
+            if let Err(error) = self.ring.submit() {
+                log::error!("store: io_uring submit failed: {error}");
+            }
+        }
+    }
+
+    fn submit_and_reap(&mut self, sleep: bool) {
+        let result = if sleep {
+            let timeout = types::Timespec::from(IDLE_WAIT);
+            let args = types::SubmitArgs::new().timespec(&timeout);
+            self.ring.submitter().submit_with_args(1, &args)
+        } else {
+            self.ring.submit()
+        };
+        if let Err(error) = result {
+            let errno = error.raw_os_error();
+            if errno != Some(libc::ETIME)
+                && errno != Some(libc::EINTR)
+                && errno != Some(libc::EBUSY)
+            {
+                log::error!("store: io_uring wait failed: {error}");
+            }
+        }
+        let entries: Vec<(u64, i32)> = self
+            .ring
+            .completion()
+            .map(|entry| (entry.user_data(), entry.result()))
+            .collect();
+        for (data, result) in entries {
+            self.operations_in_flight -= 1;
+            let value = data & ((1 << KIND_SHIFT) - 1);
+            match data >> KIND_SHIFT {
+                OP_EVENTFD => {
+                    if result < 0 && result != -libc::EAGAIN && result != -libc::EINTR {
+                        log::error!("store: eventfd read failed: errno {}", -result);
+                    }
+                    self.submit_eventfd_read(value as usize);
+                }
+                OP_GROUP_WRITE => self.on_group_write(result),
+                OP_GROUP_SYNC => self.on_group_sync(result),
+                OP_BLOCK_READ => self.on_block_read(value as usize, result),
+                OP_PREWRITE => self.on_prewrite_write(result),
+                OP_PREWRITE_SYNC => self.on_prewrite_sync(result),
+                other => log::error!("store: unexpected completion kind {other}"),
+            }
+        }
+    }
+
+    // ----- appends: staging and group commit -----
+
+    /// Stages one request. Returns it back if it has to wait for room.
+    fn stage(&mut self, worker: usize, request: Request) -> Option<Request> {
+        let request = match request {
+            Request::Read { slot, extents } => {
+                self.start_read(worker, slot, extents);
+                return None;
+            }
+            other => other,
+        };
+        let (slot, kind, range, offset, count, payload): (_, _, _, _, _, &[u8]) = match &request {
+            Request::Read { .. } => return None,
+            Request::Append {
+                slot,
+                range,
+                base_offset,
+                count,
+                batch,
+            } => (
+                *slot,
+                RecordKind::Append,
+                *range,
+                *base_offset,
+                *count,
+                batch,
+            ),
+            Request::Trim {
+                slot,
+                range,
+                offset,
+            } => (*slot, RecordKind::Trim, *range, *offset, 0, &[]),
+            Request::Delete { slot, range } => (*slot, RecordKind::Delete, *range, 0, 0, &[]),
+        };
+        if self.staging.sealed {
+            return Some(request);
+        }
+        let position = self.staging.end;
+        let segment_start = self.segment_start(position);
+        if !self.segments.contains_key(&segment_start) {
+            // The log has reached a segment that is not ready yet.
+            if kind == RecordKind::Append && self.full_since.is_some() {
+                self.complete(worker, slot, Err(self.full_error()));
+                return None;
+            }
+            return Some(request);
+        }
+        let segment_end = segment_start + self.segment_size;
+        let length = record::record_length(payload.len());
+        let limit = match kind {
+            RecordKind::Append => segment_end - reserve_bytes(self.segment_size),
+            _ => segment_end,
+        };
+        if position + length > limit {
+            let next_ready = self.segments.contains_key(&segment_end);
+            if next_ready {
+                self.seal_staging();
+                return Some(request);
+            }
+            if self.full_since.is_some() {
+                self.complete(worker, slot, Err(self.full_error()));
+                return None;
+            }
+            return Some(request);
+        }
+        if self.staging.used_bytes() + length as usize > self.config.max_group_bytes {
+            return Some(request);
+        }
+        match kind {
+            RecordKind::Append => {
+                let expected = self.expected_next.get(&range).copied().or_else(|| {
+                    self.index
+                        .get(&range)
+                        .filter(|index| !index.entries().is_empty())
+                        .map(BatchIndex::next_offset)
+                });
+                if let Some(expected) = expected.filter(|expected| *expected != offset) {
+                    self.complete(
+                        worker,
+                        slot,
+                        Err(Error::OutOfOrder {
+                            range,
+                            expected,
+                            found: offset,
+                        }),
+                    );
+                    return None;
+                }
+                self.expected_next.insert(range, offset + count as u64);
+            }
+            RecordKind::Trim => {
+                if let Some(expected) = self.expected_next.get_mut(&range) {
+                    *expected = (*expected).max(offset);
+                }
+            }
+            _ => {
+                self.expected_next.remove(&range);
+            }
+        }
+        let header = RecordHeader {
+            kind,
+            payload_len: payload.len() as u32,
+            count,
+            position,
+            range,
+            offset,
+        };
+        let at = (position - self.staging.page_start) as usize;
+        record::encode(
+            &mut self.staging.buffer[at..at + length as usize],
+            segment_start,
+            &header,
+            payload,
+        );
+        self.staging.end += length;
+        self.staging.entries.push(GroupEntry {
+            worker,
+            slot,
+            header,
+        });
+        None
+    }
+
+    /// Ends the staging group's segment with a padding record.
+    fn seal_staging(&mut self) {
+        debug_assert!(!self.staging.sealed);
+        let position = self.staging.end;
+        let segment_start = self.segment_start(position);
+        let segment_end = segment_start + self.segment_size;
+        if segment_end - position >= HEADER_BYTES as u64 {
+            let header = RecordHeader {
+                kind: RecordKind::Padding,
+                payload_len: 0,
+                count: 0,
+                position,
+                range: RangeKey {
+                    stream_id: 0,
+                    range_index: 0,
+                },
+                offset: 0,
+            };
+            let at = (position - self.staging.page_start) as usize;
+            record::encode(
+                &mut self.staging.buffer[at..at + HEADER_BYTES],
+                segment_start,
+                &header,
+                &[],
+            );
+            self.staging.end += HEADER_BYTES as u64;
+        }
+        self.staging.sealed = true;
+    }
+
+    fn full_error(&self) -> Error {
+        Error::Full {
+            detail: format!(
+                "no space to prepare the next {}-byte WAL segment in {}",
+                self.segment_size,
+                self.wal_directory.display()
+            ),
+        }
+    }
+
+    fn maybe_submit_group(&mut self) -> bool {
+        if self.in_flight.is_some() || self.staging.is_empty() {
+            return false;
+        }
+        let spare = self
+            .spare_buffer
+            .take()
+            .unwrap_or_else(|| AlignedBuf::zeroed(self.config.max_group_bytes + PAGE_BYTES));
+        let next_start;
+        let mut group = std::mem::replace(
+            &mut self.staging,
+            Group {
+                buffer: spare,
+                page_start: 0,
+                start: 0,
+                end: 0,
+                sealed: false,
+                entries: Vec::new(),
+            },
+        );
+        let used = group.used_bytes();
+        let write_len = used.next_multiple_of(PAGE_BYTES);
+        group.buffer[used..write_len].fill(0);
+        let segment_start = self.segment_start(group.page_start);
+        if group.sealed {
+            next_start = segment_start + self.segment_size;
+            self.reset_staging(next_start, &[]);
+        } else {
+            next_start = group.end;
+            let keep = (group.end % PAGE_BYTES as u64) as usize;
+            let from = used - keep;
+            let prefix = group.buffer[from..used].to_vec();
+            self.reset_staging(next_start, &prefix);
+        }
+        let Some(segment) = self.segments.get(&segment_start) else {
+            // Staging only accepts records for ready segments.
+            unreachable!("group for a segment that is not open");
+        };
+        let fd = segment.fd.as_raw_fd();
+        let file_offset = group.page_start - segment_start;
+        debug_assert_eq!(file_offset % PAGE_BYTES as u64, 0);
+        debug_assert!(file_offset + write_len as u64 <= self.segment_size);
+        let sync = self.config.sync == SyncMode::Always;
+        let write = opcode::Write::new(types::Fd(fd), group.buffer.as_mut_ptr(), write_len as u32)
+            .offset(file_offset)
+            .build()
+            .user_data(user_data(OP_GROUP_WRITE, 0));
+        let write = if sync {
+            write.flags(squeue::Flags::IO_LINK)
+        } else {
+            write
+        };
+        // SAFETY: the group buffer moves into `self.in_flight` below and stays there until both
+        // completions of this group have been reaped (`finish_group`).
+        unsafe { self.push(&write) };
+        if sync {
+            let data_sync = opcode::Fsync::new(types::Fd(fd))
+                .flags(types::FsyncFlags::DATASYNC)
+                .build()
+                .user_data(user_data(OP_GROUP_SYNC, 0));
+            // SAFETY: no buffers.
+            unsafe { self.push(&data_sync) };
+        }
+        self.in_flight = Some(InFlightGroup {
+            group,
+            awaiting: if sync { 2 } else { 1 },
+            error: None,
+        });
+        true
+    }
+
+    fn on_group_write(&mut self, result: i32) {
+        let Some(in_flight) = self.in_flight.as_mut() else {
+            return;
+        };
+        let expected = in_flight.group.used_bytes().next_multiple_of(PAGE_BYTES);
+        if result < 0 {
+            in_flight.error = Some(Error::errno(
+                format!("WAL write at position {}", in_flight.group.page_start),
+                -result,
+            ));
+        } else if (result as usize) < expected {
+            in_flight.error = Some(Error::Io {
+                operation: format!(
+                    "WAL write at position {} (short write: {result} of {expected} bytes)",
+                    in_flight.group.page_start
+                ),
+                errno: libc::EIO,
+            });
+        }
+        in_flight.awaiting -= 1;
+        if in_flight.awaiting == 0 {
+            self.finish_group();
+        }
+    }
+
+    fn on_group_sync(&mut self, result: i32) {
+        let Some(in_flight) = self.in_flight.as_mut() else {
+            return;
+        };
+        if result < 0 && in_flight.error.is_none() {
+            in_flight.error = Some(Error::errno(
+                format!(
+                    "WAL data sync after position {}",
+                    in_flight.group.page_start
+                ),
+                -result,
+            ));
+        }
+        if result >= 0 {
+            self.stats.data_syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        in_flight.awaiting -= 1;
+        if in_flight.awaiting == 0 {
+            self.finish_group();
+        }
+    }
+
+    fn finish_group(&mut self) {
+        let Some(InFlightGroup { group, error, .. }) = self.in_flight.take() else {
+            return;
+        };
+        if let Some(error) = error {
+            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            log::error!("store: {error}; failing the group and everything staged after it");
+            for entry in &group.entries {
+                self.complete(entry.worker, entry.slot, Err(error.clone()));
+            }
+            let staged: Vec<(usize, u32)> = self
+                .staging
+                .entries
+                .iter()
+                .map(|entry| (entry.worker, entry.slot))
+                .collect();
+            for (worker, slot) in staged {
+                self.complete(worker, slot, Err(error.clone()));
+            }
+            // Nothing is staged or in flight any more: every range continues at its index.
+            self.expected_next.clear();
+            let tail_page = std::mem::take(&mut self.tail_page);
+            self.reset_staging(self.durable, &tail_page);
+            self.tail_page = tail_page;
+            self.spare_buffer = Some(group.buffer);
+            return;
+        }
+        let used = group.used_bytes();
+        self.stats
+            .wal_bytes_written
+            .fetch_add(used.next_multiple_of(PAGE_BYTES) as u64, Ordering::Relaxed);
+        self.stats.groups.fetch_add(1, Ordering::Relaxed);
+        debug_assert_eq!(group.start, self.durable, "groups complete in WAL order");
+        if group.sealed {
+            self.durable = self.segment_start(group.page_start) + self.segment_size;
+            self.tail_page.clear();
+        } else {
+            self.durable = group.end;
+            let keep = (group.end % PAGE_BYTES as u64) as usize;
+            self.tail_page.clear();
+            self.tail_page
+                .extend_from_slice(&group.buffer[used - keep..used]);
+        }
+        self.stats
+            .durable_position
+            .store(self.durable, Ordering::Relaxed);
+        let mut appends = 0u64;
+        let mut append_bytes = 0u64;
+        let mut retention_changed = false;
+        for entry in &group.entries {
+            let header = entry.header;
+            let outcome = match header.kind {
+                RecordKind::Append => {
+                    appends += 1;
+                    append_bytes += header.payload_len as u64;
+                    let index_entry = IndexEntry {
+                        base_offset: header.offset,
+                        position: header.position,
+                        payload_len: header.payload_len,
+                        count: header.count,
+                    };
+                    let range = self
+                        .index
+                        .entry(header.range)
+                        .or_insert_with(|| BatchIndex::new(header.offset));
+                    range.push(index_entry);
+                    if self.expected_next.get(&header.range) == Some(&range.next_offset()) {
+                        self.expected_next.remove(&header.range);
+                    }
+                    let segment_start = self.segment_start(header.position);
+                    if let Some(segment) = self.segments.get_mut(&segment_start) {
+                        segment
+                            .ranges
+                            .insert(header.range, index_entry.end_offset());
+                    }
+                    Outcome::Appended {
+                        position: header.position,
+                    }
+                }
+                RecordKind::Trim => {
+                    if let Some(range) = self.index.get_mut(&header.range) {
+                        range.trim(header.offset);
+                    }
+                    for segment in self.segments.values_mut() {
+                        if segment
+                            .ranges
+                            .get(&header.range)
+                            .is_some_and(|end| *end <= header.offset)
+                        {
+                            segment.ranges.remove(&header.range);
+                        }
+                    }
+                    retention_changed = true;
+                    Outcome::Trimmed
+                }
+                RecordKind::Delete => {
+                    self.index.remove(&header.range);
+                    for segment in self.segments.values_mut() {
+                        segment.ranges.remove(&header.range);
+                    }
+                    retention_changed = true;
+                    Outcome::Deleted
+                }
+                RecordKind::Padding => continue,
+            };
+            self.complete(entry.worker, entry.slot, Ok(outcome));
+        }
+        self.stats.appends.fetch_add(appends, Ordering::Relaxed);
+        self.stats
+            .append_bytes
+            .fetch_add(append_bytes, Ordering::Relaxed);
+        self.spare_buffer = Some(group.buffer);
+        if retention_changed {
+            self.reclaim_segments();
+        }
+    }
+
+    // ----- reads -----
+
+    fn block_size(&self) -> u64 {
+        self.config.read_block_size_bytes as u64
+    }
+
+    fn start_read(&mut self, worker: usize, slot: u32, extents: Vec<Extent>) {
+        let block_size = self.block_size();
+        let read = self.reads.insert(PendingRead {
+            worker,
+            slot,
+            extents,
+            blocks: HashMap::new(),
+            missing: 0,
+            error: None,
+        });
+        let mut wanted: Vec<(WalPosition, usize)> = Vec::new();
+        for extent in &self.reads[read].extents {
+            let end = extent.position + record::record_length(extent.payload_len as usize);
+            let mut block = extent.position - extent.position % block_size;
+            while block < end {
+                let needed = (end.min(block + block_size) - block) as usize;
+                match wanted.iter_mut().find(|(start, _)| *start == block) {
+                    Some((_, len)) => *len = (*len).max(needed),
+                    None => wanted.push((block, needed)),
+                }
+                block += block_size;
+            }
+        }
+        for (block, needed) in wanted {
+            if let Some(bytes) = self.cache.get(block, needed) {
+                self.stats.block_cache_hits.fetch_add(1, Ordering::Relaxed);
+                self.reads[read].blocks.insert(block, bytes);
+                continue;
+            }
+            self.reads[read].missing += 1;
+            if let Some(&load) = self.loads_by_block.get(&block) {
+                // A load in flight covers the block if it was issued after the data was durable.
+                if self.loads[load].durable_at_issue >= block + needed as u64 {
+                    self.loads[load].waiters.push(read);
+                    continue;
+                }
+            }
+            self.issue_block_load(block, read);
+        }
+        if self.reads[read].missing == 0 {
+            self.finish_read(read);
+        }
+    }
+
+    fn issue_block_load(&mut self, block: WalPosition, read: usize) {
+        let block_size = self.block_size();
+        let segment_start = self.segment_start(block);
+        let durable = self.durable;
+        let Some(segment) = self.segments.get_mut(&segment_start) else {
+            let pending = &mut self.reads[read];
+            pending.missing -= 1;
+            pending.error = Some(Error::Corrupt {
+                position: block,
+                detail: "the segment file holding this data no longer exists".to_string(),
+            });
+            if pending.missing == 0 {
+                self.finish_read(read);
+            }
+            return;
+        };
+        segment.reads_in_flight += 1;
+        let fd = segment.fd.as_raw_fd();
+        let readable = durable.saturating_sub(block).min(block_size);
+        let len = (readable as usize)
+            .next_multiple_of(PAGE_BYTES)
+            .max(PAGE_BYTES);
+        let mut buffer = AlignedBuf::zeroed(len);
+        let pointer = buffer.as_mut_ptr();
+        let load = self.loads.insert(BlockLoad {
+            block_start: block,
+            segment_start,
+            buffer: Some(buffer),
+            durable_at_issue: durable,
+            waiters: vec![read],
+        });
+        self.loads_by_block.insert(block, load);
+        let entry = opcode::Read::new(types::Fd(fd), pointer, len as u32)
+            .offset(block - segment_start)
+            .build()
+            .user_data(user_data(OP_BLOCK_READ, load as u64));
+        self.stats.disk_reads.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the buffer is owned by `self.loads[load]` until `on_block_read` takes it after
+        // the completion arrives; the slab entry is not removed before that.
+        unsafe { self.push(&entry) };
+    }
+
+    fn on_block_read(&mut self, load_id: usize, result: i32) {
+        if !self.loads.contains(load_id) {
+            return;
+        }
+        let mut load = self.loads.remove(load_id);
+        if self.loads_by_block.get(&load.block_start) == Some(&load_id) {
+            self.loads_by_block.remove(&load.block_start);
+        }
+        if let Some(segment) = self.segments.get_mut(&load.segment_start) {
+            segment.reads_in_flight -= 1;
+        }
+        let outcome = if result < 0 {
+            Err(Error::errno(
+                format!("WAL read at position {}", load.block_start),
+                -result,
+            ))
+        } else {
+            let valid = (result as u64).min(load.durable_at_issue.saturating_sub(load.block_start))
+                as usize;
+            let buffer = load
+                .buffer
+                .take()
+                .unwrap_or_else(|| AlignedBuf::zeroed(PAGE_BYTES));
+            let bytes = Bytes::from_owner(buffer).slice(..valid);
+            self.stats
+                .disk_read_bytes
+                .fetch_add(result as u64, Ordering::Relaxed);
+            self.cache.insert(load.block_start, bytes.clone());
+            self.stats
+                .block_cache_bytes
+                .store(self.cache.bytes as u64, Ordering::Relaxed);
+            Ok(bytes)
+        };
+        for read in load.waiters {
+            let Some(pending) = self.reads.get_mut(read) else {
+                continue;
+            };
+            match &outcome {
+                Ok(bytes) => {
+                    pending.blocks.insert(load.block_start, bytes.clone());
+                }
+                Err(error) => pending.error = Some(error.clone()),
+            }
+            pending.missing -= 1;
+            if pending.missing == 0 {
+                self.finish_read(read);
+            }
+        }
+        if !self.shutting_down {
+            self.reclaim_segments();
+        }
+    }
+
+    fn finish_read(&mut self, read: usize) {
+        let pending = self.reads.remove(read);
+        let outcome = match pending.error {
+            Some(error) => Err(error),
+            None => self
+                .assemble(&pending.extents, &pending.blocks)
+                .map(Outcome::Read),
+        };
+        self.complete(pending.worker, pending.slot, outcome);
+    }
+
+    /// Cuts each record out of its block(s), verifies it and returns the payloads.
+    fn assemble(
+        &self,
+        extents: &[Extent],
+        blocks: &HashMap<WalPosition, Bytes>,
+    ) -> Result<Vec<Bytes>> {
+        let block_size = self.block_size();
+        let mut payloads = Vec::with_capacity(extents.len());
+        for extent in extents {
+            let length = record::record_length(extent.payload_len as usize) as usize;
+            let end = extent.position + length as u64;
+            let first_block = extent.position - extent.position % block_size;
+            let short = || Error::Corrupt {
+                position: extent.position,
+                detail: "the record extends past the data read from disk".to_string(),
+            };
+            let record: Bytes = if end <= first_block + block_size {
+                let block = blocks.get(&first_block).ok_or_else(short)?;
+                let at = (extent.position - first_block) as usize;
+                if block.len() < at + length {
+                    return Err(short());
+                }
+                block.slice(at..at + length)
+            } else {
+                let mut joined = Vec::with_capacity(length);
+                let mut position = extent.position;
+                while position < end {
+                    let block_start = position - position % block_size;
+                    let block = blocks.get(&block_start).ok_or_else(short)?;
+                    let at = (position - block_start) as usize;
+                    let take = ((end - position) as usize).min(block_size as usize - at);
+                    if block.len() < at + take {
+                        return Err(short());
+                    }
+                    joined.extend_from_slice(&block[at..at + take]);
+                    position += take as u64;
+                }
+                Bytes::from(joined)
+            };
+            let segment_start = self.segment_start(extent.position);
+            match record::decode(
+                &record,
+                segment_start,
+                segment_start + self.segment_size,
+                extent.position,
+            ) {
+                Ok(header)
+                    if header.kind == RecordKind::Append
+                        && header.payload_len == extent.payload_len => {}
+                Ok(_) => {
+                    return Err(Error::Corrupt {
+                        position: extent.position,
+                        detail: "the record found there is not the batch the index names"
+                            .to_string(),
+                    })
+                }
+                Err(invalid) => {
+                    return Err(Error::Corrupt {
+                        position: extent.position,
+                        detail: format!("the batch's record does not verify ({invalid:?})"),
+                    })
+                }
+            }
+            payloads.push(record.slice(HEADER_BYTES..HEADER_BYTES + extent.payload_len as usize));
+        }
+        Ok(payloads)
+    }
+
+    // ----- segments: preparation, retention -----
+
+    /// Segments ready beyond the one the log is being written in.
+    fn ready_ahead(&self) -> usize {
+        let current = self.segment_start(self.staging.end.max(self.durable));
+        self.segments.range(current + 1..).count()
+    }
+
+    fn next_segment_to_prepare(&self) -> WalPosition {
+        let current = self.segment_start(self.staging.end.max(self.durable));
+        let last = self
+            .segments
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(current)
+            .max(current);
+        last + self.segment_size
+    }
+
+    fn maybe_prewrite(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        if self.prewrite.is_none() {
+            let current = self.segment_start(self.staging.end.max(self.durable));
+            let current_missing = !self.segments.contains_key(&current);
+            if !current_missing && self.ready_ahead() >= self.config.preallocated_segments {
+                return;
+            }
+            if let Some(since) = self.full_since {
+                if since.elapsed() < FULL_RETRY {
+                    return;
+                }
+            }
+            let start = if current_missing {
+                current
+            } else {
+                self.next_segment_to_prepare()
+            };
+            match layout::create_segment_file(&self.wal_directory, start, self.segment_size) {
+                Ok((fd, temporary)) => {
+                    let chunk = PREWRITE_CHUNK_BYTES.min(self.segment_size as usize);
+                    self.prewrite = Some(Prewrite {
+                        start,
+                        fd,
+                        temporary,
+                        written: 0,
+                        zeros: AlignedBuf::zeroed(chunk),
+                        in_flight: false,
+                        syncing: false,
+                    });
+                }
+                Err(error) => {
+                    self.on_prepare_failed(start, &error);
+                    return;
+                }
+            }
+        }
+        let segment_size = self.segment_size;
+        let Some(prewrite) = self.prewrite.as_mut() else {
+            return;
+        };
+        if prewrite.in_flight {
+            return;
+        }
+        prewrite.in_flight = true;
+        let fd = prewrite.fd.as_raw_fd();
+        let entry = if prewrite.written < segment_size {
+            let len = (segment_size - prewrite.written).min(prewrite.zeros.len() as u64);
+            opcode::Write::new(types::Fd(fd), prewrite.zeros.as_mut_ptr(), len as u32)
+                .offset(prewrite.written)
+                .build()
+                .user_data(user_data(OP_PREWRITE, 0))
+        } else {
+            prewrite.syncing = true;
+            opcode::Fsync::new(types::Fd(fd))
+                .build()
+                .user_data(user_data(OP_PREWRITE_SYNC, 0))
+        };
+        // SAFETY: the zero buffer belongs to `self.prewrite`, which is kept until this
+        // completion is reaped (`in_flight` blocks its removal; `exit` waits for it).
+        unsafe { self.push(&entry) };
+    }
+
+    fn on_prepare_failed(&mut self, start: WalPosition, error: &std::io::Error) {
+        if self.full_since.is_none() {
+            log::error!(
+                "store: cannot prepare WAL segment {} ({error}); appends fail with a retriable \
+                 error once the current segment is full",
+                layout::segment_name(start)
+            );
+        }
+        self.full_since = Some(Instant::now());
+        self.stats.full.store(true, Ordering::Relaxed);
+        self.fail_waiting_appends();
+    }
+
+    /// Appends waiting for a segment that cannot be prepared fail now rather than hang.
+    fn fail_waiting_appends(&mut self) {
+        for worker in 0..self.ports.len() {
+            let waiting: Vec<Request> = self.ports[worker].deferred.drain(..).collect();
+            for request in waiting {
+                if let Some(request) = self.stage(worker, request) {
+                    self.ports[worker].deferred.push_back(request);
+                }
+            }
+        }
+    }
+
+    fn on_prewrite_write(&mut self, result: i32) {
+        let Some(prewrite) = self.prewrite.as_mut() else {
+            return;
+        };
+        prewrite.in_flight = false;
+        if result <= 0 {
+            let error =
+                std::io::Error::from_raw_os_error(if result < 0 { -result } else { libc::EIO });
+            let prewrite = self.prewrite.take();
+            if let Some(prewrite) = prewrite {
+                let _ = std::fs::remove_file(&prewrite.temporary);
+                self.on_prepare_failed(prewrite.start, &error);
+            }
+            return;
+        }
+        prewrite.written += result as u64;
+    }
+
+    fn on_prewrite_sync(&mut self, result: i32) {
+        let Some(prewrite) = self.prewrite.take() else {
+            return;
+        };
+        let published = if result < 0 {
+            Err(std::io::Error::from_raw_os_error(-result))
+        } else {
+            layout::publish_segment(&self.wal_directory, &prewrite.temporary, prewrite.start)
+        };
+        match published {
+            Ok(()) => {
+                self.segments.insert(
+                    prewrite.start,
+                    Segment {
+                        fd: prewrite.fd,
+                        ranges: HashMap::new(),
+                        reads_in_flight: 0,
+                    },
+                );
+                self.on_space_available();
+            }
+            Err(error) => {
+                let _ = std::fs::remove_file(&prewrite.temporary);
+                self.on_prepare_failed(prewrite.start, &error);
+            }
+        }
+    }
+
+    fn on_space_available(&mut self) {
+        if self.full_since.take().is_some() {
+            log::info!("store: WAL segment ready again; appends resume");
+        }
+        self.stats.full.store(false, Ordering::Relaxed);
+        self.publish_segment_stats();
+    }
+
+    fn publish_segment_stats(&self) {
+        self.stats
+            .segment_count
+            .store(self.segments.len() as u64, Ordering::Relaxed);
+        self.stats.oldest_segment_start.store(
+            self.segments.keys().next().copied().unwrap_or(0),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Recycles or deletes segments that hold no live data, are not being read, and lie wholly
+    /// below the last checkpoint (so recovery never needs them). Asks for a checkpoint when a
+    /// segment only waits for one.
+    fn reclaim_segments(&mut self) {
+        let mut reclaimable = Vec::new();
+        for (&start, segment) in &self.segments {
+            let end = start + self.segment_size;
+            if end > self.durable {
+                break;
+            }
+            if !segment.ranges.is_empty() || segment.reads_in_flight > 0 {
+                continue;
+            }
+            if end > self.checkpoint_position {
+                self.checkpoint_wanted = true;
+                continue;
+            }
+            reclaimable.push(start);
+        }
+        for start in reclaimable {
+            let Some(segment) = self.segments.remove(&start) else {
+                continue;
+            };
+            drop(segment);
+            self.cache.remove_segment(start, start + self.segment_size);
+            let old_path = layout::segment_path(&self.wal_directory, start);
+            let recycle =
+                self.ready_ahead() < self.config.preallocated_segments && self.prewrite.is_none();
+            let outcome = if recycle {
+                let new_start = self.next_segment_to_prepare();
+                let new_path = layout::segment_path(&self.wal_directory, new_start);
+                std::fs::rename(&old_path, &new_path)
+                    .and_then(|()| checkpoint::sync_directory(&self.wal_directory))
+                    .and_then(|()| layout::open_direct(&new_path, false))
+                    .map(|fd| {
+                        self.segments.insert(
+                            new_start,
+                            Segment {
+                                fd,
+                                ranges: HashMap::new(),
+                                reads_in_flight: 0,
+                            },
+                        );
+                        log::debug!(
+                            "store: recycled segment {} as {}",
+                            layout::segment_name(start),
+                            layout::segment_name(new_start)
+                        );
+                    })
+            } else {
+                std::fs::remove_file(&old_path)
+                    .and_then(|()| checkpoint::sync_directory(&self.wal_directory))
+            };
+            match outcome {
+                Ok(()) => {
+                    self.stats
+                        .segments_reclaimed
+                        .fetch_add(1, Ordering::Relaxed);
+                    if recycle {
+                        self.on_space_available();
+                    }
+                }
+                Err(error) => log::error!(
+                    "store: reclaiming segment {} failed: {error}",
+                    old_path.display()
+                ),
+            }
+        }
+        self.publish_segment_stats();
+    }
+
+    // ----- checkpoints -----
+
+    fn maybe_checkpoint(&mut self) {
+        let due = self.last_checkpoint.elapsed()
+            >= Duration::from_millis(self.config.checkpoint_interval_ms)
+            && self.durable != self.checkpoint_position;
+        if !(due || self.checkpoint_wanted) {
+            return;
+        }
+        self.checkpoint_wanted = false;
+        if let Err(error) = self.write_checkpoint() {
+            log::error!("store: {error}");
+            // Try again at the next interval rather than in a tight loop.
+        }
+        self.reclaim_segments();
+    }
+
+    fn write_checkpoint(&mut self) -> Result<()> {
+        self.last_checkpoint = Instant::now();
+        let sequence = self.checkpoint_sequence + 1;
+        let bytes = checkpoint::encode(sequence, self.durable, &self.tail_page, &self.index);
+        checkpoint::write(&self.config.path, &bytes)?;
+        self.checkpoint_sequence = sequence;
+        self.checkpoint_position = self.durable;
+        self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Builds the IO thread's ring from the configuration, logging the modes in use.
+fn build_ring(config: &StoreConfig) -> Result<IoUring> {
+    let uring = &config.uring;
+    if uring.iopoll {
+        // Polled completions need a device with poll queues, and fsync and eventfd reads
+        // cannot run on such a ring at all. Probe the device; without poll queues, say so and
+        // use interrupts.
+        log::warn!(
+            "store: uring iopoll requested but polled WAL I/O is not supported by this build on \
+             this device; using interrupt-driven completions"
+        );
+    }
+    let mut builder = IoUring::builder();
+    builder.setup_cqsize(uring.queue_depth * 4);
+    if uring.sqpoll {
+        builder.setup_sqpoll(uring.sqpoll_idle_ms);
+        if let Some(cpu) = uring.sqpoll_cpu {
+            builder.setup_sqpoll_cpu(cpu);
+        }
+    } else {
+        builder.setup_coop_taskrun();
+    }
+    let ring = builder
+        .build(uring.queue_depth)
+        .map_err(|error| Error::io("creating the IO thread's io_uring", &error))?;
+    log::info!(
+        "store: IO thread ring: sqpoll {} (cpu {:?}, idle {} ms), iopoll off, queue depth {}, \
+         sync {:?}",
+        uring.sqpoll,
+        uring.sqpoll_cpu,
+        uring.sqpoll_idle_ms,
+        uring.queue_depth,
+        config.sync
+    );
+    Ok(ring)
+}
