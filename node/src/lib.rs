@@ -1,10 +1,19 @@
 //! The data node: serves streams' ranges over the wire protocol, storing them in the WAL.
 //!
-//! `config` loads `etc/data-node.yaml`; `range` is the per-range state machine; `ranges_file`
-//! persists which ranges exist; `metrics` counts and renders Prometheus text.
+//! * `config`: `etc/data-node.yaml`, defaults and validation.
+//! * `server`: start-up, threads, signals, shutdown; `worker`: one worker's ranges, dispatch and
+//!   forwarding between workers; `connection`: one client connection.
+//! * `handler::<operation>`: what each request does; `range`: the per-range state machine.
+//! * `storage`: the worker's handle on the store; `ranges_file`: which ranges exist, on disk.
+//! * `metrics` and `http`: counters, histograms and the Prometheus endpoint.
 
 pub mod config;
+pub mod connection;
+pub mod handler;
+pub mod local;
 pub mod metrics;
 pub mod range;
 pub mod ranges_file;
 pub mod server;
+pub mod storage;
+pub mod worker;

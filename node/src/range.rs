@@ -46,6 +46,17 @@ pub enum AppendRejection {
     OutOfRange { start: Offset },
 }
 
+/// Result of [`RangeState::complete_append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// The durable end moved forward (to or past this batch).
+    Advanced,
+    /// This batch is durable but an earlier one is not yet: the durable end did not move.
+    Waiting,
+    /// The batch was dropped by an earlier failure; it is not part of the range.
+    Dropped,
+}
+
 /// Result of [`RangeState::seal`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SealOutcome {
@@ -212,9 +223,9 @@ impl RangeState {
         self.writer_confirmed = self.writer_confirmed.max(confirmed);
     }
 
-    /// The store made the batch of `ticket` durable. Returns true when `durable_end` advanced
-    /// (fetch waiters should be woken).
-    pub fn complete_append(&mut self, ticket: AppendTicket) -> bool {
+    /// The store made the batch of `ticket` durable. Says whether `durable_end` advanced
+    /// (fetch waiters should be woken) or the batch had been dropped by an earlier failure.
+    pub fn complete_append(&mut self, ticket: AppendTicket) -> Completion {
         let Some(entry) = self
             .in_flight
             .iter_mut()
@@ -222,7 +233,7 @@ impl RangeState {
         else {
             // Dropped by an earlier failure: its bytes may be on disk but are not part of the
             // range (the range's next offset went back below them).
-            return false;
+            return Completion::Dropped;
         };
         entry.durable = true;
         let before = self.durable_end;
@@ -238,7 +249,17 @@ impl RangeState {
             self.in_flight.pop_front();
         }
         debug_assert!(self.durable_end <= self.next);
-        self.durable_end != before
+        if self.durable_end != before {
+            Completion::Advanced
+        } else {
+            Completion::Waiting
+        }
+    }
+
+    /// Whether the batch of `ticket` is still in flight: neither below the durable end nor
+    /// dropped.
+    pub fn is_pending(&self, ticket: AppendTicket) -> bool {
+        self.in_flight.iter().any(|entry| entry.ticket == ticket)
     }
 
     /// The store failed the batch of `ticket`. That batch and every later in-flight one are
@@ -338,7 +359,7 @@ mod tests {
         assert_eq!(range.next(), 110);
         assert_eq!(range.durable_end(), 100);
         let second = range.try_append(1, 110, 5).unwrap();
-        assert!(range.complete_append(first));
+        assert_eq!(range.complete_append(first), Completion::Advanced);
         assert_eq!(range.durable_end(), 110);
         // Nothing is confirmed until the writer says so.
         assert_eq!(range.fetch_limit(), 100);
@@ -348,7 +369,7 @@ mod tests {
             110,
             "confirmed never above the durable end"
         );
-        assert!(range.complete_append(second));
+        assert_eq!(range.complete_append(second), Completion::Advanced);
         assert_eq!(range.confirmed(), 115);
         assert!(range.in_flight_is_empty());
     }
@@ -359,11 +380,11 @@ mod tests {
         let first = range.try_append(1, 0, 1).unwrap();
         let second = range.try_append(1, 1, 1).unwrap();
         let third = range.try_append(1, 2, 1).unwrap();
-        assert!(!range.complete_append(second));
+        assert_eq!(range.complete_append(second), Completion::Waiting);
         assert_eq!(range.durable_end(), 0);
-        assert!(range.complete_append(first));
+        assert_eq!(range.complete_append(first), Completion::Advanced);
         assert_eq!(range.durable_end(), 2);
-        assert!(range.complete_append(third));
+        assert_eq!(range.complete_append(third), Completion::Advanced);
         assert_eq!(range.durable_end(), 3);
     }
 
@@ -497,17 +518,17 @@ mod tests {
         let later = range.try_append(1, 4, 2).unwrap();
         assert_eq!(range.fail_append(failed), vec![later]);
         assert_eq!(range.next(), 2);
-        assert!(range.complete_append(first));
+        assert_eq!(range.complete_append(first), Completion::Advanced);
         assert_eq!(range.durable_end(), 2);
         assert!(range.in_flight_is_empty());
         // The writer retries from the failed offset; a late completion of the dropped batch at
         // offset 4 must not count for the retried batch at the same offset.
         let retried = range.try_append(1, 2, 2).unwrap();
         let retried_later = range.try_append(1, 4, 2).unwrap();
-        assert!(!range.complete_append(later));
-        assert!(range.complete_append(retried));
+        assert_eq!(range.complete_append(later), Completion::Dropped);
+        assert_eq!(range.complete_append(retried), Completion::Advanced);
         assert_eq!(range.durable_end(), 4);
-        assert!(range.complete_append(retried_later));
+        assert_eq!(range.complete_append(retried_later), Completion::Advanced);
         assert_eq!(range.durable_end(), 6);
     }
 

@@ -1,0 +1,361 @@
+//! One client connection: decode frames, run requests concurrently, send responses as they finish.
+//!
+//! Three kinds of task share a connection. The *reader* (the connection's own task) reads bytes,
+//! splits frames off them and spawns one *request task* per request, so a slow FETCH never holds
+//! up an APPEND behind it; responses therefore go out in completion order, matched by request id.
+//! Request tasks queue their encoded responses; the *writer* task sends everything queued in
+//! one vectored write per turn.
+//!
+//! Bounds: a frame larger than `server.max-frame-size-bytes` is refused before any memory is
+//! reserved for it (the decoder checks the length first); at `max-in-flight-per-connection`
+//! requests the reader stops decoding (and so reading) until one finishes, which pushes back on
+//! the client through TCP. A frame that cannot be delimited gets a GOAWAY(PROTOCOL_ERROR) and
+//! closes this connection only; an intact frame with an unknown opcode or a bad header gets an
+//! error response and the connection carries on. On shutdown the reader stops, a
+//! GOAWAY(SHUTTING_DOWN) goes out first, the requests already accepted are answered, then the
+//! connection closes.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use wire::msg::{ErrorResponse, Goaway, GoawayReason, Request, Response};
+use wire::{DecodeError, Decoder, ErrorCode, Flags, Frame, Opcode};
+
+use crate::local::Notify;
+use crate::worker::{Reply, Worker};
+
+/// Bytes asked of the kernel per read.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// State shared by a connection's reader, writer and request tasks.
+struct Shared {
+    /// Encoded frames waiting to be sent, in order.
+    outgoing: RefCell<VecDeque<Bytes>>,
+    /// Wakes the writer when `outgoing` gains a frame or the connection starts closing.
+    writer_wake: Notify,
+    /// Requests decoded but not yet answered.
+    in_flight: Cell<usize>,
+    /// Fires when a request finishes (the reader may continue past the in-flight bound).
+    request_done: Notify,
+    /// The reader stopped: the writer closes once everything is answered and sent.
+    reading_done: Cell<bool>,
+    /// The socket failed; nobody should bother sending more.
+    broken: Cell<bool>,
+}
+
+impl Shared {
+    fn push(&self, frame: Bytes) {
+        self.outgoing.borrow_mut().push_back(frame);
+        self.writer_wake.notify();
+    }
+}
+
+/// How the reader ended.
+enum ReadEnd {
+    PeerClosed,
+    Shutdown,
+    Idle,
+    ProtocolError(String),
+    Failed,
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(worker: Rc<Worker>, stream: runtime::net::TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let stream = Rc::new(stream);
+    let shared = Rc::new(Shared {
+        outgoing: RefCell::new(VecDeque::new()),
+        writer_wake: Notify::default(),
+        in_flight: Cell::new(0),
+        request_done: Notify::default(),
+        reading_done: Cell::new(false),
+        broken: Cell::new(false),
+    });
+    let writer = runtime::spawn(write_loop(Rc::clone(&stream), Rc::clone(&shared)));
+    let end = read_loop(&worker, &stream, &shared).await;
+    let goaway = match &end {
+        ReadEnd::Shutdown => Some((
+            GoawayReason::ShuttingDown,
+            "the node is shutting down".to_string(),
+        )),
+        ReadEnd::Idle => Some((
+            GoawayReason::IdleTimeout,
+            "connection idle for too long".to_string(),
+        )),
+        ReadEnd::ProtocolError(message) => Some((GoawayReason::ProtocolError, message.clone())),
+        ReadEnd::PeerClosed | ReadEnd::Failed => None,
+    };
+    if let Some((reason, message)) = goaway {
+        log::debug!("connection {peer}: GOAWAY {reason:?}: {message}");
+        let mut buf = BytesMut::new();
+        let goaway = Goaway { reason, message };
+        if wire::codec::encode_goaway(&mut buf, &goaway).is_ok() {
+            // GOAWAY goes before the answers still to come: the client learns at once that it
+            // should send nothing more on this connection.
+            shared.outgoing.borrow_mut().push_front(buf.freeze());
+        }
+    }
+    shared.reading_done.set(true);
+    shared.writer_wake.notify();
+    writer.await;
+    if let Ok(stream) = Rc::try_unwrap(stream) {
+        let _ = stream.close().await;
+    }
+}
+
+async fn read_loop(
+    worker: &Rc<Worker>,
+    stream: &runtime::net::TcpStream,
+    shared: &Rc<Shared>,
+) -> ReadEnd {
+    let config = &worker.config.server;
+    let max_in_flight = config.max_in_flight_per_connection;
+    let idle_timeout =
+        (config.idle_timeout_ms > 0).then(|| Duration::from_millis(config.idle_timeout_ms));
+    let mut decoder = Decoder::new(config.max_frame_size_bytes);
+    let mut received = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut last_activity = Instant::now();
+    loop {
+        // Decode what is buffered, up to the in-flight bound.
+        loop {
+            if worker.is_shutting_down() {
+                return ReadEnd::Shutdown;
+            }
+            if shared.in_flight.get() >= max_in_flight {
+                let done = shared.request_done.notified();
+                let shutdown = worker.shutdown.notified();
+                if shared.in_flight.get() >= max_in_flight {
+                    race(done, shutdown).await;
+                    continue;
+                }
+            }
+            match decoder.decode(&mut received) {
+                Ok(Some(frame)) => {
+                    last_activity = Instant::now();
+                    if let Some(end) = accept_frame(worker, shared, frame) {
+                        return end;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) if error.is_fatal() => {
+                    worker.metrics.add(&worker.metrics.bad_frames, 1);
+                    return ReadEnd::ProtocolError(format!("{error}; closing the connection"));
+                }
+                Err(error) => {
+                    worker.metrics.add(&worker.metrics.bad_frames, 1);
+                    answer_decode_error(shared, error);
+                }
+            }
+        }
+
+        // Read more. A fresh chunk per read: if the read is cancelled (shutdown, idle timeout)
+        // only the empty chunk is parked with the kernel, never buffered frames.
+        let chunk = Vec::with_capacity(READ_CHUNK_BYTES);
+        let read = stream.read(chunk);
+        let shutdown = worker.shutdown.notified();
+        let outcome = match idle_timeout {
+            Some(idle) => {
+                let remaining = idle.saturating_sub(last_activity.elapsed());
+                runtime::time::timeout(remaining, race(read, shutdown))
+                    .await
+                    .ok()
+            }
+            None => Some(race(read, shutdown).await),
+        };
+        match outcome {
+            None => {
+                if shared.in_flight.get() == 0 {
+                    return ReadEnd::Idle;
+                }
+                // A long-poll or slow append is still running: not idle.
+                last_activity = Instant::now();
+            }
+            Some(Either::Right(())) => return ReadEnd::Shutdown,
+            Some(Either::Left((Ok(0), _))) => return ReadEnd::PeerClosed,
+            Some(Either::Left((Ok(count), chunk))) => {
+                worker.metrics.add(&worker.metrics.bytes_in, count as u64);
+                received.extend_from_slice(&chunk);
+                last_activity = Instant::now();
+            }
+            Some(Either::Left((Err(error), _))) => {
+                log::debug!("connection read failed: {error}");
+                return ReadEnd::Failed;
+            }
+        }
+    }
+}
+
+/// Starts a request task for `frame`; returns how reading ends if this frame ends it.
+fn accept_frame(worker: &Rc<Worker>, shared: &Rc<Shared>, frame: Frame) -> Option<ReadEnd> {
+    if frame.is_response() {
+        worker.metrics.add(&worker.metrics.bad_frames, 1);
+        return Some(ReadEnd::ProtocolError(format!(
+            "received a response frame ({}, request id {}) but a data node only takes requests",
+            frame.opcode, frame.request_id
+        )));
+    }
+    let request = match Request::decode(&frame) {
+        Ok(request) => request,
+        Err(error) => {
+            worker.metrics.add(&worker.metrics.bad_frames, 1);
+            push_error(
+                shared,
+                frame.opcode,
+                frame.request_id,
+                ErrorResponse::new(error.error_code(), error.to_string()),
+            );
+            return None;
+        }
+    };
+    if let Request::Goaway(goaway) = &request {
+        log::debug!("peer sent GOAWAY {:?}: {}", goaway.reason, goaway.message);
+        return Some(ReadEnd::PeerClosed);
+    }
+    let received = Instant::now();
+    let opcode = frame.opcode;
+    let request_id = frame.request_id;
+    let payload = frame.payload;
+    shared.in_flight.set(shared.in_flight.get() + 1);
+    let worker = Rc::clone(worker);
+    let shared = Rc::clone(shared);
+    runtime::spawn(async move {
+        let reply = worker.dispatch(request, payload, received).await;
+        if !shared.broken.get() {
+            match encode_reply(opcode, request_id, reply) {
+                Ok(frames) => {
+                    let mut outgoing = shared.outgoing.borrow_mut();
+                    outgoing.extend(frames);
+                }
+                Err(message) => {
+                    log::error!("cannot encode the response to request {request_id}: {message}");
+                    push_error(
+                        &shared,
+                        opcode,
+                        request_id,
+                        ErrorResponse::new(ErrorCode::Internal, message),
+                    );
+                }
+            }
+            shared.writer_wake.notify();
+        }
+        shared.in_flight.set(shared.in_flight.get() - 1);
+        shared.request_done.notify();
+        shared.writer_wake.notify();
+    });
+    None
+}
+
+/// The frames of a reply. A FETCH payload is not copied: it goes out as its own buffer.
+fn encode_reply(opcode: Opcode, request_id: u64, reply: Reply) -> Result<Vec<Bytes>, String> {
+    if let Response::Fetch(header) = &*reply.response {
+        let mut scratch = BytesMut::new();
+        let parts = wire::encode_parts(
+            &mut scratch,
+            Flags::RESPONSE_END,
+            request_id,
+            header,
+            reply.payload,
+        )
+        .map_err(|error| error.to_string())?;
+        let mut frames = vec![parts.head];
+        if !parts.payload.is_empty() {
+            frames.push(parts.payload);
+        }
+        frames.push(Bytes::copy_from_slice(&parts.trailer));
+        return Ok(frames);
+    }
+    let mut buf = BytesMut::new();
+    reply
+        .response
+        .encode(&mut buf, opcode, request_id, &reply.payload)
+        .map_err(|error| error.to_string())?;
+    Ok(vec![buf.freeze()])
+}
+
+fn push_error(shared: &Shared, opcode: Opcode, request_id: u64, mut error: ErrorResponse) {
+    error.truncate_message();
+    let mut buf = BytesMut::new();
+    if wire::encode_error(&mut buf, opcode, request_id, &error).is_ok() {
+        shared.push(buf.freeze());
+    }
+}
+
+fn answer_decode_error(shared: &Shared, error: DecodeError) {
+    if let DecodeError::UnknownOpcode { opcode, request_id } = error {
+        let response = ErrorResponse::new(
+            ErrorCode::UnknownOpcode,
+            format!("opcode {opcode:#06x} is not part of protocol version 1"),
+        )
+        .with_detail(u64::from(opcode));
+        let mut buf = BytesMut::new();
+        if wire::encode_error(&mut buf, Opcode::Ping, request_id, &response).is_ok() {
+            shared.push(with_raw_opcode(buf, opcode));
+        }
+    }
+}
+
+/// Rewrites the opcode of an encoded frame to a number `Opcode` cannot name (an error response
+/// echoes the request's opcode, even an unknown one) and recomputes the frame's CRC.
+fn with_raw_opcode(mut frame: BytesMut, opcode: u16) -> Bytes {
+    const OPCODE_AT: usize = 8;
+    frame[OPCODE_AT..OPCODE_AT + 2].copy_from_slice(&opcode.to_le_bytes());
+    let crc_at = frame.len() - 4;
+    let crc = crc32c::crc32c(&frame[4..crc_at]);
+    frame[crc_at..].copy_from_slice(&crc.to_le_bytes());
+    frame.freeze()
+}
+
+async fn write_loop(stream: Rc<runtime::net::TcpStream>, shared: Rc<Shared>) {
+    loop {
+        let frames: Vec<Bytes> = shared.outgoing.borrow_mut().drain(..).collect();
+        if frames.is_empty() {
+            if shared.reading_done.get() && shared.in_flight.get() == 0 {
+                break;
+            }
+            let wake = shared.writer_wake.notified();
+            if shared.outgoing.borrow().is_empty()
+                && !(shared.reading_done.get() && shared.in_flight.get() == 0)
+            {
+                wake.await;
+            }
+            continue;
+        }
+        let (result, _) = stream.writev_all(frames).await;
+        if let Err(error) = result {
+            log::debug!("connection write failed: {error}");
+            shared.broken.set(true);
+            shared.outgoing.borrow_mut().clear();
+            break;
+        }
+    }
+}
+
+/// Output of [`race`].
+pub enum Either<A, B> {
+    Left(A),
+    Right(B),
+}
+
+/// Polls both futures and returns the first output; the other future is dropped (a dropped
+/// runtime operation is cancelled and its buffer kept until the kernel lets go of it).
+pub async fn race<A: Future, B: Future>(left: A, right: B) -> Either<A::Output, B::Output> {
+    let mut left = pin!(left);
+    let mut right = pin!(right);
+    std::future::poll_fn(move |context| {
+        if let Poll::Ready(output) = left.as_mut().poll(context) {
+            return Poll::Ready(Either::Left(output));
+        }
+        if let Poll::Ready(output) = right.as_mut().poll(context) {
+            return Poll::Ready(Either::Right(output));
+        }
+        Poll::Pending
+    })
+    .await
+}

@@ -1,0 +1,30 @@
+//! DESCRIBE_RANGE: the range record as this replica sees it.
+
+use wire::msg::{DescribeRangeRequest, DescribeRangeResponse, Response};
+use wire::{Epoch, Offset};
+
+use crate::range::RangeState;
+use crate::worker::{RangeKey, Reply, Worker};
+
+pub fn handle(worker: &Worker, request: DescribeRangeRequest) -> Reply {
+    let key = (request.stream_id, request.range_index);
+    match worker.with_range(key, |entry| record(key, &entry.state)) {
+        Some(range) => Reply::new(Response::DescribeRange(DescribeRangeResponse { range })),
+        None => super::range_not_found(key),
+    }
+}
+
+/// The wire record of a range: `next_offset` is this node's durable end (everything below it is
+/// durable here), `confirmed_offset` the readable bound of an open range.
+pub fn record(key: RangeKey, state: &RangeState) -> wire::Range {
+    wire::Range {
+        stream_id: key.0,
+        index: key.1,
+        epoch: Epoch(state.epoch()),
+        start_offset: Offset(state.start()),
+        end_offset: state.end().map(Offset),
+        next_offset: Some(Offset(state.durable_end())),
+        confirmed_offset: Some(Offset(state.confirmed())),
+        replicas: Vec::new(),
+    }
+}

@@ -1,0 +1,218 @@
+//! FETCH: whole record batches from an offset, never past the readable bound, with long-poll.
+//!
+//! The readable bound is the range's confirmed offset while it is open and its end once sealed
+//! (`RangeState::fetch_limit`). With nothing readable at `start_offset` the request waits up to
+//! `max_wait_ms` on the range's change notification, which every durable or confirmed advance
+//! and every seal fires, so a waiting fetch answers as soon as data becomes readable.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use wire::msg::{FetchRequest, FetchResponse, Response};
+use wire::{BatchIter, ErrorCode, Offset};
+
+use crate::metrics::Stage;
+use crate::range::FetchBounds;
+use crate::worker::{Reply, Worker};
+
+/// Longest long-poll a node grants (`docs/protocol.md` §8).
+pub const MAX_WAIT_MS: u32 = 30_000;
+/// Room kept in a response frame for its header.
+const FRAME_HEADROOM_BYTES: usize = 4096;
+
+pub async fn handle(worker: &Worker, request: FetchRequest, received: Instant) -> Reply {
+    let key = (request.stream_id, request.range_index);
+    let started = Instant::now();
+    worker
+        .metrics
+        .latency(Stage::FetchQueue, started - received);
+    if request.max_bytes == 0 {
+        return Reply::error(ErrorCode::InvalidArgument, "max_bytes must be at least 1");
+    }
+    let frame_budget = worker
+        .config
+        .server
+        .max_frame_size_bytes
+        .saturating_sub(FRAME_HEADROOM_BYTES);
+    let max_bytes = (request.max_bytes as usize).min(frame_budget);
+    let wait = Duration::from_millis(u64::from(request.max_wait_ms.min(MAX_WAIT_MS)));
+    let deadline = started + wait;
+    let start = request.start_offset.0;
+
+    loop {
+        let step = worker.with_range(key, |entry| {
+            let bounds = entry.state.classify_fetch(start);
+            let notified = (bounds == FetchBounds::Wait).then(|| entry.changed.notified());
+            (bounds, notified, response_header(&entry.state))
+        });
+        let Some((bounds, notified, header)) = step else {
+            return super::range_not_found(key);
+        };
+        match bounds {
+            FetchBounds::OutOfRange => {
+                let range_start = worker
+                    .with_range(key, |entry| entry.state.start())
+                    .unwrap_or(0);
+                return Reply::error_with_detail(
+                    ErrorCode::OffsetOutOfRange,
+                    range_start,
+                    format!(
+                        "offset {start} is below the start {range_start} of range {}-{}",
+                        key.0, key.1
+                    ),
+                );
+            }
+            FetchBounds::EndOfRange { end } if start > end => {
+                return Reply::error_with_detail(
+                    ErrorCode::OffsetOutOfRange,
+                    end,
+                    format!(
+                        "offset {start} is past the end {end} of sealed range {}-{}",
+                        key.0, key.1
+                    ),
+                );
+            }
+            FetchBounds::EndOfRange { .. } => {
+                return finish(worker, header, Bytes::new(), started, received)
+            }
+            FetchBounds::Ready { limit } => {
+                worker.metrics.latency(Stage::FetchWait, started.elapsed());
+                let read_started = Instant::now();
+                let data = match worker.storage.read(key, start, limit, max_bytes).await {
+                    Ok(data) => data,
+                    Err(error) => return error.reply(),
+                };
+                worker
+                    .metrics
+                    .latency(Stage::FetchRead, read_started.elapsed());
+                let payload = select_batches(data, start, limit, max_bytes);
+                // Re-read the header: the bound may have moved while reading.
+                let header = worker
+                    .with_range(key, |entry| response_header(&entry.state))
+                    .unwrap_or(header);
+                return finish(worker, header, payload, started, received);
+            }
+            FetchBounds::Wait => {
+                let now = Instant::now();
+                if now >= deadline || worker.is_shutting_down() {
+                    worker.metrics.latency(Stage::FetchWait, started.elapsed());
+                    return finish(worker, header, Bytes::new(), started, received);
+                }
+                if let Some(notified) = notified {
+                    let _ = runtime::time::timeout(deadline - now, notified).await;
+                }
+            }
+        }
+    }
+}
+
+fn response_header(state: &crate::range::RangeState) -> FetchResponse {
+    FetchResponse {
+        confirmed_offset: Some(Offset(state.fetch_limit())),
+        next_offset: Offset(state.durable_end()),
+        end_offset: state.end().map(Offset),
+    }
+}
+
+fn finish(
+    worker: &Worker,
+    header: FetchResponse,
+    payload: Bytes,
+    started: Instant,
+    received: Instant,
+) -> Reply {
+    let _ = started;
+    worker
+        .metrics
+        .add(&worker.metrics.bytes_out, payload.len() as u64);
+    let reply = Reply::with_payload(Response::Fetch(header), payload);
+    worker
+        .metrics
+        .latency(Stage::FetchTotal, received.elapsed());
+    reply
+}
+
+/// Keeps the whole batches of `data` that end above `start` and at or below `limit`, stopping
+/// before `max_bytes` is exceeded (but always keeping the first batch). `data` is what the store
+/// returned: whole appends, which may begin with batches below `start`.
+pub fn select_batches(data: Bytes, start: u64, limit: u64, max_bytes: usize) -> Bytes {
+    let mut first: Option<usize> = None;
+    let mut end = 0usize;
+    let mut position = 0usize;
+    for batch in BatchIter::unverified(data.clone()) {
+        let Ok(batch) = batch else { break };
+        let header = batch.header();
+        let length = header.batch_len();
+        let batch_end = header.next_offset().0;
+        let batch_start = position;
+        position += length;
+        if batch_end <= start {
+            continue;
+        }
+        if batch_end > limit {
+            break;
+        }
+        match first {
+            None => first = Some(batch_start),
+            Some(from) if position - from > max_bytes => break,
+            Some(_) => {}
+        }
+        end = position;
+    }
+    match first {
+        Some(from) => data.slice(from..end),
+        None => Bytes::from(BytesMut::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wire::{BatchBuilder, Epoch, RangeIndex, StreamId};
+
+    fn batch(base: u64, records: usize) -> Bytes {
+        let mut builder = BatchBuilder::new(StreamId(1), RangeIndex(0), Epoch(1), Offset(base));
+        for _ in 0..records {
+            builder.push_record(&[7u8; 10]).unwrap();
+        }
+        builder.finish().unwrap()
+    }
+
+    fn concat(parts: &[&Bytes]) -> Bytes {
+        let mut all = BytesMut::new();
+        for part in parts {
+            all.extend_from_slice(part);
+        }
+        all.freeze()
+    }
+
+    #[test]
+    fn batches_below_start_and_above_limit_are_dropped() {
+        let (first, second, third) = (batch(0, 2), batch(2, 2), batch(4, 2));
+        let data = concat(&[&first, &second, &third]);
+        assert_eq!(select_batches(data.clone(), 0, 6, 1 << 20), data);
+        assert_eq!(
+            select_batches(data.clone(), 3, 6, 1 << 20),
+            concat(&[&second, &third])
+        );
+        assert_eq!(select_batches(data.clone(), 2, 4, 1 << 20), second);
+        assert_eq!(
+            select_batches(data.clone(), 0, 3, 1 << 20),
+            first,
+            "a batch crossing the limit waits"
+        );
+        assert!(select_batches(data, 6, 8, 1 << 20).is_empty());
+    }
+
+    #[test]
+    fn max_bytes_keeps_at_least_one_batch() {
+        let (first, second) = (batch(0, 2), batch(2, 2));
+        let data = concat(&[&first, &second]);
+        assert_eq!(select_batches(data.clone(), 0, 4, 1), first);
+        assert_eq!(
+            select_batches(data.clone(), 0, 4, first.len() + second.len()),
+            data
+        );
+        assert_eq!(select_batches(data, 0, 4, first.len() + 1), first);
+    }
+}

@@ -1,0 +1,79 @@
+//! Request handlers, one file per operation, named like `wire::msg::<operation>`.
+//!
+//! Every handler runs on the worker that owns the request's range (see `worker.rs`) and returns
+//! a [`Reply`]; the connection that received the request encodes it under the request's id.
+
+pub mod append;
+pub mod create_range;
+pub mod describe_range;
+pub mod fetch;
+pub mod heartbeat;
+pub mod ping;
+pub mod seal_range;
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use wire::msg::Request;
+use wire::ErrorCode;
+
+use crate::metrics::Operation;
+use crate::worker::{Reply, Worker};
+
+/// Runs the handler of `request` on this worker and counts it.
+pub async fn handle(
+    worker: &Rc<Worker>,
+    request: Request,
+    payload: Bytes,
+    received: Instant,
+) -> Reply {
+    let operation = operation_of(&request);
+    let reply = match request {
+        Request::Ping(_) => ping::handle(payload),
+        Request::Heartbeat(header) => heartbeat::handle(worker, header),
+        Request::CreateRange(header) => create_range::handle(worker, header),
+        Request::Append(header) => append::handle(worker, header, payload, received).await,
+        Request::Fetch(header) => fetch::handle(worker, header, received).await,
+        Request::SealRange(header) => seal_range::handle(worker, header).await,
+        Request::DescribeRange(header) => describe_range::handle(worker, header),
+        Request::Goaway(_) => {
+            Reply::error(ErrorCode::Internal, "GOAWAY is handled by the connection")
+        }
+        other => Reply::error_with_detail(
+            ErrorCode::UnknownOpcode,
+            u64::from(other.opcode().as_u16()),
+            format!(
+                "{} is not served by a data node; send it to the placement manager",
+                other.opcode()
+            ),
+        ),
+    };
+    worker.count(operation, &reply);
+    reply
+}
+
+/// The metrics bucket of a request.
+pub fn operation_of(request: &Request) -> Operation {
+    match request {
+        Request::Ping(_) => Operation::Ping,
+        Request::Heartbeat(_) => Operation::Heartbeat,
+        Request::CreateRange(_) => Operation::CreateRange,
+        Request::Append(_) => Operation::Append,
+        Request::Fetch(_) => Operation::Fetch,
+        Request::SealRange(_) => Operation::SealRange,
+        Request::DescribeRange(_) => Operation::DescribeRange,
+        _ => Operation::Other,
+    }
+}
+
+/// The error for a range this node does not hold.
+pub fn range_not_found(key: crate::worker::RangeKey) -> Reply {
+    Reply::error(
+        ErrorCode::RangeNotFound,
+        format!(
+            "range {}-{} is not on this node; create it first or ask the placement manager",
+            key.0, key.1
+        ),
+    )
+}

@@ -1,0 +1,89 @@
+//! SEAL_RANGE: stop accepting appends and fix the range's end.
+//!
+//! Without an end in the request the range ends at this node's durable end once the appends in
+//! flight have settled (the handler waits for them; they are bounded and short). With an end,
+//! the range ends there: the writer settled it from the replicas' answers. The sealed state and
+//! the raised epoch are persisted before the answer.
+
+use wire::msg::{Response, SealRangeRequest, SealRangeResponse};
+use wire::{ErrorCode, Offset};
+
+use crate::range::SealOutcome;
+use crate::ranges_file::RangeRecord;
+use crate::worker::{Reply, Worker};
+
+pub async fn handle(worker: &Worker, request: SealRangeRequest) -> Reply {
+    let key = (request.stream_id, request.range_index);
+    let requested_end = request.end_offset.map(|offset| offset.0);
+    loop {
+        let step = worker.with_range(key, |entry| {
+            if let Some(end) = entry.state.end() {
+                if requested_end.is_some_and(|requested| requested != end) {
+                    return Err(Reply::error_with_detail(
+                        ErrorCode::RangeSealed,
+                        end,
+                        format!("range {}-{} is already sealed at {end}", key.0, key.1),
+                    ));
+                }
+            }
+            let outcome = entry.state.seal(request.epoch.0, requested_end);
+            if outcome == SealOutcome::Draining {
+                return Ok((
+                    outcome,
+                    Some(entry.changed.notified()),
+                    entry.state.epoch(),
+                    entry.state.start(),
+                ));
+            }
+            entry.changed.notify();
+            Ok((outcome, None, entry.state.epoch(), entry.state.start()))
+        });
+        let (outcome, notified, epoch, start) = match step {
+            None => return super::range_not_found(key),
+            Some(Err(reply)) => return reply,
+            Some(Ok(step)) => step,
+        };
+        match outcome {
+            SealOutcome::StaleEpoch { current } => {
+                return Reply::error_with_detail(
+                    ErrorCode::StaleEpoch,
+                    current,
+                    format!(
+                        "epoch {} is below the range's epoch {current}: this writer is fenced",
+                        request.epoch
+                    ),
+                );
+            }
+            SealOutcome::Draining => {
+                if let Some(notified) = notified {
+                    notified.await;
+                }
+            }
+            SealOutcome::Sealed { end } => {
+                // Persisted on every (idempotent) seal, so a retry after a failed write fixes it.
+                let record = RangeRecord {
+                    stream_id: key.0 .0,
+                    range_index: u64::from(key.1 .0),
+                    epoch,
+                    start,
+                    end: Some(end),
+                };
+                if let Err(error) = worker.catalog.save(&record) {
+                    log::error!(
+                        "worker {}: cannot persist seal of {}-{}: {error}",
+                        worker.index,
+                        key.0,
+                        key.1
+                    );
+                    return Reply::error(
+                        ErrorCode::StorageUnavailable,
+                        format!("sealed in memory but not persisted: {error}; retry the seal"),
+                    );
+                }
+                return Reply::new(Response::SealRange(SealRangeResponse {
+                    end_offset: Offset(end),
+                }));
+            }
+        }
+    }
+}

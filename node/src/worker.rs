@@ -1,0 +1,372 @@
+//! One worker thread's share of the node: the ranges it owns, its store handle, its mailboxes to
+//! the other workers, and the dispatch of every request its connections decode.
+//!
+//! A range belongs to exactly one worker, `hash(stream id) % workers`, so all of a stream's
+//! ranges live together and their state is touched by one thread only, without locks. A request
+//! decoded on another worker travels to the owner as a [`WorkerMessage::Request`] through the
+//! SPSC mailbox of that pair of workers; the owner runs the handler and sends the
+//! [`WorkerMessage::Reply`] back the same way, where it completes the waiting connection task.
+//! Everything a worker holds is behind `RefCell`s that are never borrowed across an `.await`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wire::msg::{ErrorResponse, Request, Response};
+use wire::{ErrorCode, RangeIndex, StreamId};
+
+use crate::config::Config;
+use crate::handler;
+use crate::local::{self, Notify};
+use crate::metrics::{Operation, WorkerMetrics};
+use crate::range::RangeState;
+use crate::ranges_file::{RangeCatalog, RangeRecord};
+use crate::storage::Storage;
+
+/// A range's identity.
+pub type RangeKey = (StreamId, RangeIndex);
+
+/// What a handler produces: the response header and its payload (batches for FETCH, echo
+/// bytes for PING). `Send`, so it can travel back to the worker that owns the connection.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Boxed: response headers vary a lot in size and replies travel through mailboxes.
+    pub response: Box<Response>,
+    pub payload: Bytes,
+}
+
+impl Reply {
+    pub fn new(response: Response) -> Reply {
+        Reply {
+            response: Box::new(response),
+            payload: Bytes::new(),
+        }
+    }
+
+    pub fn with_payload(response: Response, payload: Bytes) -> Reply {
+        Reply {
+            response: Box::new(response),
+            payload,
+        }
+    }
+
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
+        Reply::new(Response::Error(ErrorResponse::new(code, message)))
+    }
+
+    pub fn error_with_detail(code: ErrorCode, detail: u64, message: impl Into<String>) -> Reply {
+        Reply::new(Response::Error(
+            ErrorResponse::new(code, message).with_detail(detail),
+        ))
+    }
+
+    pub fn is_error(&self) -> bool {
+        matches!(*self.response, Response::Error(_))
+    }
+}
+
+/// Messages between workers.
+pub enum WorkerMessage {
+    /// Run `request` on the receiving worker (it owns the range) and reply to `from`.
+    Request {
+        from: usize,
+        token: u64,
+        request: Request,
+        payload: Bytes,
+        received: Instant,
+    },
+    /// The answer to an earlier `Request` with this token.
+    Reply { token: u64, reply: Reply },
+}
+
+/// A range and the tasks waiting on it.
+pub struct RangeEntry {
+    pub state: RangeState,
+    /// Notified whenever the range's durable end, confirmed offset or seal state changes:
+    /// long-poll fetches and draining seals wait on it.
+    pub changed: Notify,
+}
+
+/// The state of one worker, shared by its tasks through an `Rc`.
+pub struct Worker {
+    pub index: usize,
+    pub worker_count: usize,
+    pub config: Arc<Config>,
+    pub metrics: Arc<WorkerMetrics>,
+    pub storage: Storage,
+    pub catalog: RangeCatalog,
+    ranges: RefCell<HashMap<RangeKey, RangeEntry>>,
+    /// `peers[j]`: mailbox to worker j (`None` for this worker itself).
+    peers: RefCell<Vec<Option<runtime::mailbox::Sender<WorkerMessage>>>>,
+    /// Connection tasks waiting for a forwarded request's reply, by token.
+    pending_forwards: RefCell<HashMap<u64, local::Sender<Reply>>>,
+    next_token: Cell<u64>,
+    /// Set once shutdown began: long polls answer at once, connections stop reading.
+    shutting_down: Cell<bool>,
+    pub shutdown: Notify,
+}
+
+/// The worker that owns every range of `stream`.
+pub fn owner_of(stream: StreamId, worker_count: usize) -> usize {
+    // Fibonacci hashing spreads sequential stream ids evenly over the workers.
+    let mixed = stream.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((mixed >> 32) % worker_count as u64) as usize
+}
+
+impl Worker {
+    pub fn new(
+        index: usize,
+        worker_count: usize,
+        config: Arc<Config>,
+        metrics: Arc<WorkerMetrics>,
+        storage: Storage,
+        catalog: RangeCatalog,
+        peers: Vec<Option<runtime::mailbox::Sender<WorkerMessage>>>,
+    ) -> Worker {
+        Worker {
+            index,
+            worker_count,
+            config,
+            metrics,
+            storage,
+            catalog,
+            ranges: RefCell::new(HashMap::new()),
+            peers: RefCell::new(peers),
+            pending_forwards: RefCell::new(HashMap::new()),
+            next_token: Cell::new(0),
+            shutting_down: Cell::new(false),
+            shutdown: Notify::default(),
+        }
+    }
+
+    /// Installs a range recovered at start (from the range files and the store).
+    pub fn install_range(&self, record: &RangeRecord, durable_end: u64) {
+        let state = RangeState::recovered(
+            record.epoch,
+            record.start,
+            durable_end.max(record.start),
+            record.end,
+        );
+        let key = (
+            StreamId(record.stream_id),
+            RangeIndex(record.range_index as u32),
+        );
+        self.ranges.borrow_mut().insert(
+            key,
+            RangeEntry {
+                state,
+                changed: Notify::default(),
+            },
+        );
+        self.metrics
+            .set(&self.metrics.ranges, self.ranges.borrow().len() as u64);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    /// Starts the shutdown: connections send GOAWAY, long polls return.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.set(true);
+        self.shutdown.notify();
+        for entry in self.ranges.borrow().values() {
+            entry.changed.notify();
+        }
+    }
+
+    /// Runs `f` on the range's entry, or returns `None` if this worker has no such range.
+    pub fn with_range<T>(&self, key: RangeKey, f: impl FnOnce(&mut RangeEntry) -> T) -> Option<T> {
+        self.ranges.borrow_mut().get_mut(&key).map(f)
+    }
+
+    /// Adds a new range; false if it exists.
+    pub fn insert_range(&self, key: RangeKey, state: RangeState) -> bool {
+        let mut ranges = self.ranges.borrow_mut();
+        if ranges.contains_key(&key) {
+            return false;
+        }
+        ranges.insert(
+            key,
+            RangeEntry {
+                state,
+                changed: Notify::default(),
+            },
+        );
+        self.metrics.set(&self.metrics.ranges, ranges.len() as u64);
+        true
+    }
+
+    pub fn contains_range(&self, key: RangeKey) -> bool {
+        self.ranges.borrow().contains_key(&key)
+    }
+
+    /// Every range of this worker as a wire record, in (stream, index) order.
+    pub fn describe_ranges(&self, stream: Option<StreamId>) -> Vec<wire::Range> {
+        let ranges = self.ranges.borrow();
+        let mut records: Vec<wire::Range> = ranges
+            .iter()
+            .filter(|(key, _)| stream.is_none_or(|wanted| key.0 == wanted))
+            .map(|(key, entry)| handler::describe_range::record(*key, &entry.state))
+            .collect();
+        records.sort_by_key(|range| (range.stream_id, range.index));
+        records
+    }
+
+    /// Ranges this worker owns, for the fetch-waiter gauge.
+    pub fn fetch_waiters(&self) -> usize {
+        self.ranges
+            .borrow()
+            .values()
+            .map(|entry| entry.changed.waiting())
+            .sum()
+    }
+
+    /// Answers a decoded request: here if this worker owns its range, otherwise by forwarding.
+    pub async fn dispatch(
+        self: &Rc<Self>,
+        request: Request,
+        payload: Bytes,
+        received: Instant,
+    ) -> Reply {
+        let owner = request_stream(&request).map(|stream| owner_of(stream, self.worker_count));
+        match owner {
+            Some(owner) if owner != self.index => {
+                self.forward(owner, request, payload, received).await
+            }
+            _ => handler::handle(self, request, payload, received).await,
+        }
+    }
+
+    async fn forward(
+        self: &Rc<Self>,
+        owner: usize,
+        request: Request,
+        payload: Bytes,
+        received: Instant,
+    ) -> Reply {
+        let token = self.next_token.get();
+        self.next_token.set(token.wrapping_add(1));
+        let (sender, receiver) = local::oneshot();
+        self.pending_forwards.borrow_mut().insert(token, sender);
+        self.metrics.add(&self.metrics.forwarded, 1);
+        let message = WorkerMessage::Request {
+            from: self.index,
+            token,
+            request,
+            payload,
+            received,
+        };
+        if let Err(reason) = self.send_to(owner, message).await {
+            self.pending_forwards.borrow_mut().remove(&token);
+            return Reply::error(ErrorCode::Internal, reason);
+        }
+        match receiver.await {
+            Some(reply) => reply,
+            None => Reply::error(ErrorCode::ShuttingDown, "the owning worker stopped; retry"),
+        }
+    }
+
+    /// Sends to worker `target`, waiting (bounded) while its mailbox is full: a full mailbox is
+    /// back-pressure, never a reason to drop a message.
+    async fn send_to(&self, target: usize, mut message: WorkerMessage) -> Result<(), String> {
+        let mut backoff = Duration::from_micros(50);
+        loop {
+            let result = {
+                let mut peers = self.peers.borrow_mut();
+                let Some(sender) = peers.get_mut(target).and_then(Option::as_mut) else {
+                    return Err(format!(
+                        "no mailbox from worker {} to worker {target}",
+                        self.index
+                    ));
+                };
+                sender.send(message)
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(runtime::mailbox::SendError::Full(returned)) => {
+                    message = returned;
+                    runtime::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(5));
+                }
+                Err(runtime::mailbox::SendError::Closed(_)) => {
+                    return Err(format!("worker {target} has stopped"));
+                }
+            }
+        }
+    }
+
+    /// Handles one message from another worker's mailbox.
+    pub fn receive(self: &Rc<Self>, message: WorkerMessage) {
+        match message {
+            WorkerMessage::Request {
+                from,
+                token,
+                request,
+                payload,
+                received,
+            } => {
+                let worker = Rc::clone(self);
+                runtime::spawn(async move {
+                    let reply = handler::handle(&worker, request, payload, received).await;
+                    if let Err(reason) = worker
+                        .send_to(from, WorkerMessage::Reply { token, reply })
+                        .await
+                    {
+                        log::warn!(
+                            "worker {}: reply to worker {from} lost: {reason}",
+                            worker.index
+                        );
+                    }
+                });
+            }
+            WorkerMessage::Reply { token, reply } => {
+                if let Some(sender) = self.pending_forwards.borrow_mut().remove(&token) {
+                    sender.send(reply);
+                }
+            }
+        }
+    }
+
+    /// Counts a request and, when it failed, an error, under its operation.
+    pub fn count(&self, operation: Operation, reply: &Reply) {
+        self.metrics.request(operation);
+        if reply.is_error() {
+            self.metrics.error(operation);
+        }
+    }
+}
+
+/// The stream whose owner must handle `request`; `None` for requests any worker answers.
+fn request_stream(request: &Request) -> Option<StreamId> {
+    match request {
+        Request::Append(header) => Some(header.stream_id),
+        Request::Fetch(header) => Some(header.stream_id),
+        Request::CreateRange(header) => Some(header.stream_id),
+        Request::SealRange(header) => Some(header.stream_id),
+        Request::DescribeRange(header) => Some(header.stream_id),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_spread_over_workers_and_are_stable() {
+        let mut counts = [0usize; 4];
+        for stream in 0..4000u64 {
+            let owner = owner_of(StreamId(stream), 4);
+            assert_eq!(owner, owner_of(StreamId(stream), 4));
+            counts[owner] += 1;
+        }
+        for count in counts {
+            assert!((800..=1200).contains(&count), "uneven spread {counts:?}");
+        }
+        assert_eq!(owner_of(StreamId(12345), 1), 0);
+    }
+}
