@@ -85,6 +85,8 @@ pub struct StoreSection {
     pub queue_depth: usize,
     /// CPU the IO thread is pinned to; unpinned when unset.
     pub io_cpu: Option<usize>,
+    /// Period of index checkpoints (one is also written at clean shutdown).
+    pub checkpoint_interval_ms: u64,
     /// io_uring modes of the IO thread.
     pub uring: UringConfig,
 }
@@ -149,6 +151,7 @@ impl Default for StoreSection {
             cache_size_bytes: 64 * 1024 * 1024,
             queue_depth: 1024,
             io_cpu: None,
+            checkpoint_interval_ms: 60_000,
             uring: UringConfig::default(),
         }
     }
@@ -335,10 +338,16 @@ impl Config {
                 ));
             }
         }
-        let uring = &store.uring;
-        if !(8..=32_768).contains(&uring.entries) || !uring.entries.is_power_of_two() {
+        if !(100..=3_600_000).contains(&store.checkpoint_interval_ms) {
             problems.push(format!(
-                "store.uring.entries: expected a power of two in 8..=32768, found {}",
+                "store.checkpoint-interval-ms: expected 100..=3600000, found {}",
+                store.checkpoint_interval_ms
+            ));
+        }
+        let uring = &store.uring;
+        if !(16..=32_768).contains(&uring.entries) || !uring.entries.is_power_of_two() {
+            problems.push(format!(
+                "store.uring.entries: expected a power of two in 16..=32768, found {}",
                 uring.entries
             ));
         }
@@ -400,6 +409,47 @@ impl Config {
     /// The log filter named by `log.level`; only valid after validation.
     pub fn log_level(&self) -> log::LevelFilter {
         parse_level(&self.log.level).unwrap_or(log::LevelFilter::Info)
+    }
+}
+
+impl Config {
+    /// The store's configuration for this node's `store` section.
+    pub fn store_config(&self) -> store::StoreConfig {
+        let section = &self.store;
+        let mut config = store::StoreConfig::new(&section.path);
+        config.segment_size_bytes = section.segment_size_bytes;
+        config.preallocated_segments = section.preallocated_segments;
+        config.sync = match section.sync {
+            SyncMode::Always => store::SyncMode::Always,
+            SyncMode::Never => store::SyncMode::Never,
+        };
+        config.uring = store::UringConfig {
+            sqpoll: section.uring.sqpoll,
+            sqpoll_cpu: section.uring.sqpoll_cpu.map(|cpu| cpu as u32),
+            sqpoll_idle_ms: section.uring.sqpoll_idle_ms,
+            iopoll: section.uring.iopoll,
+            queue_depth: section.uring.entries,
+        };
+        // One group write must carry the largest APPEND a frame can hold (plus a record header
+        // and a partial page), and the store allows at most half a segment per group.
+        const PAGE: u64 = 4096;
+        let frame_need = (self.server.max_frame_size_bytes as u64 + 2 * PAGE).div_ceil(PAGE) * PAGE;
+        let group = frame_need
+            .max(config.max_group_bytes as u64)
+            .min(section.segment_size_bytes / 2);
+        config.max_group_bytes = (group - group % PAGE) as usize;
+        config.worker_queue_capacity = section.queue_depth;
+        config.cache_size_bytes = section.cache_size_bytes as usize;
+        // The read block must divide the segment size: the largest power of two up to 1 MiB
+        // that does.
+        let mut block = 1u64 << 20;
+        while section.segment_size_bytes % block != 0 {
+            block /= 2;
+        }
+        config.read_block_size_bytes = block as usize;
+        config.checkpoint_interval_ms = section.checkpoint_interval_ms;
+        config.io_thread_cpu = section.io_cpu;
+        config
     }
 }
 
@@ -478,6 +528,7 @@ mod tests {
             "cache-size-bytes:",
             "queue-depth:",
             "io-cpu:",
+            "checkpoint-interval-ms:",
             "entries:",
             "sqpoll:",
             "sqpoll-idle-ms:",

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod connection;
 pub mod handler;
+pub mod http;
 pub mod local;
 pub mod metrics;
 pub mod range;

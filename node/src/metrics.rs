@@ -205,10 +205,43 @@ pub struct StoreGauges {
     pub cache_bytes_capacity: u64,
 }
 
+/// Store gauges as last published by the thread that owns the store.
+#[derive(Debug, Default)]
+pub struct PublishedStoreGauges {
+    wal_bytes_used: AtomicU64,
+    wal_bytes_capacity: AtomicU64,
+    cache_bytes_used: AtomicU64,
+    cache_bytes_capacity: AtomicU64,
+}
+
+impl PublishedStoreGauges {
+    pub fn publish(&self, gauges: StoreGauges) {
+        self.wal_bytes_used
+            .store(gauges.wal_bytes_used, Ordering::Relaxed);
+        self.wal_bytes_capacity
+            .store(gauges.wal_bytes_capacity, Ordering::Relaxed);
+        self.cache_bytes_used
+            .store(gauges.cache_bytes_used, Ordering::Relaxed);
+        self.cache_bytes_capacity
+            .store(gauges.cache_bytes_capacity, Ordering::Relaxed);
+    }
+
+    pub fn load(&self) -> StoreGauges {
+        StoreGauges {
+            wal_bytes_used: self.wal_bytes_used.load(Ordering::Relaxed),
+            wal_bytes_capacity: self.wal_bytes_capacity.load(Ordering::Relaxed),
+            cache_bytes_used: self.cache_bytes_used.load(Ordering::Relaxed),
+            cache_bytes_capacity: self.cache_bytes_capacity.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// All workers' metrics; cheap to clone and share with the metrics endpoint.
 #[derive(Debug, Clone)]
 pub struct Registry {
     workers: Arc<Vec<Arc<WorkerMetrics>>>,
+    /// Store gauges, published periodically by the owner of the store.
+    pub store: Arc<PublishedStoreGauges>,
 }
 
 impl Registry {
@@ -219,6 +252,7 @@ impl Registry {
                     .map(|_| Arc::new(WorkerMetrics::default()))
                     .collect(),
             ),
+            store: Arc::new(PublishedStoreGauges::default()),
         }
     }
 

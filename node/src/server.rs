@@ -1,6 +1,41 @@
 //! Starts the node's threads and runs until shutdown.
+//!
+//! The main thread blocks SIGINT and SIGTERM (so every thread it spawns inherits the mask and
+//! the signals queue on its signalfd), loads the range files, opens the store (which starts the
+//! IO thread), binds the listeners (one per worker with SO_REUSEPORT, so the kernel spreads
+//! connections) and the metrics endpoint, then starts `server.workers` worker threads, each with
+//! its own runtime, pinned when a CPU set is configured. It then waits on its own small runtime
+//! for a signal, publishing store gauges meanwhile.
+//!
+//! Shutdown, on the first SIGTERM or SIGINT: every worker stops accepting, sends GOAWAY on its
+//! connections and lets the requests in flight finish; workers keep serving each other's
+//! forwarded requests until all of them are drained. The main thread waits for that up to
+//! `server.grace-period-ms`, then shuts the store down (final checkpoint, clean marker) and the
+//! process exits 0. A second signal exits at once with code 1.
 
-use crate::config::Config;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runtime::mailbox;
+use runtime::net::TcpListener;
+use runtime::signal::{Signal, Signals};
+
+use crate::config::{Config, SyncMode};
+use crate::connection::{self, race, Either};
+use crate::metrics::{Registry, StoreGauges};
+use crate::ranges_file::{RangeCatalog, RangeRecord};
+use crate::storage::Storage;
+use crate::worker::{owner_of, Worker, WorkerMessage};
+
+/// Messages from the main thread to a worker.
+enum Control {
+    Shutdown,
+}
+
+/// Capacity of each worker-to-worker mailbox.
+const PEER_MAILBOX_CAPACITY: usize = 1024;
 
 /// The one start-up line: workers, pinning, ring modes, sync mode and data directory.
 pub fn startup_summary(config: &Config) -> String {
@@ -26,7 +61,7 @@ pub fn startup_summary(config: &Config) -> String {
         config.server.workers,
         if uring.iopoll { "on" } else { "off" },
         config.store.sync,
-        if config.store.sync == crate::config::SyncMode::Never {
+        if config.store.sync == SyncMode::Never {
             " (acknowledged appends may be lost on a machine crash)"
         } else {
             ""
@@ -35,8 +70,347 @@ pub fn startup_summary(config: &Config) -> String {
     )
 }
 
-/// Runs the node until SIGTERM or SIGINT.
+/// Everything a worker thread needs, moved to it at start.
+struct WorkerSetup {
+    index: usize,
+    config: Arc<Config>,
+    registry: Registry,
+    store: store::WorkerStore,
+    catalog: RangeCatalog,
+    records: Vec<RangeRecord>,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    peers: Vec<Option<mailbox::Sender<WorkerMessage>>>,
+    inbound: Vec<mailbox::Receiver<WorkerMessage>>,
+    control: mailbox::Receiver<Control>,
+    open_connections: Arc<AtomicUsize>,
+    drained_workers: Arc<AtomicUsize>,
+}
+
+/// Runs the node until SIGTERM or SIGINT. Errors are start-up or runtime failures (exit 1).
 pub fn run(config: Config) -> Result<(), String> {
     log::info!("{}", startup_summary(&config));
-    Err("serving requests is not built yet".to_string())
+    // Before any thread exists, so all of them inherit the blocked mask.
+    let mut signals = Signals::new(&[Signal::INTERRUPT, Signal::TERMINATE])
+        .map_err(|error| format!("cannot set up signal handling: {error}"))?;
+
+    let config = Arc::new(config);
+    let workers = config.server.workers;
+    std::fs::create_dir_all(&config.store.path).map_err(|error| {
+        format!(
+            "cannot create data directory {}: {error}",
+            config.store.path.display()
+        )
+    })?;
+    let catalog = RangeCatalog::open(&config.store.path).map_err(|error| {
+        format!(
+            "cannot open the range files in {}: {error}",
+            config.store.path.display()
+        )
+    })?;
+    let records = catalog.load().map_err(|error| error.to_string())?;
+
+    let (mut store, worker_stores) = store::Store::open(config.store_config(), workers, |key| {
+        owner_of(wire::StreamId(key.stream_id), workers)
+    })
+    .map_err(|error| format!("cannot open the store: {error}"))?;
+    log::info!(
+        "{} range(s) on disk, store recovered in {:?}",
+        records.len(),
+        store.recovery().duration
+    );
+
+    let listen = config.listen_address();
+    let mut listeners = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let listener = TcpListener::bind_with(listen, workers > 1, 1024)
+            .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
+        listeners.push(listener);
+    }
+    let metrics_listener = match config.metrics_address() {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .map_err(|error| format!("cannot serve metrics on {address}: {error}"))?,
+        ),
+        None => None,
+    };
+
+    // Worker i sends to worker j through mailbox [i][j].
+    let mut senders: Vec<Vec<Option<mailbox::Sender<WorkerMessage>>>> = (0..workers)
+        .map(|_| (0..workers).map(|_| None).collect())
+        .collect();
+    let mut receivers: Vec<Vec<mailbox::Receiver<WorkerMessage>>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    for (from, row) in senders.iter_mut().enumerate() {
+        for (to, slot) in row.iter_mut().enumerate() {
+            if from != to {
+                let (sender, receiver) = mailbox::channel(PEER_MAILBOX_CAPACITY)
+                    .map_err(|error| format!("cannot create a worker mailbox: {error}"))?;
+                *slot = Some(sender);
+                receivers[to].push(receiver);
+            }
+        }
+    }
+
+    let registry = Registry::new(workers);
+    let open_connections = Arc::new(AtomicUsize::new(0));
+    let drained_workers = Arc::new(AtomicUsize::new(0));
+    let mut records_by_worker: Vec<Vec<RangeRecord>> = (0..workers).map(|_| Vec::new()).collect();
+    for record in records {
+        records_by_worker[owner_of(wire::StreamId(record.stream_id), workers)].push(record);
+    }
+    let mut controls = Vec::with_capacity(workers);
+    let mut threads = Vec::with_capacity(workers);
+    let mut metrics_listener = metrics_listener;
+    let setups = worker_stores
+        .into_iter()
+        .zip(listeners)
+        .zip(senders)
+        .zip(receivers)
+        .zip(records_by_worker)
+        .enumerate();
+    for (index, ((((worker_store, listener), peers), inbound), records)) in setups {
+        let (control_sender, control) = mailbox::channel(4)
+            .map_err(|error| format!("cannot create a control mailbox: {error}"))?;
+        controls.push(control_sender);
+        let setup = WorkerSetup {
+            index,
+            config: Arc::clone(&config),
+            registry: registry.clone(),
+            store: worker_store,
+            catalog: catalog.clone(),
+            records,
+            listener,
+            metrics_listener: if index == 0 {
+                metrics_listener.take()
+            } else {
+                None
+            },
+            peers,
+            inbound,
+            control,
+            open_connections: Arc::clone(&open_connections),
+            drained_workers: Arc::clone(&drained_workers),
+        };
+        let builder = runtime::Builder::new();
+        let thread = runtime::thread::spawn_runtime(
+            format!("worker-{index}"),
+            config.worker_cpu(index),
+            builder,
+            move || worker_main(setup),
+        )
+        .map_err(|error| format!("cannot start worker {index}: {error}"))?;
+        threads.push(thread);
+    }
+    log::info!("serving on {listen}");
+
+    let mut main_runtime = runtime::Runtime::new()
+        .map_err(|error| format!("cannot start the main runtime: {error}"))?;
+    let outcome = main_runtime.block_on(async {
+        let config = &config;
+        // Publish store gauges while waiting for the first signal.
+        let publish = async {
+            loop {
+                let stats = store.stats();
+                registry.store.publish(StoreGauges {
+                    wal_bytes_used: stats
+                        .durable_position
+                        .saturating_sub(stats.oldest_segment_start),
+                    wal_bytes_capacity: stats.disk_usage_bytes,
+                    cache_bytes_used: stats.block_cache_bytes,
+                    cache_bytes_capacity: config.store.cache_size_bytes,
+                });
+                runtime::time::sleep(Duration::from_millis(500)).await;
+            }
+        };
+        let first = match race(signals.recv(), publish).await {
+            Either::Left(Ok(signal)) => signal,
+            Either::Left(Err(error)) => return Err(format!("waiting for signals failed: {error}")),
+            Either::Right(()) => unreachable!("the publishing loop never ends"),
+        };
+        log::info!(
+            "{first} received: shutting down (grace period {} ms; send it again to exit at once)",
+            config.server.grace_period_ms
+        );
+        for control in &mut controls {
+            let _ = control.send(Control::Shutdown);
+        }
+        let grace = Duration::from_millis(config.server.grace_period_ms);
+        let started = Instant::now();
+        let drained = async {
+            while !threads.iter().all(|thread| thread.is_finished()) {
+                if started.elapsed() >= grace {
+                    return false;
+                }
+                runtime::time::sleep(Duration::from_millis(5)).await;
+            }
+            true
+        };
+        match race(signals.recv(), drained).await {
+            Either::Left(_) => Ok(false),
+            Either::Right(all_drained) => {
+                if !all_drained {
+                    log::warn!("grace period over with requests still in flight; stopping anyway");
+                }
+                Ok(true)
+            }
+        }
+    });
+    match outcome {
+        Ok(true) => {}
+        Ok(false) => {
+            log::warn!("second signal: exiting at once");
+            std::process::exit(1);
+        }
+        Err(message) => return Err(message),
+    }
+    let mut failures = Vec::new();
+    for (index, thread) in threads.into_iter().enumerate() {
+        if !thread.is_finished() {
+            // Past the grace period: the thread is abandoned with the process.
+            continue;
+        }
+        match thread.join() {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(message))) => failures.push(format!("worker {index}: {message}")),
+            Ok(Err(error)) => {
+                failures.push(format!("worker {index}: cannot build its runtime: {error}"))
+            }
+            Err(_) => failures.push(format!("worker {index} panicked")),
+        }
+    }
+    let _ = store.request_checkpoint();
+    store.shutdown();
+    if failures.is_empty() {
+        log::info!("stopped cleanly");
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+/// A worker thread's life: start its store front end, install its ranges, serve connections
+/// and forwarded requests, and drain on shutdown.
+async fn worker_main(setup: WorkerSetup) -> Result<(), String> {
+    let WorkerSetup {
+        index,
+        config,
+        registry,
+        store,
+        catalog,
+        records,
+        listener,
+        metrics_listener,
+        peers,
+        inbound,
+        mut control,
+        open_connections,
+        drained_workers,
+    } = setup;
+    let (handle, driver) = store.start();
+    runtime::spawn(driver.run());
+    let storage = Storage::new(handle);
+    let workers = config.server.workers;
+    let metrics = registry.worker(index);
+    let worker = Rc::new(Worker::new(
+        index,
+        workers,
+        Arc::clone(&config),
+        metrics,
+        storage,
+        catalog,
+        peers,
+    ));
+    for record in &records {
+        let key = (
+            wire::StreamId(record.stream_id),
+            wire::RangeIndex(record.range_index as u32),
+        );
+        let durable_end = worker.storage.durable_end(key).unwrap_or(record.start);
+        worker.install_range(record, durable_end);
+    }
+
+    let depths: Rc<Vec<std::cell::Cell<usize>>> =
+        Rc::new(inbound.iter().map(|_| std::cell::Cell::new(0)).collect());
+    for (slot, mut receiver) in inbound.into_iter().enumerate() {
+        let worker = Rc::clone(&worker);
+        let depths = Rc::clone(&depths);
+        runtime::spawn(async move {
+            while let Some(message) = receiver.recv().await {
+                depths[slot].set(receiver.len());
+                worker.receive(message);
+            }
+        });
+    }
+    if let Some(metrics_listener) = metrics_listener {
+        runtime::spawn(crate::http::serve(metrics_listener, registry.clone()));
+    }
+    {
+        let worker = Rc::clone(&worker);
+        let depths = Rc::clone(&depths);
+        runtime::spawn(async move {
+            loop {
+                let metrics = &worker.metrics;
+                metrics.set(&metrics.fetch_waiters, worker.fetch_waiters() as u64);
+                metrics.set(
+                    &metrics.mailbox_depth,
+                    depths.iter().map(std::cell::Cell::get).sum::<usize>() as u64,
+                );
+                runtime::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+    }
+
+    let active = Rc::new(std::cell::Cell::new(0usize));
+    let connection_closed = crate::local::Notify::default();
+    let max_connections = config.server.max_connections;
+    loop {
+        match race(listener.accept(), control.recv()).await {
+            Either::Left(Ok((stream, peer))) => {
+                let metrics = &worker.metrics;
+                if open_connections.fetch_add(1, Ordering::AcqRel) >= max_connections {
+                    open_connections.fetch_sub(1, Ordering::AcqRel);
+                    metrics.add(&metrics.connections_rejected, 1);
+                    log::warn!("connection from {peer} refused: server.max-connections ({max_connections}) reached");
+                    runtime::spawn(async move {
+                        let _ = stream.close().await;
+                    });
+                    continue;
+                }
+                metrics.add(&metrics.connections_accepted, 1);
+                active.set(active.get() + 1);
+                let worker = Rc::clone(&worker);
+                let active = Rc::clone(&active);
+                let closed = connection_closed.clone();
+                let open_connections = Arc::clone(&open_connections);
+                runtime::spawn(async move {
+                    connection::serve(Rc::clone(&worker), stream, peer).await;
+                    worker.metrics.add(&worker.metrics.connections_closed, 1);
+                    open_connections.fetch_sub(1, Ordering::AcqRel);
+                    active.set(active.get() - 1);
+                    closed.notify();
+                });
+            }
+            Either::Left(Err(error)) => {
+                log::warn!("worker {index}: accept failed: {error}");
+                runtime::time::sleep(Duration::from_millis(10)).await;
+            }
+            Either::Right(Some(Control::Shutdown)) | Either::Right(None) => break,
+        }
+    }
+    drop(listener);
+    worker.begin_shutdown();
+    while active.get() > 0 {
+        let closed = connection_closed.notified();
+        if active.get() > 0 {
+            closed.await;
+        }
+    }
+    // Keep answering requests other workers forward until every worker has drained.
+    drained_workers.fetch_add(1, Ordering::AcqRel);
+    while drained_workers.load(Ordering::Acquire) < workers {
+        runtime::time::sleep(Duration::from_millis(2)).await;
+    }
+    log::debug!("worker {index} stopped");
+    Ok(())
 }
