@@ -21,12 +21,13 @@ pub enum Operation {
     Fetch,
     SealRange,
     DescribeRange,
+    ListRanges,
     /// Anything else, including unknown opcodes.
     Other,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 8] = [
+    pub const ALL: [Operation; 9] = [
         Operation::Ping,
         Operation::Heartbeat,
         Operation::CreateRange,
@@ -34,6 +35,7 @@ impl Operation {
         Operation::Fetch,
         Operation::SealRange,
         Operation::DescribeRange,
+        Operation::ListRanges,
         Operation::Other,
     ];
 
@@ -46,6 +48,7 @@ impl Operation {
             Operation::Fetch => "fetch",
             Operation::SealRange => "seal_range",
             Operation::DescribeRange => "describe_range",
+            Operation::ListRanges => "list_ranges",
             Operation::Other => "other",
         }
     }

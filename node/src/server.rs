@@ -102,6 +102,12 @@ pub fn run(config: Config) -> Result<(), String> {
             config.store.path.display()
         )
     })?;
+    let (mut store, worker_stores) = store::Store::open(config.store_config(), workers, |key| {
+        owner_of(wire::StreamId(key.stream_id), workers)
+    })
+    .map_err(|error| format!("cannot open the store: {error}"))?;
+    // Only after the store holds the directory lock: a second node on the same directory
+    // must fail before it touches anything.
     let catalog = RangeCatalog::open(&config.store.path).map_err(|error| {
         format!(
             "cannot open the range files in {}: {error}",
@@ -110,10 +116,6 @@ pub fn run(config: Config) -> Result<(), String> {
     })?;
     let records = catalog.load().map_err(|error| error.to_string())?;
 
-    let (mut store, worker_stores) = store::Store::open(config.store_config(), workers, |key| {
-        owner_of(wire::StreamId(key.stream_id), workers)
-    })
-    .map_err(|error| format!("cannot open the store: {error}"))?;
     log::info!(
         "{} range(s) on disk, store recovered in {:?}",
         records.len(),

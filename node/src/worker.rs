@@ -232,6 +232,11 @@ impl Worker {
         payload: Bytes,
         received: Instant,
     ) -> Reply {
+        if let Request::ListRanges(header) = &request {
+            if header.stream_id.is_none() && self.worker_count > 1 {
+                return self.list_everywhere(*header, received).await;
+            }
+        }
         let owner = request_stream(&request).map(|stream| owner_of(stream, self.worker_count));
         match owner {
             Some(owner) if owner != self.index => {
@@ -239,6 +244,30 @@ impl Worker {
             }
             _ => handler::handle(self, request, payload, received).await,
         }
+    }
+
+    /// LIST_RANGES for every stream: this worker's ranges and every other worker's.
+    async fn list_everywhere(
+        self: &Rc<Self>,
+        header: wire::msg::ListRangesRequest,
+        received: Instant,
+    ) -> Reply {
+        let mut ranges = self.describe_ranges(None);
+        for other in (0..self.worker_count).filter(|other| *other != self.index) {
+            let reply = self
+                .forward(other, Request::ListRanges(header), Bytes::new(), received)
+                .await;
+            match *reply.response {
+                Response::ListRanges(listed) => ranges.extend(listed.ranges),
+                _ => return reply,
+            }
+        }
+        ranges.sort_by_key(|range| (range.stream_id, range.index));
+        let reply = Reply::new(Response::ListRanges(wire::msg::ListRangesResponse {
+            ranges,
+        }));
+        self.count(Operation::ListRanges, &reply);
+        reply
     }
 
     async fn forward(
@@ -348,6 +377,7 @@ fn request_stream(request: &Request) -> Option<StreamId> {
         Request::CreateRange(header) => Some(header.stream_id),
         Request::SealRange(header) => Some(header.stream_id),
         Request::DescribeRange(header) => Some(header.stream_id),
+        Request::ListRanges(header) => header.stream_id,
         _ => None,
     }
 }

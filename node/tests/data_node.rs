@@ -153,6 +153,20 @@ fn hundred_ranges_written_concurrently_from_several_connections() {
     for thread in threads {
         thread.join().expect("writer thread");
     }
+    // Every range is listed, gathered from both workers, in order, with its durable end.
+    let (listed, _) = node.client().list_ranges(None).unwrap();
+    let streams: Vec<u64> = listed
+        .ranges
+        .iter()
+        .map(|range| range.stream_id.0)
+        .collect();
+    assert_eq!(streams, (1000..1100).collect::<Vec<u64>>());
+    assert!(listed
+        .ranges
+        .iter()
+        .all(|range| range.next_offset.map(|offset| offset.0) == Some(8)));
+    let (one, _) = node.client().list_ranges(Some(1042)).unwrap();
+    assert_eq!(one.ranges.len(), 1);
     let metrics = node.metrics();
     assert!(
         metrics.contains("es_requests_total{operation=\"append\"} 400"),

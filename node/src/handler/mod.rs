@@ -8,6 +8,7 @@ pub mod create_range;
 pub mod describe_range;
 pub mod fetch;
 pub mod heartbeat;
+pub mod list_ranges;
 pub mod ping;
 pub mod seal_range;
 
@@ -37,6 +38,7 @@ pub async fn handle(
         Request::Fetch(header) => fetch::handle(worker, header, received).await,
         Request::SealRange(header) => seal_range::handle(worker, header).await,
         Request::DescribeRange(header) => describe_range::handle(worker, header),
+        Request::ListRanges(header) => list_ranges::handle(worker, header),
         Request::Goaway(_) => {
             Reply::error(ErrorCode::Internal, "GOAWAY is handled by the connection")
         }
@@ -63,6 +65,7 @@ pub fn operation_of(request: &Request) -> Operation {
         Request::Fetch(_) => Operation::Fetch,
         Request::SealRange(_) => Operation::SealRange,
         Request::DescribeRange(_) => Operation::DescribeRange,
+        Request::ListRanges(_) => Operation::ListRanges,
         _ => Operation::Other,
     }
 }

@@ -43,6 +43,7 @@ pub struct NodeOptions {
     pub max_in_flight: usize,
     pub idle_timeout_ms: u64,
     pub grace_period_ms: u64,
+    pub max_connections: usize,
 }
 
 impl Default for NodeOptions {
@@ -52,6 +53,7 @@ impl Default for NodeOptions {
             max_in_flight: 256,
             idle_timeout_ms: 60_000,
             grace_period_ms: 5_000,
+            max_connections: 1024,
         }
     }
 }
@@ -75,13 +77,14 @@ impl Node {
                 &config_path,
                 format!(
                     "server:\n  listen: {address}\n  workers: {}\n  max-in-flight-per-connection: {}\n  \
-                     idle-timeout-ms: {}\n  grace-period-ms: {}\n\
+                     idle-timeout-ms: {}\n  grace-period-ms: {}\n  max-connections: {}\n\
                      store:\n  path: {}\n  segment-size-bytes: 8388608\n  cache-size-bytes: 8388608\n\
                      metrics:\n  addr: {metrics_address}\nlog:\n  level: info\n",
                     options.workers,
                     options.max_in_flight,
                     options.idle_timeout_ms,
                     options.grace_period_ms,
+                    options.max_connections,
                     data_dir.display()
                 ),
             )
@@ -343,6 +346,16 @@ impl Client {
             end_offset: end.map(Offset),
         };
         self.call(&request, &[]).expect("SEAL_RANGE round trip")
+    }
+
+    pub fn list_ranges(
+        &mut self,
+        stream: Option<u64>,
+    ) -> CallResult<wire::msg::ListRangesResponse> {
+        let request = wire::msg::ListRangesRequest {
+            stream_id: stream.map(StreamId),
+        };
+        self.call(&request, &[]).expect("LIST_RANGES round trip")
     }
 
     pub fn describe(&mut self, stream: u64, index: u32) -> CallResult<DescribeRangeResponse> {

@@ -1,0 +1,218 @@
+//! The data node's bounds and its behaviour at them: in-flight cap, idle timeout, connection
+//! limit, one node per data directory, and the metrics it reports.
+
+mod common;
+
+use std::io::Read;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{make_batch, Client, Node, NodeOptions};
+use wire::msg::{GoawayReason, PingRequest};
+
+fn temp_data_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("data");
+    (root, data)
+}
+
+#[test]
+fn reading_stops_at_the_in_flight_bound() {
+    let (_root, data) = temp_data_dir();
+    let node = Node::start_with(
+        &data,
+        &NodeOptions {
+            max_in_flight: 2,
+            ..NodeOptions::default()
+        },
+    );
+    let mut writer = node.client();
+    writer.create_range(51, 0, 1, 0).unwrap();
+
+    // Two long polls fill the connection's bound; the PING behind them is not even read.
+    let mut client = node.client();
+    let first = client
+        .send(&common::fetch_request(51, 0, 0, 1 << 20, 10_000), &[])
+        .unwrap();
+    let second = client
+        .send(&common::fetch_request(51, 0, 0, 1 << 20, 10_000), &[])
+        .unwrap();
+    let ping = client.send(&PingRequest {}, b"behind").unwrap();
+    client
+        .raw_stream()
+        .set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
+    let early = client.read_frame();
+    assert!(
+        early.is_err(),
+        "a response arrived while both requests were still waiting: {early:?}"
+    );
+
+    // Data arrives: the polls answer, the connection reads again and the PING is answered.
+    client
+        .raw_stream()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    writer
+        .append(51, 0, 1, &make_batch(51, 0, 1, 0, 1, 8), Some(1))
+        .unwrap();
+    for id in [first, second, ping] {
+        let frame = client.wait_for(id).unwrap();
+        assert!(!frame.is_error(), "request {id} failed");
+    }
+}
+
+#[test]
+fn idle_connection_gets_goaway_then_closes() {
+    let (_root, data) = temp_data_dir();
+    let node = Node::start_with(
+        &data,
+        &NodeOptions {
+            idle_timeout_ms: 300,
+            ..NodeOptions::default()
+        },
+    );
+    let mut idle = node.client();
+    let started = Instant::now();
+    let frame = idle.read_frame().expect("a GOAWAY before the close");
+    assert_eq!(frame.opcode, wire::Opcode::Goaway);
+    let goaway: wire::msg::Goaway = frame.decode_message().unwrap();
+    assert_eq!(goaway.reason, GoawayReason::IdleTimeout);
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        idle.read_frame().is_err(),
+        "the connection closes after the GOAWAY"
+    );
+
+    // A connection in use is not idle.
+    let mut busy = node.client();
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(100));
+        busy.ping(b"x").expect("busy connection stays open");
+    }
+}
+
+#[test]
+fn connections_over_the_limit_are_closed_at_accept() {
+    let (_root, data) = temp_data_dir();
+    let node = Node::start_with(
+        &data,
+        &NodeOptions {
+            max_connections: 2,
+            workers: 1,
+            ..NodeOptions::default()
+        },
+    );
+    // The start-up probe's connection may still be closing on the node's side.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !node.metrics().contains("es_connections_open 0") {
+        assert!(
+            Instant::now() < deadline,
+            "the probe connection never closed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut first = node.client();
+    let mut second = node.client();
+    first.ping(b"1").unwrap();
+    second.ping(b"2").unwrap();
+    let mut third = Client::connect(node.address).unwrap();
+    let mut byte = [0u8; 1];
+    let refused = third.ping(b"3").is_err()
+        || third
+            .raw_stream()
+            .read(&mut byte)
+            .map(|count| count == 0)
+            .unwrap_or(true);
+    assert!(refused, "a third connection was served");
+    drop(first);
+    // Once one closes, a new connection is accepted again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = Client::connect(node.address).unwrap();
+        if again.ping(b"again").is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection accepted after one closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(node.metrics().contains("es_connections_rejected_total"));
+}
+
+#[test]
+fn second_node_on_the_same_directory_exits_with_code_1() {
+    let (_root, data) = temp_data_dir();
+    let node = Node::start(&data);
+    let config = data.with_extension("yaml");
+    let output = Command::new(env!("CARGO_BIN_EXE_data-node"))
+        .arg("-c")
+        .arg(&config)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", common::free_port()))
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("locked"));
+    // The first node is untouched.
+    node.client().ping(b"still serving").unwrap();
+}
+
+#[test]
+fn metrics_report_requests_bytes_and_stage_latencies() {
+    let (_root, data) = temp_data_dir();
+    let node = Node::start(&data);
+    let mut client = node.client();
+    client.create_range(61, 0, 1, 0).unwrap();
+    let batch = make_batch(61, 0, 1, 0, 4, 100);
+    client.append(61, 0, 1, &batch, Some(4)).unwrap();
+    client.fetch(61, 0, 0, 1 << 20, 0).unwrap();
+    let text = node.metrics();
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|line| line.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("es_requests_total{operation=\"append\"}"), 1.0);
+    assert_eq!(value("es_requests_total{operation=\"fetch\"}"), 1.0);
+    assert!(value("es_bytes_out_total") >= batch.len() as f64);
+    for stage in ["queue", "write", "reply", "total"] {
+        let count = value(&format!(
+            "es_latency_seconds_count{{operation=\"append\",stage=\"{stage}\"}}"
+        ));
+        assert_eq!(count, 1.0, "append stage {stage}");
+    }
+    assert_eq!(
+        value("es_latency_seconds_count{operation=\"fetch\",stage=\"read\"}"),
+        1.0
+    );
+    assert!(value("es_connections_open") >= 1.0);
+    assert!(value("es_ranges{worker=") >= 0.0);
+    // The store gauges are published every half second.
+    std::thread::sleep(Duration::from_millis(700));
+    let text = node.metrics();
+    let capacity = text
+        .lines()
+        .find(|line| line.starts_with("es_wal_bytes_capacity"))
+        .unwrap();
+    assert_ne!(
+        capacity, "es_wal_bytes_capacity 0",
+        "WAL capacity not published"
+    );
+}
