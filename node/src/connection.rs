@@ -21,6 +21,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,7 @@ use wire::msg::{ErrorResponse, Goaway, GoawayReason, Request, Response};
 use wire::{DecodeError, Decoder, ErrorCode, Flags, Frame, Opcode};
 
 use crate::local::Notify;
+use crate::metrics::WorkerMetrics;
 use crate::worker::{Reply, Worker};
 
 /// Bytes asked of the kernel per read.
@@ -78,7 +80,11 @@ pub async fn serve(worker: Rc<Worker>, stream: runtime::net::TcpStream, peer: So
         reading_done: Cell::new(false),
         broken: Cell::new(false),
     });
-    let writer = runtime::spawn(write_loop(Rc::clone(&stream), Rc::clone(&shared)));
+    let writer = runtime::spawn(write_loop(
+        Rc::clone(&stream),
+        Rc::clone(&shared),
+        Arc::clone(&worker.metrics),
+    ));
     let end = read_loop(&worker, &stream, &shared).await;
     let goaway = match &end {
         ReadEnd::Shutdown => Some((
@@ -312,7 +318,11 @@ fn with_raw_opcode(mut frame: BytesMut, opcode: u16) -> Bytes {
     frame.freeze()
 }
 
-async fn write_loop(stream: Rc<runtime::net::TcpStream>, shared: Rc<Shared>) {
+async fn write_loop(
+    stream: Rc<runtime::net::TcpStream>,
+    shared: Rc<Shared>,
+    metrics: Arc<WorkerMetrics>,
+) {
     loop {
         let frames: Vec<Bytes> = shared.outgoing.borrow_mut().drain(..).collect();
         if frames.is_empty() {
@@ -327,7 +337,9 @@ async fn write_loop(stream: Rc<runtime::net::TcpStream>, shared: Rc<Shared>) {
             }
             continue;
         }
+        let bytes: usize = frames.iter().map(Bytes::len).sum();
         let (result, _) = stream.writev_all(frames).await;
+        metrics.add(&metrics.bytes_out, bytes as u64);
         if let Err(error) = result {
             log::debug!("connection write failed: {error}");
             shared.broken.set(true);

@@ -140,9 +140,6 @@ pub async fn handle(
     worker
         .metrics
         .latency(Stage::AppendQueue, started - received);
-    worker
-        .metrics
-        .add(&worker.metrics.bytes_in, payload.len() as u64);
     if worker.is_shutting_down() {
         return Reply::error(
             ErrorCode::ShuttingDown,

@@ -73,7 +73,7 @@ pub async fn handle(worker: &Worker, request: FetchRequest, received: Instant) -
                 );
             }
             FetchBounds::EndOfRange { .. } => {
-                return finish(worker, header, Bytes::new(), started, received)
+                return finish(worker, header, Bytes::new(), received)
             }
             FetchBounds::Ready { limit } => {
                 worker.metrics.latency(Stage::FetchWait, started.elapsed());
@@ -90,13 +90,13 @@ pub async fn handle(worker: &Worker, request: FetchRequest, received: Instant) -
                 let header = worker
                     .with_range(key, |entry| response_header(&entry.state))
                     .unwrap_or(header);
-                return finish(worker, header, payload, started, received);
+                return finish(worker, header, payload, received);
             }
             FetchBounds::Wait => {
                 let now = Instant::now();
                 if now >= deadline || worker.is_shutting_down() {
                     worker.metrics.latency(Stage::FetchWait, started.elapsed());
-                    return finish(worker, header, Bytes::new(), started, received);
+                    return finish(worker, header, Bytes::new(), received);
                 }
                 if let Some(notified) = notified {
                     let _ = runtime::time::timeout(deadline - now, notified).await;
@@ -114,17 +114,7 @@ fn response_header(state: &crate::range::RangeState) -> FetchResponse {
     }
 }
 
-fn finish(
-    worker: &Worker,
-    header: FetchResponse,
-    payload: Bytes,
-    started: Instant,
-    received: Instant,
-) -> Reply {
-    let _ = started;
-    worker
-        .metrics
-        .add(&worker.metrics.bytes_out, payload.len() as u64);
+fn finish(worker: &Worker, header: FetchResponse, payload: Bytes, received: Instant) -> Reply {
     let reply = Reply::with_payload(Response::Fetch(header), payload);
     worker
         .metrics
