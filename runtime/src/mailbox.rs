@@ -5,15 +5,17 @@
 //! armed, and only the one sender-side call that disarms it does so. A busy consumer therefore
 //! costs its senders no syscalls at all.
 //!
-//! Lost wake-ups are ruled out the Dekker way. The consumer stores `armed = true`, issues a
-//! SeqCst fence and re-checks the ring; the sender publishes its item, issues a SeqCst fence and
-//! reads `armed`. At least one of them sees the other's write: either the consumer finds the item
-//! and does not sleep, or the sender finds the flag and wakes it.
+//! Lost wake-ups are ruled out the Dekker way. The consumer stores its sleep mode into `armed`,
+//! issues a SeqCst fence and re-checks the ring; the sender publishes its item, issues a SeqCst
+//! fence and reads `armed`. At least one of them sees the other's write: either the consumer
+//! finds the item and does not sleep, or the sender finds the flag and wakes it.
 //!
-//! Either side may be a plain thread. The consumer can wait in three ways:
+//! Either side may be a plain thread. The consumer can wait in three ways, and `armed` records
+//! which one so the sender knows how to wake it:
 //! * [`Receiver::recv`] on a runtime thread: the sender wakes the task's [`Waker`], which is safe
 //!   to call from any thread.
-//! * [`Receiver::recv_blocking`] on a plain thread: it sleeps in `ppoll` on the eventfd.
+//! * [`Receiver::recv_blocking`] on a plain thread: it sleeps in `futex_wait` on `armed` itself,
+//!   so a hop costs one futex wake and one futex wait, like a std channel.
 //! * Its own io_uring loop (the store's IO thread): it keeps a read of [`Receiver::eventfd`] in
 //!   flight, calls [`Receiver::arm`] before it waits for completions (and skips the wait when
 //!   that returns false), and [`Receiver::disarm`] after it wakes up.
@@ -24,22 +26,33 @@ use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::spsc;
 
+/// `Shared::armed`: the consumer is awake; senders do nothing beyond pushing.
+const AWAKE: u32 = 0;
+/// The consumer sleeps on the eventfd (its own io_uring, or any poller).
+const ARMED_EVENTFD: u32 = 1;
+/// The consumer is a task; wake its registered waker.
+const ARMED_WAKER: u32 = 2;
+/// The consumer is a plain thread in `futex_wait` on `armed`.
+const ARMED_FUTEX: u32 = 3;
+
 struct Shared {
-    /// Set by the consumer just before it sleeps; cleared by whoever wakes it (or by itself).
-    armed: AtomicBool,
+    /// How the consumer sleeps (`ARMED_*`), or `AWAKE`. Set by the consumer just before it
+    /// sleeps; reset by the one sender that wakes it (or by the consumer itself).
+    armed: AtomicU32,
     sender_alive: AtomicBool,
     receiver_alive: AtomicBool,
     /// The task to wake when the consumer waits in [`Receiver::recv`]. Only touched on the sleep
     /// path (the consumer going to sleep, the one sender that found it armed), never per item.
     waker: Mutex<Option<Waker>>,
-    /// Universal wake-up for consumers that are not runtime tasks. Non-blocking, close-on-exec.
+    /// Wake-up for consumers that drive their own poller or ring. Blocking (io_uring answers
+    /// EAGAIN instead of waiting on a non-blocking one), close-on-exec.
     eventfd: OwnedFd,
 }
 
@@ -48,42 +61,74 @@ impl Shared {
     /// if, it is armed, and makes sure only one caller does so per sleep.
     fn wake_if_armed(&self) {
         fence(Ordering::SeqCst);
-        if !self.armed.load(Ordering::Relaxed) || !self.armed.swap(false, Ordering::AcqRel) {
+        if self.armed.load(Ordering::Relaxed) == AWAKE {
             return;
         }
-        let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match waker {
-            Some(waker) => waker.wake(),
-            None => self.signal_eventfd(),
+        match self.armed.swap(AWAKE, Ordering::AcqRel) {
+            AWAKE => {}
+            ARMED_FUTEX => futex_wake(&self.armed),
+            ARMED_WAKER => {
+                let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+                match waker {
+                    Some(waker) => waker.wake(),
+                    None => self.signal_eventfd(),
+                }
+            }
+            _ => self.signal_eventfd(),
         }
+    }
+
+    /// Arms with `mode`; false (and left awake) when items are queued or the sender is gone.
+    fn arm<T: Send>(&self, mode: u32, consumer: &spsc::Consumer<T>) -> bool {
+        self.armed.store(mode, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if !consumer.is_empty() || !self.sender_alive.load(Ordering::Acquire) {
+            self.armed.store(AWAKE, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     fn signal_eventfd(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live stack value to an eventfd we own; the kernel copies
-        // them before returning. EAGAIN (counter at its maximum) still leaves the fd readable,
-        // which is all a wake-up needs.
-        unsafe {
-            libc::write(
-                self.eventfd.as_raw_fd(),
-                (&one as *const u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
+        crate::executor::signal_eventfd(self.eventfd.as_raw_fd());
     }
+}
 
-    fn drain_eventfd(&self) {
-        let mut value: u64 = 0;
-        // SAFETY: reads at most 8 bytes into a live stack value; the fd is non-blocking, so an
-        // empty counter returns EAGAIN at once.
-        unsafe {
-            libc::read(
-                self.eventfd.as_raw_fd(),
-                (&mut value as *mut u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
-    }
+/// Sleeps while `word` still holds `expected`, up to `timeout`. Returns on a wake, a timeout, a
+/// signal, or at once if the value already changed; the caller re-checks its state either way.
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let timespec = timeout.map(|timeout| libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    });
+    let timespec_ptr = timespec
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a live, aligned u32 for the whole call; the timespec (relative timeout)
+    // lives on this stack frame. The kernel only reads both.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            timespec_ptr,
+        )
+    };
+}
+
+/// Wakes one thread sleeping in `futex_wait` on `word`.
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE does not access memory beyond hashing
+    // its address.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        )
+    };
 }
 
 /// Creates a mailbox holding up to `capacity` items (rounded up to a power of two).
@@ -91,14 +136,14 @@ impl Shared {
 /// Fails only if the kernel refuses an eventfd (file descriptor limit).
 pub fn channel<T: Send>(capacity: usize) -> io::Result<(Sender<T>, Receiver<T>)> {
     // SAFETY: plain syscall with no pointers; the result is checked before use.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `fd` is a fresh descriptor that nothing else owns.
     let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
     let shared = Arc::new(Shared {
-        armed: AtomicBool::new(false),
+        armed: AtomicU32::new(AWAKE),
         sender_alive: AtomicBool::new(true),
         receiver_alive: AtomicBool::new(true),
         waker: Mutex::new(None),
@@ -303,9 +348,10 @@ impl<T: Send> Receiver<T> {
         }
     }
 
-    /// Waits for the next value on a plain thread, sleeping in the kernel until a sender wakes
-    /// it or `timeout` passes (`None`: no limit).
+    /// Waits for the next value on a plain thread, sleeping in the kernel (futex) until a sender
+    /// wakes it or `timeout` passes (`None`: no limit).
     pub fn recv_blocking(&mut self, timeout: Option<Duration>) -> Result<T, RecvTimeoutError> {
+        self.forget_waker();
         let deadline = timeout.map(|timeout| Instant::now() + timeout);
         loop {
             match self.try_recv() {
@@ -323,17 +369,17 @@ impl<T: Send> Receiver<T> {
                 }
                 None => None,
             };
-            if !self.arm() {
+            if !self.shared.arm(ARMED_FUTEX, &self.consumer) {
                 continue;
             }
-            wait_readable(self.shared.eventfd.as_raw_fd(), remaining);
-            self.shared.drain_eventfd();
+            futex_wait(&self.shared.armed, ARMED_FUTEX, remaining);
             self.disarm();
         }
     }
 
-    /// The eventfd a sender writes when it finds the mailbox armed. Non-blocking; a consumer
-    /// with its own io_uring keeps a read of it in flight.
+    /// The eventfd a sender writes when it finds the mailbox armed by [`Receiver::arm`]. It is a
+    /// blocking eventfd (io_uring waits on it instead of failing with EAGAIN); a consumer with its
+    /// own io_uring keeps an 8-byte read of it in flight.
     pub fn eventfd(&self) -> RawFd {
         self.shared.eventfd.as_raw_fd()
     }
@@ -342,53 +388,30 @@ impl<T: Send> Receiver<T> {
     /// are already queued or the sender is gone: then do not sleep (the mailbox is left
     /// disarmed). After any wake-up, call [`Receiver::disarm`].
     pub fn arm(&self) -> bool {
+        self.forget_waker();
+        self.shared.arm(ARMED_EVENTFD, &self.consumer)
+    }
+
+    /// Drops a task waker left by an earlier `recv`, so the eventfd and futex paths own the
+    /// wake-up.
+    fn forget_waker(&self) {
         if self.waker_registered.replace(false) {
             *self.shared.waker.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
-        self.arm_inner()
-    }
-
-    fn arm_inner(&self) -> bool {
-        self.shared.armed.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if !self.consumer.is_empty() || !self.shared.sender_alive.load(Ordering::Acquire) {
-            self.shared.armed.store(false, Ordering::Relaxed);
-            return false;
-        }
-        true
     }
 
     /// Tells senders the consumer is awake again, so they skip the wake-up.
     pub fn disarm(&self) {
-        self.shared.armed.store(false, Ordering::Release);
+        self.shared.armed.store(AWAKE, Ordering::Release);
     }
 }
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         self.shared.receiver_alive.store(false, Ordering::Release);
-        self.shared.armed.store(false, Ordering::Release);
+        self.shared.armed.store(AWAKE, Ordering::Release);
         *self.shared.waker.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
-}
-
-/// Sleeps until `fd` is readable or `timeout` passes. Interruptions simply return early; the
-/// caller re-checks its queue either way.
-fn wait_readable(fd: RawFd, timeout: Option<Duration>) {
-    let mut pollfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let timespec = timeout.map(|timeout| libc::timespec {
-        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    });
-    let timespec_ptr = timespec
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `pollfd` and `timespec` live on this stack frame for the whole (synchronous) call.
-    unsafe { libc::ppoll(&mut pollfd, 1, timespec_ptr, std::ptr::null()) };
 }
 
 /// Future returned by [`Receiver::recv`].
@@ -425,7 +448,11 @@ impl<T: Send> Future for Recv<'_, T> {
                 }
             }
             this.receiver.waker_registered.set(true);
-            if this.receiver.arm_inner() {
+            if this
+                .receiver
+                .shared
+                .arm(ARMED_WAKER, &this.receiver.consumer)
+            {
                 this.armed = true;
                 return Poll::Pending;
             }
@@ -436,7 +463,7 @@ impl<T: Send> Future for Recv<'_, T> {
 impl<T> Drop for Recv<'_, T> {
     fn drop(&mut self) {
         if self.armed {
-            self.receiver.shared.armed.store(false, Ordering::Release);
+            self.receiver.shared.armed.store(AWAKE, Ordering::Release);
         }
     }
 }
@@ -497,7 +524,7 @@ mod tests {
         assert!(receiver.arm());
         sender.send(2).unwrap();
         assert!(eventfd_readable(receiver.eventfd()));
-        receiver.shared.drain_eventfd();
+        drain_eventfd(receiver.eventfd());
         // The sender disarmed it: a second send does not write again.
         sender.send(3).unwrap();
         assert!(!eventfd_readable(receiver.eventfd()));
@@ -518,6 +545,14 @@ mod tests {
         });
         assert_eq!(receiver.recv_blocking(None), Err(RecvTimeoutError::Closed));
         closer.join().unwrap();
+    }
+
+    fn drain_eventfd(fd: RawFd) {
+        let mut counter = 0u64;
+        // SAFETY: the eventfd is readable (checked by the caller), so this read returns at once
+        // into the stack value.
+        unsafe { libc::read(fd, (&mut counter as *mut u64).cast(), 8) };
+        assert!(counter > 0);
     }
 
     fn eventfd_readable(fd: RawFd) -> bool {
