@@ -210,9 +210,13 @@ pub fn run(config: Config) -> Result<(), String> {
         .map_err(|error| format!("cannot start the main runtime: {error}"))?;
     let outcome = main_runtime.block_on(async {
         let config = &config;
-        // Publish store gauges while waiting for the first signal.
+        // Publish store gauges while waiting for the first signal, and watch the workers: one
+        // that stops on its own (its ring could not be built, say) stops the node.
         let publish = async {
             loop {
+                if let Some(index) = threads.iter().position(|thread| thread.is_finished()) {
+                    return index;
+                }
                 let stats = store.stats();
                 registry.store.publish(StoreGauges {
                     wal_bytes_used: stats
@@ -222,13 +226,13 @@ pub fn run(config: Config) -> Result<(), String> {
                     cache_bytes_used: stats.block_cache_bytes,
                     cache_bytes_capacity: config.store.cache_size_bytes,
                 });
-                runtime::time::sleep(Duration::from_millis(500)).await;
+                runtime::time::sleep(Duration::from_millis(100)).await;
             }
         };
         let first = match race(signals.recv(), publish).await {
             Either::Left(Ok(signal)) => signal,
             Either::Left(Err(error)) => return Err(format!("waiting for signals failed: {error}")),
-            Either::Right(()) => unreachable!("the publishing loop never ends"),
+            Either::Right(index) => return Err(format!("worker {index} stopped unexpectedly")),
         };
         log::info!(
             "{first} received: shutting down (grace period {} ms; send it again to exit at once)",
@@ -258,15 +262,15 @@ pub fn run(config: Config) -> Result<(), String> {
             }
         }
     });
+    let mut failures = Vec::new();
     match outcome {
         Ok(true) => {}
         Ok(false) => {
             log::warn!("second signal: exiting at once");
             std::process::exit(1);
         }
-        Err(message) => return Err(message),
+        Err(message) => failures.push(message),
     }
-    let mut failures = Vec::new();
     for (index, thread) in threads.into_iter().enumerate() {
         if !thread.is_finished() {
             // Past the grace period: the thread is abandoned with the process.

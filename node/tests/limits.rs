@@ -216,3 +216,14 @@ fn metrics_report_requests_bytes_and_stage_latencies() {
         "WAL capacity not published"
     );
 }
+
+#[test]
+fn second_signal_during_shutdown_exits_at_once_with_code_1() {
+    let (_root, data) = temp_data_dir();
+    let mut node = Node::start(&data);
+    node.signal(libc::SIGINT);
+    node.signal(libc::SIGTERM);
+    let status = node.wait_exit(Duration::from_secs(10)).expect("node exits");
+    assert_eq!(status.code(), Some(1), "log:\n{}", node.log());
+    assert!(node.log().contains("second signal"), "log:\n{}", node.log());
+}
