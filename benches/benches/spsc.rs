@@ -2,8 +2,9 @@
 //! the same run.
 //!
 //! A producer pinned to CPU 0 sends `SPSC_MESSAGES` (default 20 million) `u64`s to a consumer
-//! pinned to CPU 1, which checks every value. Both sides spin (yield) when the ring is full or
-//! empty; std's channel blocks instead, its normal mode. Cases: one `push`/`pop` per message,
+//! pinned to CPU 1, which checks every value. Both sides back off when the ring is full or
+//! empty (a few short spins, then `yield_now`); std's channel blocks instead (after spinning
+//! briefly itself), its normal mode. Cases: one `push`/`pop` per message,
 //! batches of 64 (`push_batch`/`pop_batch`), and std `sync_channel` with the same capacity.
 //! Each case runs `SPSC_REPEATS` (default 3) times; the best run is reported, since the
 //! hypervisor's stalls only ever make a run slower.
@@ -21,6 +22,33 @@ const CAPACITY: usize = 1024;
 const BATCH: usize = 64;
 const PRODUCER_CPU: usize = 0;
 const CONSUMER_CPU: usize = 1;
+
+/// Spins briefly, then yields: keeps the time slice while the other side is about to act, and
+/// gives the CPU away when it is not running at all.
+struct Backoff {
+    step: u32,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff { step: 0 }
+    }
+
+    fn reset(&mut self) {
+        self.step = 0;
+    }
+
+    fn snooze(&mut self) {
+        if self.step < 7 {
+            for _ in 0..(1u32 << self.step) {
+                std::hint::spin_loop();
+            }
+            self.step += 1;
+        } else {
+            thread::yield_now();
+        }
+    }
+}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -66,23 +94,29 @@ fn run_spsc_single(messages: u64) -> Duration {
     let started = Instant::now();
     let sender = spawn_pinned("spsc-producer", Some(PRODUCER_CPU), move || {
         let mut next = 0;
+        let mut backoff = Backoff::new();
         while next < messages {
             match producer.push(next) {
-                Ok(()) => next += 1,
-                Err(_) => thread::yield_now(),
+                Ok(()) => {
+                    next += 1;
+                    backoff.reset();
+                }
+                Err(_) => backoff.snooze(),
             }
         }
     })
     .expect("producer thread");
     let receiver = spawn_pinned("spsc-consumer", Some(CONSUMER_CPU), move || {
         let mut expected = 0;
+        let mut backoff = Backoff::new();
         while expected < messages {
             match consumer.pop() {
                 Some(value) => {
                     assert_eq!(value, expected);
                     expected += 1;
+                    backoff.reset();
                 }
-                None => thread::yield_now(),
+                None => backoff.snooze(),
             }
         }
     })
@@ -98,13 +132,16 @@ fn run_spsc_batched(messages: u64) -> Duration {
     let sender = spawn_pinned("spsc-producer", Some(PRODUCER_CPU), move || {
         let mut next = 0;
         let mut batch = Vec::with_capacity(BATCH);
+        let mut backoff = Backoff::new();
         while next < messages || !batch.is_empty() {
             while batch.len() < BATCH && next < messages {
                 batch.push(next);
                 next += 1;
             }
             if producer.push_batch(&mut batch) == 0 {
-                thread::yield_now();
+                backoff.snooze();
+            } else {
+                backoff.reset();
             }
         }
     })
@@ -112,12 +149,14 @@ fn run_spsc_batched(messages: u64) -> Duration {
     let receiver = spawn_pinned("spsc-consumer", Some(CONSUMER_CPU), move || {
         let mut expected = 0;
         let mut batch = Vec::with_capacity(BATCH);
+        let mut backoff = Backoff::new();
         while expected < messages {
             batch.clear();
             if consumer.pop_batch(&mut batch, BATCH) == 0 {
-                thread::yield_now();
+                backoff.snooze();
                 continue;
             }
+            backoff.reset();
             for &value in &batch {
                 assert_eq!(value, expected);
                 expected += 1;
