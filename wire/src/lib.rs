@@ -36,3 +36,8 @@ pub use error::{DecodeError, ErrorCode};
 pub use frame::{Flags, Frame, Opcode, DEFAULT_MAX_FRAME_BYTES};
 pub use msg::{Message, MessageKind, Request, Response};
 pub use types::{Epoch, NodeId, Offset, Range, RangeIndex, ReplicaNode, Stream, StreamId};
+
+/// CRC32C (Castagnoli) of `bytes`: the checksum frames and record batches carry.
+pub fn checksum(bytes: &[u8]) -> u32 {
+    crc32c::crc32c(bytes)
+}
