@@ -1,7 +1,8 @@
 //! The Rust SDK and the `es` command-line tool.
 //!
 //! * [`conn`]: frames over TCP. [`conn::blocking::Connection`] sends one request at a time
-//!   over `std::net`.
+//!   over `std::net`; [`multiplexed::Connection`] keeps many requests in flight on the
+//!   runtime.
 //! * [`command`]: the grammar of shell lines and what each command means.
 //! * [`session`]: runs a command against a server and decodes the answer.
 //! * [`output`]: renders answers as text or JSON.
@@ -9,6 +10,7 @@
 
 pub mod command;
 pub mod conn;
+pub mod multiplexed;
 pub mod output;
 pub mod session;
 pub mod shell;

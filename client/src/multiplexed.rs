@@ -1,0 +1,371 @@
+//! A multiplexed connection on the runtime: many requests in flight on one TCP connection,
+//! matched to their responses by request id, answered in any order.
+//!
+//! Two tasks per connection share the socket: the writer sends whatever requests queued since
+//! its last write in one `send` (so a burst of small requests costs one syscall), and the reader
+//! decodes frames straight out of its receive buffer and completes the waiting request. A
+//! request waits for a free slot when `max_in_flight` are outstanding, so a caller can never
+//! queue without bound. Dropping the [`Connection`] cancels both tasks.
+//!
+//! Everything here is `!Send`: a connection lives on the runtime thread that opened it.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use runtime::net::TcpStream;
+use runtime::JoinHandle;
+use wire::{Decoder, Frame, Message};
+
+use crate::conn::{goaway_error, ClientError, MAX_FRAME_BYTES};
+
+/// Room reserved in the receive buffer before each read.
+const READ_RESERVE_BYTES: usize = 256 * 1024;
+/// Requests in flight per connection when not configured otherwise.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+
+/// A connection shared by the tasks of one runtime thread (wrap it in an `Rc`).
+pub struct Connection {
+    shared: Rc<Shared>,
+    reader: Option<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    stream: TcpStream,
+    state: RefCell<State>,
+}
+
+struct State {
+    next_request_id: u64,
+    max_in_flight: usize,
+    pending: HashMap<u64, Slot>,
+    /// Frames encoded and not yet handed to the kernel.
+    outgoing: BytesMut,
+    writer_waker: Option<Waker>,
+    /// Requests waiting for an in-flight slot.
+    slot_waiters: VecDeque<Waker>,
+    /// Set once the connection failed or the server said GOAWAY; every later request fails.
+    closed: Option<String>,
+}
+
+#[derive(Default)]
+struct Slot {
+    response: Option<Result<Frame, ClientError>>,
+    waker: Option<Waker>,
+}
+
+impl Connection {
+    /// Connects to `address` and starts the reader and writer tasks on the current runtime.
+    pub async fn connect(
+        address: SocketAddr,
+        max_in_flight: usize,
+    ) -> Result<Connection, ClientError> {
+        let stream = TcpStream::connect(address)
+            .await
+            .map_err(|error| ClientError::Connect {
+                address: address.to_string(),
+                error,
+            })?;
+        stream.set_nodelay(true)?;
+        let shared = Rc::new(Shared {
+            stream,
+            state: RefCell::new(State {
+                next_request_id: 1,
+                max_in_flight: max_in_flight.max(1),
+                pending: HashMap::new(),
+                outgoing: BytesMut::with_capacity(64 * 1024),
+                writer_waker: None,
+                slot_waiters: VecDeque::new(),
+                closed: None,
+            }),
+        });
+        let reader = runtime::spawn(read_loop(Rc::clone(&shared)));
+        let writer = runtime::spawn(write_loop(Rc::clone(&shared)));
+        Ok(Connection {
+            shared,
+            reader: Some(reader),
+            writer: Some(writer),
+        })
+    }
+
+    /// Requests currently waiting for their response.
+    pub fn in_flight(&self) -> usize {
+        self.shared.state.borrow().pending.len()
+    }
+
+    /// Why the connection is unusable, if it is.
+    pub fn closed_reason(&self) -> Option<String> {
+        self.shared.state.borrow().closed.clone()
+    }
+
+    /// Sends `message` with `payload` and resolves to the response frame (an error response
+    /// is a frame too: check [`Frame::is_error`]). Waits for a slot first when
+    /// `max_in_flight` requests are outstanding.
+    pub async fn request<M: Message>(
+        &self,
+        message: &M,
+        payload: &[u8],
+    ) -> Result<Frame, ClientError> {
+        self.wait_for_slot().await?;
+        let request_id = {
+            let mut state = self.shared.state.borrow_mut();
+            let request_id = state.next_request_id;
+            state.next_request_id += 1;
+            wire::encode_request(&mut state.outgoing, request_id, message, payload)?;
+            state.pending.insert(request_id, Slot::default());
+            if let Some(waker) = state.writer_waker.take() {
+                waker.wake();
+            }
+            request_id
+        };
+        ResponseFuture {
+            shared: Rc::clone(&self.shared),
+            request_id,
+            done: false,
+        }
+        .await
+    }
+
+    async fn wait_for_slot(&self) -> Result<(), ClientError> {
+        std::future::poll_fn(|context| {
+            let mut state = self.shared.state.borrow_mut();
+            if let Some(reason) = &state.closed {
+                return Poll::Ready(Err(closed_error(reason)));
+            }
+            if state.pending.len() < state.max_in_flight {
+                return Poll::Ready(Ok(()));
+            }
+            state.slot_waiters.push_back(context.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Shut the socket down now, so the server sees the end of the connection even if this
+        // runtime never turns again to drop the cancelled tasks (which close the descriptor).
+        // Cancelling the tasks cancels their in-flight socket operations; the runtime keeps
+        // their buffers until the kernel is done with them.
+        let fd = self.shared.stream.as_raw_fd();
+        // SAFETY: plain syscall on a descriptor `shared` owns and keeps open; no memory is
+        // handed to the kernel.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        if let Some(reader) = self.reader.take() {
+            reader.abort();
+        }
+        if let Some(writer) = self.writer.take() {
+            writer.abort();
+        }
+        fail_all(&self.shared, "connection dropped".into());
+    }
+}
+
+fn closed_error(reason: &str) -> ClientError {
+    if reason.starts_with("GOAWAY") {
+        ClientError::Goaway {
+            reason: reason.to_string(),
+            message: String::new(),
+        }
+    } else {
+        ClientError::Unexpected(format!("connection closed: {reason}"))
+    }
+}
+
+/// Marks the connection closed and fails every pending request.
+fn fail_all(shared: &Shared, reason: String) {
+    let (wakers, slot_waiters) = {
+        let mut state = shared.state.borrow_mut();
+        if state.closed.is_none() {
+            state.closed = Some(reason.clone());
+        }
+        let mut wakers = Vec::new();
+        for slot in state.pending.values_mut() {
+            if slot.response.is_none() {
+                slot.response = Some(Err(closed_error(&reason)));
+                wakers.extend(slot.waker.take());
+            }
+        }
+        wakers.extend(state.writer_waker.take());
+        (wakers, std::mem::take(&mut state.slot_waiters))
+    };
+    for waker in wakers.into_iter().chain(slot_waiters) {
+        waker.wake();
+    }
+}
+
+struct ResponseFuture {
+    shared: Rc<Shared>,
+    request_id: u64,
+    done: bool,
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Frame, ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        let request_id = self.request_id;
+        let mut state = self.shared.state.borrow_mut();
+        let Some(slot) = state.pending.get_mut(&request_id) else {
+            drop(state);
+            self.done = true;
+            return Poll::Ready(Err(ClientError::Unexpected("request slot vanished".into())));
+        };
+        match slot.response.take() {
+            Some(response) => {
+                state.pending.remove(&request_id);
+                let waiter = state.slot_waiters.pop_front();
+                drop(state);
+                if let Some(waiter) = waiter {
+                    waiter.wake();
+                }
+                self.done = true;
+                Poll::Ready(response)
+            }
+            None => {
+                match &slot.waker {
+                    Some(waker) if waker.will_wake(context.waker()) => {}
+                    _ => slot.waker = Some(context.waker().clone()),
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for ResponseFuture {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // Abandoned: forget the request; its response, if it comes, is discarded.
+        let waiter = {
+            let mut state = self.shared.state.borrow_mut();
+            state.pending.remove(&self.request_id);
+            state.slot_waiters.pop_front()
+        };
+        if let Some(waiter) = waiter {
+            waiter.wake();
+        }
+    }
+}
+
+async fn write_loop(shared: Rc<Shared>) {
+    let mut spare = BytesMut::with_capacity(64 * 1024);
+    loop {
+        let batch = std::future::poll_fn(|context| {
+            let mut state = shared.state.borrow_mut();
+            if state.closed.is_some() {
+                return Poll::Ready(None);
+            }
+            if state.outgoing.is_empty() {
+                state.writer_waker = Some(context.waker().clone());
+                return Poll::Pending;
+            }
+            spare.clear();
+            Poll::Ready(Some(std::mem::replace(
+                &mut state.outgoing,
+                std::mem::take(&mut spare),
+            )))
+        })
+        .await;
+        let Some(batch) = batch else {
+            return;
+        };
+        let (result, mut returned) = shared.stream.write_all(batch).await;
+        if let Err(error) = result {
+            fail_all(&shared, format!("write failed: {error}"));
+            return;
+        }
+        returned.clear();
+        spare = returned;
+    }
+}
+
+async fn read_loop(shared: Rc<Shared>) {
+    let mut decoder = Decoder::new(MAX_FRAME_BYTES);
+    let mut received = BytesMut::with_capacity(READ_RESERVE_BYTES);
+    loop {
+        if received.capacity() - received.len() < READ_RESERVE_BYTES / 4 {
+            received.reserve(READ_RESERVE_BYTES);
+        }
+        let (result, returned) = shared.stream.read(received).await;
+        received = returned;
+        match result {
+            Ok(0) => {
+                fail_all(&shared, "the server closed the connection".into());
+                return;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                fail_all(&shared, format!("read failed: {error}"));
+                return;
+            }
+        }
+        loop {
+            match decoder.decode(&mut received) {
+                Ok(Some(frame)) => deliver(&shared, frame),
+                Ok(None) => break,
+                Err(error) if !error.is_fatal() => {
+                    log::warn!("skipping an undecodable response: {error}");
+                }
+                Err(error) => {
+                    fail_all(&shared, format!("bad frame from the server: {error}"));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn deliver(shared: &Shared, frame: Frame) {
+    if let Some(ClientError::Goaway { reason, message }) = goaway_error(&frame) {
+        // Requests already sent will still be answered; new ones must go elsewhere.
+        let mut state = shared.state.borrow_mut();
+        state
+            .closed
+            .get_or_insert(format!("GOAWAY {reason}: {message}"));
+        let waiters = std::mem::take(&mut state.slot_waiters);
+        drop(state);
+        waiters.into_iter().for_each(Waker::wake);
+        return;
+    }
+    let waker = {
+        let mut state = shared.state.borrow_mut();
+        match state.pending.get_mut(&frame.request_id) {
+            Some(slot) => {
+                slot.response = Some(Ok(frame));
+                slot.waker.take()
+            }
+            None => {
+                log::debug!(
+                    "response to unknown or abandoned request {}",
+                    frame.request_id
+                );
+                None
+            }
+        }
+    };
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+/// The payload of a successful response decoded as `M`, or the server's error.
+pub fn decode_response<M: Message>(
+    frame: &Frame,
+) -> Result<Result<(M, Bytes), wire::msg::ErrorResponse>, ClientError> {
+    if frame.is_error() {
+        return Ok(Err(frame.error_response()?));
+    }
+    let message = frame.decode_message::<M>()?;
+    Ok(Ok((message, frame.payload.clone())))
+}

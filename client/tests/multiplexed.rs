@@ -1,0 +1,153 @@
+//! The multiplexed connection matches responses to requests by id even when the server answers
+//! out of order, bounds requests in flight, and fails pending requests when the server goes
+//! away.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use client::multiplexed::Connection;
+use runtime::Runtime;
+use wire::msg::{PingRequest, PingResponse};
+use wire::Decoder;
+
+/// A server thread that reads `count` PING requests, then answers them in reverse order.
+fn reversing_server(count: usize) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let thread = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut decoder = Decoder::default();
+        let mut received = BytesMut::new();
+        let mut frames = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while frames.len() < count {
+            while let Some(frame) = decoder.decode(&mut received).unwrap() {
+                frames.push(frame);
+            }
+            if frames.len() >= count {
+                break;
+            }
+            let read = stream.read(&mut chunk).unwrap();
+            assert!(read > 0, "client closed early");
+            received.extend_from_slice(&chunk[..read]);
+        }
+        let mut out = Vec::new();
+        for frame in frames.iter().rev() {
+            wire::encode_response(&mut out, frame.request_id, &PingResponse {}, &frame.payload)
+                .unwrap();
+        }
+        stream.write_all(&out).unwrap();
+        // Keep the socket open until the client is done reading.
+        let _ = stream.read(&mut chunk);
+    });
+    (address, thread)
+}
+
+#[test]
+fn out_of_order_responses_reach_their_requests() {
+    const REQUESTS: usize = 16;
+    let (address, server) = reversing_server(REQUESTS);
+    let mut runtime = Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let connection = Rc::new(Connection::connect(address, 64).await.unwrap());
+        let tasks: Vec<_> = (0..REQUESTS)
+            .map(|index| {
+                let connection = Rc::clone(&connection);
+                runtime::spawn(async move {
+                    let payload = format!("request {index}");
+                    let frame = connection
+                        .request(&PingRequest {}, payload.as_bytes())
+                        .await;
+                    (index, frame.map(|frame| frame.payload))
+                })
+            })
+            .collect();
+        for task in tasks {
+            let (index, payload) = task.await;
+            let payload = payload.expect("response");
+            assert_eq!(payload, format!("request {index}").as_bytes());
+        }
+        assert_eq!(connection.in_flight(), 0);
+    });
+    server.join().unwrap();
+}
+
+#[test]
+fn pending_requests_fail_when_the_server_closes() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut chunk = [0u8; 64];
+        let _ = stream.read(&mut chunk);
+        // Close without answering.
+    });
+    let mut runtime = Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let connection = Connection::connect(address, 4).await.unwrap();
+        let result = connection.request(&PingRequest {}, b"x").await;
+        assert!(result.is_err(), "a request to a closed server must fail");
+        assert!(connection.closed_reason().is_some());
+        // Later requests fail at once instead of hanging.
+        assert!(connection.request(&PingRequest {}, b"y").await.is_err());
+    });
+    server.join().unwrap();
+}
+
+#[test]
+fn in_flight_requests_never_exceed_the_bound() {
+    const REQUESTS: usize = 12;
+    const BOUND: usize = 3;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    // An echo server that records the largest number of requests it saw unanswered at once.
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut decoder = Decoder::default();
+        let mut received = BytesMut::new();
+        let mut chunk = [0u8; 4096];
+        let mut answered = 0;
+        let mut most_unanswered = 0;
+        while answered < REQUESTS {
+            let read = stream.read(&mut chunk).unwrap();
+            assert!(read > 0);
+            received.extend_from_slice(&chunk[..read]);
+            let mut batch = Vec::new();
+            while let Some(frame) = decoder.decode(&mut received).unwrap() {
+                batch.push(frame);
+            }
+            most_unanswered = most_unanswered.max(batch.len());
+            let mut out = Vec::new();
+            for frame in &batch {
+                wire::encode_response(&mut out, frame.request_id, &PingResponse {}, &frame.payload)
+                    .unwrap();
+            }
+            answered += batch.len();
+            stream.write_all(&out).unwrap();
+        }
+        most_unanswered
+    });
+    let mut runtime = Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let connection = Rc::new(Connection::connect(address, BOUND).await.unwrap());
+        let tasks: Vec<_> = (0..REQUESTS)
+            .map(|_| {
+                let connection = Rc::clone(&connection);
+                runtime::spawn(async move {
+                    assert!(connection.in_flight() <= BOUND);
+                    connection.request(&PingRequest {}, b"p").await.unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await;
+        }
+    });
+    let most_unanswered = server.join().unwrap();
+    assert!(
+        most_unanswered <= BOUND,
+        "server saw {most_unanswered} requests at once"
+    );
+}
