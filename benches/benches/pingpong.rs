@@ -34,6 +34,8 @@ enum Phase {
 struct Outcome {
     requests_per_second: f64,
     round_trip_ns: Histogram<u64>,
+    /// io_uring_enter calls per round trip on the client (this runtime only).
+    enters_per_request: Option<f64>,
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -75,13 +77,14 @@ fn main() {
         let ours = run_ours(connections, measure);
         let tokio = run_tokio(connections, measure);
         println!(
-            "{:>5} | {:>12.0} {:>12.0} {:>5.2}x | {:>22} | {:>22}",
+            "{:>5} | {:>12.0} {:>12.0} {:>5.2}x | {:>22} | {:>22} | {:>9.2}",
             connections,
             ours.requests_per_second,
             tokio.requests_per_second,
             ours.requests_per_second / tokio.requests_per_second,
             quantiles(&ours.round_trip_ns),
             quantiles(&tokio.round_trip_ns),
+            ours.enters_per_request.unwrap_or(f64::NAN),
         );
     }
 }
@@ -180,12 +183,15 @@ fn run_ours(connections: usize, measure: Duration) -> Outcome {
                 .collect();
             sleep(WARMUP).await;
             phase.set(Phase::Measure);
+            let enters_at_measure = Cell::new(runtime::stats().enters);
             let started = Instant::now();
             sleep(measure).await;
             phase.set(Phase::Stop);
             let elapsed = started.elapsed();
             let mut total = 0;
             let mut histogram = new_histogram();
+            let enters_before = enters_at_measure.get();
+            let enters = runtime::stats().enters - enters_before;
             for client in clients {
                 let (count, client_histogram) = client.await;
                 total += count;
@@ -194,6 +200,7 @@ fn run_ours(connections: usize, measure: Duration) -> Outcome {
             Outcome {
                 requests_per_second: total as f64 / elapsed.as_secs_f64(),
                 round_trip_ns: histogram,
+                enters_per_request: Some(enters as f64 / total.max(1) as f64),
             }
         },
     )
@@ -293,6 +300,7 @@ fn run_tokio(connections: usize, measure: Duration) -> Outcome {
             Outcome {
                 requests_per_second: total as f64 / elapsed.as_secs_f64(),
                 round_trip_ns: histogram,
+                enters_per_request: None,
             }
         })
     })
