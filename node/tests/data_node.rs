@@ -234,6 +234,14 @@ fn appends_are_refused_with_distinct_codes() {
     client
         .append(5, 0, 3, &make_batch(5, 0, 3, 0, 2, 8), None)
         .unwrap();
+    // A fenced writer cannot move the confirmed offset either.
+    let fenced = client.append(5, 0, 2, &make_batch(5, 0, 2, 2, 1, 8), Some(2));
+    assert!(is_error(&fenced, ErrorCode::StaleEpoch), "{fenced:?}");
+    let (described, _) = client.describe(5, 0).unwrap();
+    assert_eq!(
+        described.range.confirmed_offset.map(|offset| offset.0),
+        Some(0)
+    );
     // Duplicate of a durable batch, and a gap.
     let duplicate = client.append(5, 0, 3, &make_batch(5, 0, 3, 0, 2, 8), None);
     assert!(
@@ -307,6 +315,11 @@ fn restart_keeps_every_acknowledged_batch_and_range() {
         client.seal(21, 0, 1, None).unwrap();
         open_batches = fill_range(&mut client, 22, 7, false);
         client.create_range(23, 0, 1, 500).unwrap();
+        // A newer writer (epoch 2) fences the creator's epoch on this range.
+        client.create_range(24, 0, 1, 0).unwrap();
+        client
+            .append(24, 0, 2, &make_batch(24, 0, 2, 0, 1, 8), None)
+            .unwrap();
         // An unclean stop: every acknowledged batch must still be there.
         node.signal(libc::SIGKILL);
         node.wait_exit(Duration::from_secs(10)).expect("killed");
@@ -330,6 +343,11 @@ fn restart_keeps_every_acknowledged_batch_and_range() {
     let (empty, _) = client.describe(23, 0).unwrap();
     assert_eq!(empty.range.start_offset.0, 500);
     assert_eq!(empty.range.next_offset.map(|offset| offset.0), Some(500));
+
+    // The fence survived the restart.
+    let fenced = client.append(24, 0, 1, &make_batch(24, 0, 1, 1, 1, 8), None);
+    assert!(is_error(&fenced, ErrorCode::StaleEpoch), "{fenced:?}");
+    assert_eq!(fenced.unwrap_err().detail, 2);
 }
 
 #[test]

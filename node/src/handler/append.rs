@@ -129,6 +129,25 @@ fn rejection_reply(key: RangeKey, rejection: AppendRejection) -> Reply {
     }
 }
 
+fn persist_epoch(worker: &Worker, key: RangeKey) -> Result<(), Reply> {
+    let Some(record) = worker.with_range(key, |entry| crate::ranges_file::RangeRecord {
+        stream_id: key.0 .0,
+        range_index: u64::from(key.1 .0),
+        epoch: entry.state.epoch(),
+        start: entry.state.start(),
+        end: entry.state.end(),
+    }) else {
+        return Ok(());
+    };
+    worker.catalog.save(&record).map_err(|error| {
+        log::error!("worker {}: cannot persist the epoch of range {}-{}: {error}", worker.index, key.0, key.1);
+        Reply::error(
+            ErrorCode::StorageUnavailable,
+            format!("the batch is durable but the range's new epoch could not be persisted: {error}; retry"),
+        )
+    })
+}
+
 pub async fn handle(
     worker: &Worker,
     request: AppendRequest,
@@ -151,7 +170,10 @@ pub async fn handle(
         Err(reply) => return reply,
     };
     let claimed = worker.with_range(key, |entry| {
-        if let Some(confirmed) = request.confirmed_offset {
+        // A fenced writer's report is ignored: only the current writer knows what is confirmed.
+        let previous_epoch = entry.state.epoch();
+        let current_writer = request.epoch.0 >= previous_epoch;
+        if let Some(confirmed) = request.confirmed_offset.filter(|_| current_writer) {
             let before = entry.state.fetch_limit();
             entry.state.report_confirmed(confirmed.0);
             if entry.state.fetch_limit() != before {
@@ -161,11 +183,12 @@ pub async fn handle(
         entry
             .state
             .try_append(request.epoch.0, span.base, span.count)
+            .map(|ticket| (ticket, request.epoch.0 > previous_epoch))
     });
-    let ticket = match claimed {
+    let (ticket, epoch_raised) = match claimed {
         None => return super::range_not_found(key),
         Some(Err(rejection)) => return rejection_reply(key, rejection),
-        Some(Ok(ticket)) => ticket,
+        Some(Ok(claimed)) => claimed,
     };
     let batch_end = span.base + u64::from(span.count);
 
@@ -225,6 +248,12 @@ pub async fn handle(
             ErrorCode::StorageUnavailable,
             "an earlier batch of this range failed to be written; resend from the range's next offset",
         );
+    }
+    if epoch_raised {
+        // A new writer fenced the old one on this node; keep the fence across a restart.
+        if let Err(reply) = persist_epoch(worker, key) {
+            return reply;
+        }
     }
     let reply = Reply::new(Response::Append(AppendResponse {
         base_offset: Offset(span.base),
