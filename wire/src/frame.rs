@@ -224,6 +224,13 @@ impl Frame {
                 reason: "frame is not an error response",
             });
         }
+        if !self.payload.is_empty() {
+            return Err(DecodeError::MalformedHeader {
+                opcode: self.opcode,
+                field: "payload",
+                reason: "an error response carries no payload",
+            });
+        }
         ErrorResponse::decode(self.opcode, &self.header)
     }
 

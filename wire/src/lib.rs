@@ -34,7 +34,7 @@ pub use codec::{
 };
 pub use error::{DecodeError, ErrorCode};
 pub use frame::{Flags, Frame, Opcode, DEFAULT_MAX_FRAME_BYTES};
-pub use msg::{Message, MessageKind, Request, Response};
+pub use msg::{ErrorResponse, Message, MessageKind, Request, Response};
 pub use types::{Epoch, NodeId, Offset, Range, RangeIndex, ReplicaNode, Stream, StreamId};
 
 /// CRC32C (Castagnoli) of `bytes`: the checksum frames and record batches carry.

@@ -354,3 +354,35 @@ fn retriable_codes_are_exactly_the_transient_ones() {
     }
     assert_eq!(ErrorCode::from_u16(9), None);
 }
+
+#[test]
+fn error_response_with_a_payload_is_malformed() {
+    let mut buf = Vec::new();
+    let header = {
+        let mut valid = Vec::new();
+        encode_error(
+            &mut valid,
+            Opcode::Fetch,
+            1,
+            &ErrorResponse::new(ErrorCode::Timeout, ""),
+        )
+        .unwrap();
+        valid[24..valid.len() - 4].to_vec()
+    };
+    encode_frame(
+        &mut buf,
+        Opcode::Fetch,
+        Flags::ERROR_RESPONSE,
+        1,
+        &header,
+        b"data",
+    )
+    .unwrap();
+    assert!(matches!(
+        Response::decode(&decode_one(&buf)),
+        Err(DecodeError::MalformedHeader {
+            field: "payload",
+            ..
+        })
+    ));
+}
