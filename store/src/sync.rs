@@ -13,7 +13,7 @@ use crate::worker::{AppendResult, Done, ReadStart, WorkerCore, WorkerStore};
 use crate::{Offset, RangeKey};
 
 /// Names a request submitted with [`SyncStore::submit_append`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ticket(u32);
 
 /// A blocking handle on one worker's share of the store.

@@ -2,7 +2,7 @@
 //!
 //! Data flow:
 //! * Each worker has a request mailbox to this thread and a completion mailbox back. The thread
-//!   keeps a read of every request mailbox's eventfd in flight in its ring, arms the mailboxes
+//!   keeps a poll of every request mailbox's eventfd in flight in its ring, arms the mailboxes
 //!   before it waits and disarms them after, so busy workers pay no syscalls for wake-ups.
 //! * Appends, trims and deletes are encoded straight into the *staging* group buffer as they
 //!   are drained. When no group is in flight the staging group becomes the in-flight one: one
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use io_uring::{opcode, squeue, types, IoUring};
-use runtime::mailbox::{Receiver, Sender};
+use runtime::mailbox::{Receiver, Sender, TryRecvError};
 use slab::Slab;
 
 use crate::aligned::AlignedBuf;
@@ -71,7 +71,10 @@ struct WorkerPort {
     outbox: Vec<Completion>,
     /// A request drained but not yet staged (the staging group was full): it goes first.
     deferred: VecDeque<Request>,
+    /// The completion mailbox's receiver is gone.
     closed: bool,
+    /// The request mailbox's sender is gone and it is empty.
+    requests_closed: bool,
 }
 
 struct Segment {
@@ -222,9 +225,6 @@ pub(crate) struct Wal {
     ring: IoUring,
     ports: Vec<WorkerPort>,
     control: Receiver<Control>,
-    /// One 8-byte landing slot per mailbox eventfd read (workers, then control). Boxed so the
-    /// kernel's target address never moves.
-    eventfd_slots: Box<[u64]>,
     segments: BTreeMap<WalPosition, Segment>,
     index: Index,
     /// Next offset of ranges with appends staged or in flight.
@@ -245,7 +245,6 @@ pub(crate) struct Wal {
     checkpoint_position: WalPosition,
     last_checkpoint: Instant,
     checkpoint_wanted: bool,
-    operations_in_flight: usize,
     shutting_down: bool,
     halting: bool,
     stats: Arc<SharedStats>,
@@ -292,7 +291,6 @@ impl Wal {
             }
         }
         let ring = build_ring(&config)?;
-        let worker_count = workers.len();
         let ports = workers
             .into_iter()
             .map(|(requests, completions)| WorkerPort {
@@ -301,6 +299,7 @@ impl Wal {
                 outbox: Vec::new(),
                 deferred: VecDeque::new(),
                 closed: false,
+                requests_closed: false,
             })
             .collect();
         let group_capacity = config.max_group_bytes + PAGE_BYTES;
@@ -324,7 +323,6 @@ impl Wal {
             ring,
             ports,
             control,
-            eventfd_slots: vec![0u64; worker_count + 1].into_boxed_slice(),
             segments: open_segments,
             index,
             expected_next: HashMap::new(),
@@ -343,7 +341,6 @@ impl Wal {
             checkpoint_position,
             last_checkpoint: Instant::now(),
             checkpoint_wanted: false,
-            operations_in_flight: 0,
             shutting_down: false,
             halting: false,
             stats,
@@ -375,7 +372,7 @@ impl Wal {
     /// The IO thread's main loop.
     pub(crate) fn run(mut self) {
         for port in 0..=self.ports.len() {
-            self.submit_eventfd_read(port);
+            self.submit_eventfd_poll(port);
         }
         loop {
             let mut progress = self.drain_control();
@@ -431,31 +428,8 @@ impl Wal {
         if let Some(prewrite) = self.prewrite.take() {
             let _ = std::fs::remove_file(&prewrite.temporary);
         }
-        // The eventfd reads still in flight write into `eventfd_slots`: complete them by
-        // signalling the eventfds ourselves before the slots are freed.
-        let fds: Vec<RawFd> = self
-            .ports
-            .iter()
-            .map(|port| port.requests.eventfd())
-            .chain(std::iter::once(self.control.eventfd()))
-            .collect();
-        for fd in fds {
-            let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a live stack value to an eventfd owned by a mailbox
-            // this thread still holds; the kernel copies them before returning.
-            unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
-        }
-        while self.operations_in_flight > 0 {
-            if self.ring.submit_and_wait(1).is_err() {
-                break;
-            }
-            let entries: Vec<(u64, i32)> = self
-                .ring
-                .completion()
-                .map(|entry| (entry.user_data(), entry.result()))
-                .collect();
-            self.operations_in_flight -= entries.len();
-        }
+        // Only the mailbox polls are still in flight; they reference no memory of ours and
+        // end with the ring.
         // Dropping the ports closes the completion mailboxes: workers fail what is pending.
     }
 
@@ -493,11 +467,21 @@ impl Wal {
             if !self.ports[worker].deferred.is_empty() {
                 continue;
             }
-            while let Ok(request) = self.ports[worker].requests.try_recv() {
-                progress = true;
-                if let Some(request) = self.stage(worker, request) {
-                    self.ports[worker].deferred.push_back(request);
-                    break;
+            loop {
+                match self.ports[worker].requests.try_recv() {
+                    Ok(request) => {
+                        progress = true;
+                        if let Some(request) = self.stage(worker, request) {
+                            self.ports[worker].deferred.push_back(request);
+                            break;
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Closed) => {
+                        // The worker is gone; its mailbox never needs a wake-up again.
+                        self.ports[worker].requests_closed = true;
+                        break;
+                    }
                 }
             }
         }
@@ -525,7 +509,7 @@ impl Wal {
             return false;
         }
         for index in 0..self.ports.len() {
-            if !self.ports[index].deferred.is_empty() {
+            if !self.ports[index].deferred.is_empty() || self.ports[index].requests_closed {
                 continue;
             }
             if !self.ports[index].requests.arm() {
@@ -543,19 +527,37 @@ impl Wal {
         }
     }
 
-    fn submit_eventfd_read(&mut self, port: usize) {
-        let fd = if port == self.ports.len() {
+    fn mailbox_eventfd(&self, port: usize) -> RawFd {
+        if port == self.ports.len() {
             self.control.eventfd()
         } else {
             self.ports[port].requests.eventfd()
-        };
-        let target = &mut self.eventfd_slots[port] as *mut u64;
-        let entry = opcode::Read::new(types::Fd(fd), target.cast(), 8)
+        }
+    }
+
+    /// Keeps a poll for readability of a mailbox's eventfd in flight. A poll, not a read: the
+    /// eventfd is non-blocking, and io_uring answers a read of an empty non-blocking file with
+    /// EAGAIN at once instead of waiting.
+    fn submit_eventfd_poll(&mut self, port: usize) {
+        let fd = self.mailbox_eventfd(port);
+        let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
             .build()
             .user_data(user_data(OP_EVENTFD, port as u64));
-        // SAFETY: the 8-byte slot lives in `eventfd_slots`, a boxed slice owned by this `Wal`
-        // that never moves; `exit` completes every outstanding eventfd read before it is freed.
+        // SAFETY: a poll references no memory of ours.
         unsafe { self.push(&entry) };
+    }
+
+    /// Resets a mailbox eventfd's counter after its poll fired.
+    fn drain_eventfd(&self, port: usize) {
+        let mut value: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live stack value; the fd is non-blocking.
+        unsafe {
+            libc::read(
+                self.mailbox_eventfd(port),
+                (&mut value as *mut u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
     }
 
     /// # Safety
@@ -564,7 +566,6 @@ impl Wal {
         loop {
             // SAFETY: forwarded from the caller.
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
-                self.operations_in_flight += 1;
                 return;
             }
             if let Err(error) = self.ring.submit() {
@@ -596,14 +597,15 @@ impl Wal {
             .map(|entry| (entry.user_data(), entry.result()))
             .collect();
         for (data, result) in entries {
-            self.operations_in_flight -= 1;
             let value = data & ((1 << KIND_SHIFT) - 1);
             match data >> KIND_SHIFT {
                 OP_EVENTFD => {
-                    if result < 0 && result != -libc::EAGAIN && result != -libc::EINTR {
-                        log::error!("store: eventfd read failed: errno {}", -result);
+                    if result < 0 {
+                        log::error!("store: mailbox eventfd poll failed: errno {}", -result);
+                    } else {
+                        self.drain_eventfd(value as usize);
                     }
-                    self.submit_eventfd_read(value as usize);
+                    self.submit_eventfd_poll(value as usize);
                 }
                 OP_GROUP_WRITE => self.on_group_write(result),
                 OP_GROUP_SYNC => self.on_group_sync(result),
