@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod procstat;
 pub mod raw_disk;
 pub mod report;
+pub mod workload;

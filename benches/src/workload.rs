@@ -1,0 +1,576 @@
+//! The load es-bench puts on a data node, run on runtime threads.
+//!
+//! Each client thread runs its own runtime with its share of the connections; each connection
+//! carries `in_flight` request loops (closed loop: a loop sends its next request when the
+//! previous one is answered) or, with a target rate, loops that send on a schedule and measure
+//! latency from the intended send time, so a stalled server cannot hide its stall by slowing
+//! the client down (no coordinated omission). Streams are assigned to connections so that the
+//! appends of one range always travel on one connection, in offset order.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use client::multiplexed::{decode_response, Connection};
+use hdrhistogram::Histogram;
+use wire::msg::{
+    AppendRequest, AppendResponse, CreateRangeRequest, CreateRangeResponse, FetchRequest,
+    FetchResponse, PingRequest, PingResponse,
+};
+use wire::{BatchBuilder, BatchIter, Epoch, ErrorCode, Offset, RangeIndex, StreamId};
+
+use crate::report::new_histogram;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Ping,
+    Append,
+    /// Read a preloaded range set from the start, over and over.
+    FetchCatchUp,
+    /// Long-poll at the tail while writers append; latency is append-to-delivery.
+    FetchTail,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub kind: Kind,
+    pub address: SocketAddr,
+    pub connections: usize,
+    pub in_flight: usize,
+    /// Payload bytes per PING or per batch.
+    pub payload_bytes: usize,
+    pub streams: u64,
+    pub stream_base: u64,
+    /// Requests per second over all connections (open loop); `None`: closed loop.
+    pub rate: Option<f64>,
+    /// Batches appended to each stream before a catch-up fetch run.
+    pub preload_batches: u64,
+    pub fetch_max_bytes: u32,
+    pub fetch_wait_ms: u32,
+}
+
+/// Counters and histograms shared by every client thread and the progress printer.
+pub struct Recorder {
+    /// False during warm-up: requests run but are not counted.
+    pub measuring: AtomicBool,
+    pub stop: AtomicBool,
+    /// Requests left when the run is bounded by a count.
+    pub remaining: AtomicU64,
+    pub operations: AtomicU64,
+    pub payload_bytes: AtomicU64,
+    pub errors: AtomicU64,
+    pub first_error: Mutex<Option<String>>,
+    /// End-to-end latency in microseconds since the start of the measurement.
+    pub total: Mutex<Histogram<u64>>,
+    /// Since the last progress line.
+    pub interval: Mutex<Histogram<u64>>,
+    /// Time origin for timestamps carried inside payloads (tail fetch latency).
+    pub origin: Instant,
+    /// Connections done with their setup (ranges created, data preloaded).
+    pub ready: AtomicU64,
+}
+
+impl Recorder {
+    pub fn new(count: Option<u64>) -> Recorder {
+        Recorder {
+            measuring: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            remaining: AtomicU64::new(count.unwrap_or(u64::MAX)),
+            operations: AtomicU64::new(0),
+            payload_bytes: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            first_error: Mutex::new(None),
+            total: Mutex::new(new_histogram()),
+            interval: Mutex::new(new_histogram()),
+            origin: Instant::now(),
+            ready: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, latency: Duration, payload_bytes: usize) {
+        if !self.measuring.load(Ordering::Relaxed) {
+            return;
+        }
+        let micros = (latency.as_micros() as u64).max(1);
+        self.operations.fetch_add(1, Ordering::Relaxed);
+        self.payload_bytes
+            .fetch_add(payload_bytes as u64, Ordering::Relaxed);
+        if let Ok(mut histogram) = self.total.lock() {
+            histogram.saturating_record(micros);
+        }
+        if let Ok(mut histogram) = self.interval.lock() {
+            histogram.saturating_record(micros);
+        }
+    }
+
+    fn error(&self, message: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut first) = self.first_error.lock() {
+            first.get_or_insert(message);
+        }
+    }
+
+    /// Takes a ticket to send one more request; false once the run is over.
+    fn take_ticket(&self) -> bool {
+        if self.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.remaining
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
+    }
+
+    fn nanos_since_origin(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+}
+
+/// One stream written by this connection: its id and next offset.
+struct StreamCursor {
+    stream_id: StreamId,
+    next_offset: Cell<u64>,
+    /// Set after an append failed: the offsets of this stream can no longer be trusted.
+    broken: Cell<bool>,
+}
+
+/// Streams this connection owns (every `connections`-th stream).
+fn streams_of(plan: &Plan, connection_index: usize) -> Vec<StreamCursor> {
+    (0..plan.streams)
+        .filter(|stream| (*stream as usize) % plan.connections == connection_index)
+        .map(|stream| StreamCursor {
+            stream_id: StreamId(plan.stream_base + stream),
+            next_offset: Cell::new(0),
+            broken: Cell::new(false),
+        })
+        .collect()
+}
+
+/// Runs the connections `connection_indexes` of the plan on the current runtime until the
+/// recorder says stop. Returns when every loop has finished.
+pub async fn run_thread(plan: Plan, connection_indexes: Vec<usize>, recorder: Arc<Recorder>) {
+    let mut handles = Vec::new();
+    for connection_index in connection_indexes {
+        let plan = plan.clone();
+        let recorder = Arc::clone(&recorder);
+        handles.push(runtime::spawn(async move {
+            if let Err(message) = run_connection(&plan, connection_index, &recorder).await {
+                recorder.error(message);
+                // Without its connection this share of the load is gone: stop the run rather
+                // than report a throughput that silently lost a connection.
+                recorder.stop.store(true, Ordering::Relaxed);
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await;
+    }
+}
+
+/// Whether the run should send no more: stop flag, or the open-loop schedule is past.
+fn over(recorder: &Recorder) -> bool {
+    recorder.stop.load(Ordering::Relaxed)
+}
+
+async fn run_connection(
+    plan: &Plan,
+    connection_index: usize,
+    recorder: &Arc<Recorder>,
+) -> Result<(), String> {
+    // One extra slot for the tail writer of fetch-tail.
+    let connection = Connection::connect(plan.address, plan.in_flight + 1)
+        .await
+        .map_err(|error| error.to_string())?;
+    let connection = Rc::new(connection);
+    let streams = Rc::new(streams_of(plan, connection_index));
+    match plan.kind {
+        Kind::Append | Kind::FetchCatchUp | Kind::FetchTail => {
+            create_ranges(&connection, &streams).await?;
+        }
+        Kind::Ping => {}
+    }
+    if plan.kind == Kind::FetchCatchUp {
+        preload(plan, &connection, &streams, recorder).await?;
+    }
+    recorder.ready.fetch_add(1, Ordering::Relaxed);
+    let payload = Rc::new(vec![0xA5u8; plan.payload_bytes]);
+    // Per-connection share of the rate: one request every `period`, spread over the loops.
+    let period = plan
+        .rate
+        .map(|rate| Duration::from_secs_f64(plan.connections as f64 / rate.max(1e-3)));
+    let schedule_start = Instant::now();
+    let schedule_slot = Rc::new(Cell::new(0u64));
+    let next_stream = Rc::new(Cell::new(0usize));
+    let mut loops = Vec::new();
+    for loop_index in 0..plan.in_flight {
+        let connection = Rc::clone(&connection);
+        let streams = Rc::clone(&streams);
+        let payload = Rc::clone(&payload);
+        let recorder = Arc::clone(recorder);
+        let plan = plan.clone();
+        let schedule_slot = Rc::clone(&schedule_slot);
+        let next_stream = Rc::clone(&next_stream);
+        loops.push(runtime::spawn(async move {
+            let mut read_positions: Vec<u64> = vec![0; streams.len()];
+            loop {
+                if over(&recorder) {
+                    return;
+                }
+                // Open loop: wait for this request's slot in the schedule and measure from it.
+                let intended = match period {
+                    Some(period) => {
+                        let slot = schedule_slot.get();
+                        schedule_slot.set(slot + 1);
+                        let intended = schedule_start + period.mul_f64(slot as f64);
+                        if intended > Instant::now() {
+                            runtime::time::sleep_until(intended).await;
+                        }
+                        intended
+                    }
+                    None => Instant::now(),
+                };
+                if !recorder.take_ticket() {
+                    recorder.stop.store(true, Ordering::Relaxed);
+                    return;
+                }
+                let result = match plan.kind {
+                    Kind::Ping => ping_once(&connection, &payload).await,
+                    Kind::Append => {
+                        append_once(&connection, &streams, &next_stream, &payload, &recorder).await
+                    }
+                    Kind::FetchCatchUp => {
+                        fetch_catch_up_once(
+                            &plan,
+                            &connection,
+                            &streams,
+                            &next_stream,
+                            &mut read_positions,
+                        )
+                        .await
+                    }
+                    Kind::FetchTail => {
+                        fetch_tail_once(
+                            &plan,
+                            &connection,
+                            &streams,
+                            &next_stream,
+                            loop_index,
+                            &mut read_positions,
+                            &payload,
+                            &recorder,
+                        )
+                        .await
+                    }
+                };
+                match result {
+                    Ok(Measured::Bytes(bytes)) => recorder.record(intended.elapsed(), bytes),
+                    Ok(Measured::Delivered { bytes, latency }) => recorder.record(latency, bytes),
+                    Ok(Measured::Nothing) => {}
+                    Err(Failure::Request(message)) => recorder.error(message),
+                    Err(Failure::Connection(message)) => {
+                        recorder.error(message);
+                        recorder.stop.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    for handle in loops {
+        handle.await;
+    }
+    Ok(())
+}
+
+enum Measured {
+    /// Latency is from the (intended) send time; this many payload bytes moved.
+    Bytes(usize),
+    /// Tail fetch: latency from the append's send time (carried in the payload) to delivery.
+    Delivered {
+        bytes: usize,
+        latency: Duration,
+    },
+    Nothing,
+}
+
+enum Failure {
+    /// The server refused this request; the run goes on.
+    Request(String),
+    /// The connection is gone.
+    Connection(String),
+}
+
+fn server_error(operation: &str, error: &wire::msg::ErrorResponse) -> Failure {
+    Failure::Request(format!(
+        "{operation}: {} detail={}: {}",
+        error.code, error.detail, error.message
+    ))
+}
+
+async fn ping_once(connection: &Connection, payload: &[u8]) -> Result<Measured, Failure> {
+    let frame = connection
+        .request(&PingRequest {}, payload)
+        .await
+        .map_err(|error| Failure::Connection(error.to_string()))?;
+    match decode_response::<PingResponse>(&frame) {
+        Ok(Ok(_)) => Ok(Measured::Bytes(payload.len())),
+        Ok(Err(error)) => Err(server_error("ping", &error)),
+        Err(error) => Err(Failure::Connection(error.to_string())),
+    }
+}
+
+async fn create_ranges(connection: &Connection, streams: &[StreamCursor]) -> Result<(), String> {
+    for stream in streams {
+        let request = CreateRangeRequest {
+            stream_id: stream.stream_id,
+            range_index: RangeIndex(0),
+            epoch: Epoch(0),
+            start_offset: Offset(0),
+            replicas: Vec::new(),
+        };
+        let frame = connection
+            .request(&request, &[])
+            .await
+            .map_err(|error| error.to_string())?;
+        match decode_response::<CreateRangeResponse>(&frame) {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) if error.code == ErrorCode::RangeAlreadyExists => {
+                return Err(format!(
+                    "range {}/0 already exists on the node; pick another --stream-base",
+                    stream.stream_id
+                ))
+            }
+            Ok(Err(error)) => {
+                return Err(format!(
+                    "create-range {}: {} {}",
+                    stream.stream_id, error.code, error.message
+                ))
+            }
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+    Ok(())
+}
+
+/// Builds one batch for the stream's next offset. The first 8 payload bytes carry the send time
+/// (nanoseconds since the recorder's origin) for tail-latency measurement.
+fn next_batch(
+    stream: &StreamCursor,
+    payload: &[u8],
+    recorder: &Recorder,
+) -> Result<(Offset, Bytes), Failure> {
+    let base = stream.next_offset.get();
+    stream.next_offset.set(base + 1);
+    let mut stamped;
+    let payload = if payload.len() >= 8 {
+        stamped = payload.to_vec();
+        stamped[..8].copy_from_slice(&recorder.nanos_since_origin().to_le_bytes());
+        &stamped[..]
+    } else {
+        payload
+    };
+    let batch = BatchBuilder::new(stream.stream_id, RangeIndex(0), Epoch(0), Offset(base))
+        .finish_with_payload(1, payload)
+        .map_err(|error| Failure::Request(error.to_string()))?;
+    Ok((Offset(base + 1), batch))
+}
+
+async fn append_to(
+    connection: &Connection,
+    stream: &StreamCursor,
+    payload: &[u8],
+    recorder: &Recorder,
+) -> Result<Measured, Failure> {
+    let (end, batch) = next_batch(stream, payload, recorder)?;
+    let request = AppendRequest {
+        stream_id: stream.stream_id,
+        range_index: RangeIndex(0),
+        epoch: Epoch(0),
+        // A single replica written directly: what this append makes durable is confirmed.
+        confirmed_offset: Some(end),
+    };
+    let frame = connection
+        .request(&request, &batch)
+        .await
+        .map_err(|error| Failure::Connection(error.to_string()))?;
+    match decode_response::<AppendResponse>(&frame) {
+        Ok(Ok(_)) => Ok(Measured::Bytes(payload.len())),
+        Ok(Err(error)) => {
+            stream.broken.set(true);
+            Err(server_error("append", &error))
+        }
+        Err(error) => Err(Failure::Connection(error.to_string())),
+    }
+}
+
+async fn append_once(
+    connection: &Connection,
+    streams: &[StreamCursor],
+    next_stream: &Cell<usize>,
+    payload: &[u8],
+    recorder: &Recorder,
+) -> Result<Measured, Failure> {
+    // Round-robin over this connection's streams, skipping broken ones.
+    for _ in 0..streams.len() {
+        let index = next_stream.get() % streams.len();
+        next_stream.set(index + 1);
+        let stream = &streams[index];
+        if !stream.broken.get() {
+            return append_to(connection, stream, payload, recorder).await;
+        }
+    }
+    Err(Failure::Connection(
+        "every stream of this connection failed an append".into(),
+    ))
+}
+
+async fn preload(
+    plan: &Plan,
+    connection: &Connection,
+    streams: &[StreamCursor],
+    recorder: &Recorder,
+) -> Result<(), String> {
+    let payload = vec![0x5Au8; plan.payload_bytes];
+    for stream in streams {
+        for _ in 0..plan.preload_batches {
+            match append_to(connection, stream, &payload, recorder).await {
+                Ok(_) => {}
+                Err(Failure::Request(message) | Failure::Connection(message)) => {
+                    return Err(format!("preload: {message}"))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Catch-up read: each loop walks its own streams from offset 0 to their end, then starts over.
+async fn fetch_catch_up_once(
+    plan: &Plan,
+    connection: &Connection,
+    streams: &[StreamCursor],
+    next_stream: &Cell<usize>,
+    positions: &mut [u64],
+) -> Result<Measured, Failure> {
+    if streams.is_empty() {
+        return Err(Failure::Connection("no stream for this connection".into()));
+    }
+    let index = next_stream.get() % streams.len();
+    next_stream.set(index + 1);
+    let stream = &streams[index];
+    if positions[index] >= stream.next_offset.get() {
+        positions[index] = 0;
+    }
+    let request = FetchRequest {
+        stream_id: stream.stream_id,
+        range_index: RangeIndex(0),
+        max_bytes: plan.fetch_max_bytes,
+        start_offset: Offset(positions[index]),
+        max_wait_ms: 0,
+    };
+    let frame = connection
+        .request(&request, &[])
+        .await
+        .map_err(|error| Failure::Connection(error.to_string()))?;
+    match decode_response::<FetchResponse>(&frame) {
+        Ok(Ok((_, payload))) => {
+            let mut bytes = 0;
+            for batch in BatchIter::new(payload) {
+                let batch =
+                    batch.map_err(|error| Failure::Request(format!("fetched batch: {error}")))?;
+                bytes += batch.header().payload_length as usize;
+                positions[index] = batch.header().next_offset().0;
+            }
+            Ok(Measured::Bytes(bytes))
+        }
+        Ok(Err(error)) => Err(server_error("fetch", &error)),
+        Err(error) => Err(Failure::Connection(error.to_string())),
+    }
+}
+
+/// Tail: loop 0 of each connection appends (closed loop, round-robin over the streams); every
+/// other loop long-polls its own share of the streams at their tail. Latency is from the
+/// append's send (stamped in the payload) to the fetch's delivery.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_tail_once(
+    plan: &Plan,
+    connection: &Connection,
+    streams: &[StreamCursor],
+    next_stream: &Cell<usize>,
+    loop_index: usize,
+    positions: &mut [u64],
+    payload: &[u8],
+    recorder: &Recorder,
+) -> Result<Measured, Failure> {
+    if loop_index == 0 {
+        return match append_once(connection, streams, next_stream, payload, recorder).await? {
+            Measured::Bytes(_) => Ok(Measured::Nothing),
+            other => Ok(other),
+        };
+    }
+    let readers = plan.in_flight - 1;
+    let mine: Vec<usize> = (0..streams.len())
+        .filter(|index| index % readers == loop_index - 1)
+        .collect();
+    if mine.is_empty() {
+        // More readers than streams: this loop has nothing to follow.
+        runtime::time::sleep(Duration::from_millis(10)).await;
+        return Ok(Measured::Nothing);
+    }
+    // Follow the stream whose reader is furthest behind the writer.
+    let index = *mine
+        .iter()
+        .max_by_key(|&&index| {
+            streams[index]
+                .next_offset
+                .get()
+                .saturating_sub(positions[index])
+        })
+        .unwrap_or(&mine[0]);
+    let stream = &streams[index];
+    let start_offset = positions[index];
+    let request = FetchRequest {
+        stream_id: stream.stream_id,
+        range_index: RangeIndex(0),
+        max_bytes: plan.fetch_max_bytes,
+        start_offset: Offset(start_offset),
+        max_wait_ms: plan.fetch_wait_ms,
+    };
+    let frame = connection
+        .request(&request, &[])
+        .await
+        .map_err(|error| Failure::Connection(error.to_string()))?;
+    let now = recorder.nanos_since_origin();
+    match decode_response::<FetchResponse>(&frame) {
+        Ok(Ok((_, payload))) => {
+            let mut bytes = 0;
+            let mut oldest_sent = None;
+            for batch in BatchIter::new(payload) {
+                let batch =
+                    batch.map_err(|error| Failure::Request(format!("fetched batch: {error}")))?;
+                let header = batch.header();
+                bytes += header.payload_length as usize;
+                positions[index] = positions[index].max(header.next_offset().0);
+                let body = batch.payload();
+                if let Some(stamp) = body.get(..8) {
+                    let sent = u64::from_le_bytes(stamp.try_into().unwrap_or([0; 8]));
+                    oldest_sent = Some(oldest_sent.map_or(sent, |oldest: u64| oldest.min(sent)));
+                }
+            }
+            match oldest_sent {
+                Some(sent) => Ok(Measured::Delivered {
+                    bytes,
+                    latency: Duration::from_nanos(now.saturating_sub(sent)),
+                }),
+                None => Ok(Measured::Nothing),
+            }
+        }
+        Ok(Err(error)) => Err(server_error("fetch", &error)),
+        Err(error) => Err(Failure::Connection(error.to_string())),
+    }
+}
