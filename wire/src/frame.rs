@@ -240,9 +240,11 @@ impl Frame {
         let frame_bytes = match check_prefix(&bytes, max_frame_bytes)? {
             PrefixCheck::Complete { frame_bytes } => frame_bytes,
             PrefixCheck::Incomplete { frame_bytes } => {
+                // frame_bytes is 0 while the length field itself is incomplete.
+                let known_bytes = frame_bytes.max(LENGTH_FIELD_BYTES);
                 return Err(DecodeError::Truncated {
-                    needed: frame_bytes.saturating_sub(bytes.len()).max(1),
-                })
+                    needed: known_bytes - bytes.len(),
+                });
             }
         };
         if frame_bytes != bytes.len() {
