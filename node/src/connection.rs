@@ -128,6 +128,7 @@ async fn read_loop(
     let mut decoder = Decoder::new(config.max_frame_size_bytes);
     let mut received = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut last_activity = Instant::now();
+    let mut spare_chunk: Option<Vec<u8>> = None;
     loop {
         // Decode what is buffered, up to the in-flight bound.
         loop {
@@ -161,36 +162,49 @@ async fn read_loop(
             }
         }
 
-        // Read more. A fresh chunk per read: if the read is cancelled (shutdown, idle timeout)
-        // only the empty chunk is parked with the kernel, never buffered frames.
-        let chunk = Vec::with_capacity(READ_CHUNK_BYTES);
-        let read = stream.read(chunk);
-        let shutdown = worker.shutdown.notified();
-        let outcome = match idle_timeout {
-            Some(idle) => {
-                let remaining = idle.saturating_sub(last_activity.elapsed());
-                runtime::time::timeout(remaining, race(read, shutdown))
-                    .await
-                    .ok()
+        // Read more, into a chunk that is reused from read to read. The read is cancelled only
+        // when the connection closes (shutdown, idle with nothing in flight): whatever it might
+        // still have received then is never answered, which the client learns from the GOAWAY.
+        // Idle time with requests in flight keeps polling the same read, so no byte is lost.
+        let chunk = spare_chunk
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK_BYTES));
+        let mut read = pin!(stream.read(chunk));
+        let (result, mut chunk) = loop {
+            if worker.is_shutting_down() {
+                return ReadEnd::Shutdown;
             }
-            None => Some(race(read, shutdown).await),
-        };
-        match outcome {
-            None => {
-                if shared.in_flight.get() == 0 {
-                    return ReadEnd::Idle;
+            let shutdown = worker.shutdown.notified();
+            let idle_wait = async {
+                match idle_timeout {
+                    Some(idle) => {
+                        runtime::time::sleep(idle.saturating_sub(last_activity.elapsed())).await
+                    }
+                    None => std::future::pending::<()>().await,
                 }
-                // A long-poll or slow append is still running: not idle.
-                last_activity = Instant::now();
+            };
+            match race(read.as_mut(), race(shutdown, idle_wait)).await {
+                Either::Left(done) => break done,
+                Either::Right(Either::Left(())) => return ReadEnd::Shutdown,
+                Either::Right(Either::Right(())) => {
+                    if shared.in_flight.get() == 0 {
+                        return ReadEnd::Idle;
+                    }
+                    // A long poll or a slow append is still running: not idle.
+                    last_activity = Instant::now();
+                }
             }
-            Some(Either::Right(())) => return ReadEnd::Shutdown,
-            Some(Either::Left((Ok(0), _))) => return ReadEnd::PeerClosed,
-            Some(Either::Left((Ok(count), chunk))) => {
+        };
+        match result {
+            Ok(0) => return ReadEnd::PeerClosed,
+            Ok(count) => {
                 worker.metrics.add(&worker.metrics.bytes_in, count as u64);
                 received.extend_from_slice(&chunk);
+                chunk.clear();
+                spare_chunk = Some(chunk);
                 last_activity = Instant::now();
             }
-            Some(Either::Left((Err(error), _))) => {
+            Err(error) => {
                 log::debug!("connection read failed: {error}");
                 return ReadEnd::Failed;
             }

@@ -453,6 +453,43 @@ fn garbage_on_one_connection_leaves_others_unaffected() {
         Bytes::from_static(b"still here")
     );
 
+    // An intact frame whose header does not parse gets MALFORMED_HEADER; the connection lives on.
+    let mut malformed = BytesMut::new();
+    wire::encode_frame(
+        &mut malformed,
+        wire::Opcode::Append,
+        wire::Flags::REQUEST,
+        78,
+        &[1, 2, 3],
+        &[],
+    )
+    .unwrap();
+    unknown.raw_stream().write_all(&malformed).unwrap();
+    let answer = unknown.wait_for(78).unwrap();
+    assert!(answer.is_error());
+    assert_eq!(
+        answer.error_response().unwrap().code,
+        ErrorCode::MalformedHeader
+    );
+    assert_eq!(
+        unknown.ping(b"again").unwrap(),
+        Bytes::from_static(b"again")
+    );
+
+    // A frame longer than the maximum is refused before anything is reserved for it.
+    let mut oversized = node.client();
+    let mut prefix = Vec::new();
+    prefix.extend_from_slice(&(32u32 << 20).to_le_bytes());
+    prefix.extend_from_slice(&wire::frame::MAGIC.to_le_bytes());
+    prefix.push(wire::frame::VERSION);
+    oversized.raw_stream().write_all(&prefix).unwrap();
+    let frame = oversized
+        .read_frame()
+        .expect("GOAWAY for the oversized frame");
+    let goaway: wire::msg::Goaway = frame.decode_message().unwrap();
+    assert_eq!(goaway.reason, GoawayReason::ProtocolError);
+    assert!(oversized.read_frame().is_err(), "closed after the GOAWAY");
+
     // Garbage: the node sends GOAWAY(PROTOCOL_ERROR) and closes that connection.
     let mut garbage = node.client();
     garbage.raw_stream().write_all(&[0xAB; 64]).unwrap();
@@ -470,7 +507,11 @@ fn garbage_on_one_connection_leaves_others_unaffected() {
     let batch = make_batch(41, 0, 1, 0, 1, 16);
     healthy.append(41, 0, 1, &batch, Some(1)).unwrap();
     assert_eq!(healthy.fetch(41, 0, 0, 1024, 0).unwrap().1, batch);
-    assert!(node.metrics().contains("es_bad_frames_total 2"));
+    assert!(
+        node.metrics().contains("es_bad_frames_total 4"),
+        "{}",
+        node.metrics()
+    );
 }
 
 #[test]

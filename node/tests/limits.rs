@@ -88,6 +88,19 @@ fn idle_connection_gets_goaway_then_closes() {
         "the connection closes after the GOAWAY"
     );
 
+    // A long poll longer than the idle timeout keeps its connection.
+    let mut writer = node.client();
+    writer.create_range(71, 0, 1, 0).unwrap();
+    let mut polling = node.client();
+    let (_, payload) = polling
+        .fetch(71, 0, 0, 1024, 800)
+        .expect("long poll answered");
+    assert!(payload.is_empty());
+    assert!(polling.goaway.is_none(), "closed during a long poll");
+    polling
+        .ping(b"alive")
+        .expect("connection still open after the long poll");
+
     // A connection in use is not idle.
     let mut busy = node.client();
     for _ in 0..6 {
