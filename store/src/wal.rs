@@ -1439,8 +1439,9 @@ impl Wal {
             drop(segment);
             self.cache.remove_segment(start, start + self.segment_size);
             let old_path = layout::segment_path(&self.wal_directory, start);
-            let recycle =
-                self.ready_ahead() < self.config.preallocated_segments && self.prewrite.is_none();
+            // Recycled files need no write-through, so up to twice the pool is kept that way.
+            let recycle = self.ready_ahead() < 2 * self.config.preallocated_segments
+                && self.prewrite.is_none();
             let outcome = if recycle {
                 let new_start = self.next_segment_to_prepare();
                 let new_path = layout::segment_path(&self.wal_directory, new_start);
