@@ -574,3 +574,105 @@ async fn fetch_tail_once(
         Err(error) => Err(Failure::Connection(error.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A PING server on a plain thread: answers every request it can decode, until the client
+    /// closes.
+    fn ping_server() -> (SocketAddr, std::thread::JoinHandle<u64>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let thread = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut decoder = wire::Decoder::default();
+            let mut received = bytes::BytesMut::new();
+            let mut chunk = [0u8; 16 * 1024];
+            let mut answered = 0;
+            loop {
+                let read = match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => return answered,
+                    Ok(read) => read,
+                };
+                received.extend_from_slice(&chunk[..read]);
+                let mut out = Vec::new();
+                while let Ok(Some(frame)) = decoder.decode(&mut received) {
+                    wire::encode_response(
+                        &mut out,
+                        frame.request_id,
+                        &PingResponse {},
+                        &frame.payload,
+                    )
+                    .unwrap();
+                    answered += 1;
+                }
+                if stream.write_all(&out).is_err() {
+                    return answered;
+                }
+            }
+        });
+        (address, thread)
+    }
+
+    #[test]
+    fn a_counted_ping_run_records_every_request() {
+        let (address, server) = ping_server();
+        let plan = Plan {
+            kind: Kind::Ping,
+            address,
+            connections: 1,
+            in_flight: 4,
+            payload_bytes: 16,
+            streams: 0,
+            stream_base: 0,
+            rate: None,
+            preload_batches: 0,
+            fetch_max_bytes: 1 << 20,
+            fetch_wait_ms: 0,
+        };
+        let recorder = Arc::new(Recorder::new(Some(200)));
+        recorder.measuring.store(true, Ordering::Relaxed);
+        let mut runtime = runtime::Runtime::new().unwrap();
+        runtime.block_on(run_thread(plan, vec![0], Arc::clone(&recorder)));
+        drop(runtime);
+        assert_eq!(recorder.errors.load(Ordering::Relaxed), 0);
+        assert_eq!(recorder.operations.load(Ordering::Relaxed), 200);
+        assert_eq!(recorder.payload_bytes.load(Ordering::Relaxed), 200 * 16);
+        assert_eq!(recorder.total.lock().unwrap().len(), 200);
+        assert_eq!(server.join().unwrap(), 200);
+    }
+
+    #[test]
+    fn open_loop_latency_counts_from_the_intended_send_time() {
+        let (address, server) = ping_server();
+        // 50 requests at 500/s take about 100 ms; nothing is sent early.
+        let plan = Plan {
+            kind: Kind::Ping,
+            address,
+            connections: 1,
+            in_flight: 2,
+            payload_bytes: 0,
+            streams: 0,
+            stream_base: 0,
+            rate: Some(500.0),
+            preload_batches: 0,
+            fetch_max_bytes: 1 << 20,
+            fetch_wait_ms: 0,
+        };
+        let recorder = Arc::new(Recorder::new(Some(50)));
+        recorder.measuring.store(true, Ordering::Relaxed);
+        let start = Instant::now();
+        let mut runtime = runtime::Runtime::new().unwrap();
+        runtime.block_on(run_thread(plan, vec![0], Arc::clone(&recorder)));
+        drop(runtime);
+        assert!(
+            start.elapsed() >= Duration::from_millis(90),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(recorder.operations.load(Ordering::Relaxed), 50);
+        server.join().unwrap();
+    }
+}
