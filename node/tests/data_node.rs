@@ -546,3 +546,75 @@ fn command_line_reports_usage_and_config_errors_with_exit_code_2() {
 fn crc32c_of(bytes: &[u8]) -> u32 {
     crc32c::crc32c(bytes)
 }
+
+#[test]
+fn sigkill_mid_append_loses_no_acknowledged_batch() {
+    let (_root, data) = temp_data_dir();
+    // Every batch acknowledged in any round, by base offset.
+    let mut acknowledged: std::collections::BTreeMap<u64, Bytes> =
+        std::collections::BTreeMap::new();
+    for round in 0..3 {
+        let mut node = Node::start(&data);
+        let address = node.address;
+        let mut client = node.client();
+        let next = if round == 0 {
+            client.create_range(81, 0, 1, 0).unwrap();
+            0
+        } else {
+            let (described, _) = client.describe(81, 0).unwrap();
+            described.range.next_offset.expect("next offset").0
+        };
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer_stop = std::sync::Arc::clone(&stop);
+        let writer = std::thread::spawn(move || {
+            let mut client = Client::connect(address).unwrap();
+            let mut done = Vec::new();
+            let mut base = next;
+            // Eight appends in flight at a time, until the node dies.
+            let mut in_flight = std::collections::VecDeque::new();
+            loop {
+                while in_flight.len() < 8 && !writer_stop.load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    let batch = make_batch(81, 0, 1, base, 2, 300);
+                    let Ok(id) = client.send(&common::append_request(81, 0, 1, None), &batch)
+                    else {
+                        return done;
+                    };
+                    in_flight.push_back((id, base, batch));
+                    base += 2;
+                }
+                let Some((id, base, batch)) = in_flight.pop_front() else {
+                    return done;
+                };
+                match client.wait_for(id) {
+                    Ok(frame) if !frame.is_error() => done.push((base, batch)),
+                    _ => return done,
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(150 + 100 * round));
+        node.signal(libc::SIGKILL);
+        node.wait_exit(Duration::from_secs(10)).expect("killed");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let done = writer.join().expect("writer thread");
+        assert!(
+            !done.is_empty(),
+            "round {round}: nothing acknowledged before the kill"
+        );
+        acknowledged.extend(done);
+    }
+    let node = Node::start(&data);
+    let mut client = node.client();
+    client.seal(81, 0, 1, None).unwrap();
+    let stored: std::collections::BTreeMap<u64, Bytes> = fetch_all(&mut client, 81, 0)
+        .into_iter()
+        .map(|batch| (split_batches(&batch)[0].0, batch))
+        .collect();
+    for (base, batch) in &acknowledged {
+        assert_eq!(
+            stored.get(base),
+            Some(batch),
+            "acknowledged batch at offset {base} lost or changed"
+        );
+    }
+}
