@@ -27,6 +27,9 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(100, 10_000_000_000, 3).expect("valid bounds")
 }
 
+/// One benchmark case: runs the given number of round trips, returns their latencies.
+type Case = fn(u64) -> Histogram<u64>;
+
 fn main() {
     let rounds: u64 = std::env::var("MAILBOX_ROUNDS")
         .ok()
@@ -36,7 +39,7 @@ fn main() {
         "Wake-a-sleeping-thread round trips: {rounds} per case, pinger on cpu {PING_CPU}, echo \
          on cpu {ECHO_CPU}"
     );
-    let cases: [(&str, fn(u64) -> Histogram<u64>); 4] = [
+    let cases: [(&str, Case); 4] = [
         ("mailbox thread<->thread", run_mailbox_threads),
         ("mailbox thread<->runtime", run_mailbox_runtime),
         ("std mpsc channel", run_std_channel),
