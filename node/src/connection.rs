@@ -351,9 +351,10 @@ async fn write_loop(
             }
             continue;
         }
+        // Counted before the write, so a client that has its answer sees it in the metrics.
         let bytes: usize = frames.iter().map(Bytes::len).sum();
-        let (result, _) = stream.writev_all(frames).await;
         metrics.add(&metrics.bytes_out, bytes as u64);
+        let (result, _) = stream.writev_all(frames).await;
         if let Err(error) = result {
             log::debug!("connection write failed: {error}");
             shared.broken.set(true);

@@ -245,7 +245,11 @@ impl Client {
                 Err(error) => return Err(std::io::Error::other(error.to_string())),
             }
             let mut chunk = [0u8; 64 * 1024];
-            let count = self.stream.read(&mut chunk)?;
+            let count = match self.stream.read(&mut chunk) {
+                Ok(count) => count,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            };
             if count == 0 {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
