@@ -335,6 +335,18 @@ async fn worker_main(setup: WorkerSetup) -> Result<(), String> {
         let durable_end = worker.storage.durable_end(key).unwrap_or(record.start);
         worker.install_range(record, durable_end);
     }
+    for key in worker.storage.ranges() {
+        if !worker.contains_range(key) {
+            log::warn!(
+                "worker {index}: the WAL holds data of range {}-{} but no range file names it; \
+                 its data is not served (restore ranges/{}-{}.range to serve it)",
+                key.0,
+                key.1,
+                key.0,
+                key.1
+            );
+        }
+    }
 
     let depths: Rc<Vec<std::cell::Cell<usize>>> =
         Rc::new(inbound.iter().map(|_| std::cell::Cell::new(0)).collect());

@@ -112,6 +112,20 @@ impl Storage {
         }
     }
 
+    /// Every range the store holds data of for this worker.
+    pub fn ranges(&self) -> Vec<RangeKey> {
+        self.handle
+            .ranges()
+            .into_iter()
+            .map(|(key, _)| {
+                (
+                    wire::StreamId(key.stream_id),
+                    wire::RangeIndex(key.range_index),
+                )
+            })
+            .collect()
+    }
+
     /// Requests this worker has at the IO thread.
     pub fn in_flight(&self) -> usize {
         self.handle.in_flight()
