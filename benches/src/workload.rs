@@ -72,6 +72,8 @@ pub struct Recorder {
     pub origin: Instant,
     /// Connections done with their setup (ranges created, data preloaded).
     pub ready: AtomicU64,
+    /// Stamp each appended payload with its send time (tail reads measure delivery with it).
+    pub stamp_payloads: AtomicBool,
 }
 
 impl Recorder {
@@ -88,6 +90,7 @@ impl Recorder {
             interval: Mutex::new(new_histogram()),
             origin: Instant::now(),
             ready: AtomicU64::new(0),
+            stamp_payloads: AtomicBool::new(false),
         }
     }
 
@@ -154,6 +157,9 @@ fn streams_of(plan: &Plan, connection_index: usize) -> Vec<StreamCursor> {
 /// Runs the connections `connection_indexes` of the plan on the current runtime until the
 /// recorder says stop. Returns when every loop has finished.
 pub async fn run_thread(plan: Plan, connection_indexes: Vec<usize>, recorder: Arc<Recorder>) {
+    if plan.kind == Kind::FetchTail {
+        recorder.stamp_payloads.store(true, Ordering::Relaxed);
+    }
     let mut handles = Vec::new();
     for connection_index in connection_indexes {
         let plan = plan.clone();
@@ -357,19 +363,21 @@ async fn create_ranges(connection: &Connection, streams: &[StreamCursor]) -> Res
     Ok(())
 }
 
-/// Builds one batch for the stream's next offset. The first 8 payload bytes carry the send time
-/// (nanoseconds since the recorder's origin) for tail-latency measurement.
+/// Builds one batch for the stream's next offset. With `stamp`, the first 8 payload bytes carry
+/// the send time (nanoseconds since the recorder's origin) for tail-latency measurement.
 fn next_batch(
     stream: &StreamCursor,
     payload: &[u8],
+    stamp: bool,
     recorder: &Recorder,
 ) -> Result<(Offset, Bytes), Failure> {
     let base = stream.next_offset.get();
     stream.next_offset.set(base + 1);
-    let mut stamped;
-    let payload = if payload.len() >= 8 {
-        stamped = payload.to_vec();
-        stamped[..8].copy_from_slice(&recorder.nanos_since_origin().to_le_bytes());
+    let stamped;
+    let payload = if stamp && payload.len() >= 8 {
+        let mut copy = payload.to_vec();
+        copy[..8].copy_from_slice(&recorder.nanos_since_origin().to_le_bytes());
+        stamped = copy;
         &stamped[..]
     } else {
         payload
@@ -386,7 +394,8 @@ async fn append_to(
     payload: &[u8],
     recorder: &Recorder,
 ) -> Result<Measured, Failure> {
-    let (end, batch) = next_batch(stream, payload, recorder)?;
+    let stamp = recorder.stamp_payloads.load(Ordering::Relaxed);
+    let (end, batch) = next_batch(stream, payload, stamp, recorder)?;
     let request = AppendRequest {
         stream_id: stream.stream_id,
         range_index: RangeIndex(0),
@@ -395,7 +404,7 @@ async fn append_to(
         confirmed_offset: Some(end),
     };
     let frame = connection
-        .request(&request, &batch)
+        .request_bytes(&request, batch)
         .await
         .map_err(|error| Failure::Connection(error.to_string()))?;
     match decode_response::<AppendResponse>(&frame) {

@@ -27,6 +27,8 @@ use crate::conn::{goaway_error, ClientError, MAX_FRAME_BYTES};
 
 /// Room reserved in the receive buffer before each read.
 const READ_RESERVE_BYTES: usize = 256 * 1024;
+/// Payloads at least this large are sent by vectored write instead of being copied.
+const ZERO_COPY_MIN_BYTES: usize = 4096;
 /// Requests in flight per connection when not configured otherwise.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
@@ -46,13 +48,39 @@ struct State {
     next_request_id: u64,
     max_in_flight: usize,
     pending: HashMap<u64, Slot>,
-    /// Frames encoded and not yet handed to the kernel.
-    outgoing: BytesMut,
+    /// Frames (or parts of frames) ready to send, in order.
+    outgoing: Vec<Bytes>,
+    /// Small frames are encoded back to back here, then moved to `outgoing` as one piece.
+    small: BytesMut,
     writer_waker: Option<Waker>,
     /// Requests waiting for an in-flight slot.
     slot_waiters: VecDeque<Waker>,
     /// Set once the connection failed or the server said GOAWAY; every later request fails.
     closed: Option<String>,
+}
+
+impl State {
+    fn take_request_id(&mut self) -> u64 {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        request_id
+    }
+
+    /// Moves the small frames encoded so far to the send queue, keeping their order.
+    fn flush_small(&mut self) {
+        if !self.small.is_empty() {
+            let frames = self.small.split().freeze();
+            self.outgoing.push(frames);
+        }
+    }
+
+    /// Registers the request as pending and wakes the writer.
+    fn register(&mut self, request_id: u64) {
+        self.pending.insert(request_id, Slot::default());
+        if let Some(waker) = self.writer_waker.take() {
+            waker.wake();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -80,7 +108,8 @@ impl Connection {
                 next_request_id: 1,
                 max_in_flight: max_in_flight.max(1),
                 pending: HashMap::new(),
-                outgoing: BytesMut::with_capacity(64 * 1024),
+                outgoing: Vec::new(),
+                small: BytesMut::with_capacity(64 * 1024),
                 writer_waker: None,
                 slot_waiters: VecDeque::new(),
                 closed: None,
@@ -107,7 +136,8 @@ impl Connection {
 
     /// Sends `message` with `payload` and resolves to the response frame (an error response
     /// is a frame too: check [`Frame::is_error`]). Waits for a slot first when
-    /// `max_in_flight` requests are outstanding.
+    /// `max_in_flight` requests are outstanding. The payload is copied into the send buffer;
+    /// see [`Connection::request_bytes`] for large ones.
     pub async fn request<M: Message>(
         &self,
         message: &M,
@@ -116,13 +146,46 @@ impl Connection {
         self.wait_for_slot().await?;
         let request_id = {
             let mut state = self.shared.state.borrow_mut();
-            let request_id = state.next_request_id;
-            state.next_request_id += 1;
-            wire::encode_request(&mut state.outgoing, request_id, message, payload)?;
-            state.pending.insert(request_id, Slot::default());
-            if let Some(waker) = state.writer_waker.take() {
-                waker.wake();
-            }
+            let request_id = state.take_request_id();
+            wire::encode_request(&mut state.small, request_id, message, payload)?;
+            state.register(request_id);
+            request_id
+        };
+        ResponseFuture {
+            shared: Rc::clone(&self.shared),
+            request_id,
+            done: false,
+        }
+        .await
+    }
+
+    /// Like [`Connection::request`], but a large payload is sent from `payload` itself by
+    /// vectored write, never copied.
+    pub async fn request_bytes<M: Message>(
+        &self,
+        message: &M,
+        payload: Bytes,
+    ) -> Result<Frame, ClientError> {
+        if payload.len() < ZERO_COPY_MIN_BYTES {
+            return self.request(message, &payload).await;
+        }
+        self.wait_for_slot().await?;
+        let request_id = {
+            let mut state = self.shared.state.borrow_mut();
+            let request_id = state.take_request_id();
+            state.flush_small();
+            let mut scratch = BytesMut::with_capacity(128);
+            let parts = wire::encode_parts(
+                &mut scratch,
+                wire::Flags::REQUEST,
+                request_id,
+                message,
+                payload,
+            )?;
+            state.outgoing.push(parts.head);
+            state.outgoing.push(parts.payload);
+            state.outgoing.push(Bytes::copy_from_slice(&parts.trailer));
+            state.register(request_id);
             request_id
         };
         ResponseFuture {
@@ -259,18 +322,18 @@ impl Drop for ResponseFuture {
 }
 
 async fn write_loop(shared: Rc<Shared>) {
-    let mut spare = BytesMut::with_capacity(64 * 1024);
+    let mut spare: Vec<Bytes> = Vec::new();
     loop {
         let batch = std::future::poll_fn(|context| {
             let mut state = shared.state.borrow_mut();
             if state.closed.is_some() {
                 return Poll::Ready(None);
             }
+            state.flush_small();
             if state.outgoing.is_empty() {
                 state.writer_waker = Some(context.waker().clone());
                 return Poll::Pending;
             }
-            spare.clear();
             Poll::Ready(Some(std::mem::replace(
                 &mut state.outgoing,
                 std::mem::take(&mut spare),
@@ -280,7 +343,8 @@ async fn write_loop(shared: Rc<Shared>) {
         let Some(batch) = batch else {
             return;
         };
-        let (result, mut returned) = shared.stream.write_all(batch).await;
+        // Everything queued since the last write goes out in one sendmsg.
+        let (result, mut returned) = shared.stream.writev_all(batch).await;
         if let Err(error) = result {
             fail_all(&shared, format!("write failed: {error}"));
             return;

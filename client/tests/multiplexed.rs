@@ -151,3 +151,41 @@ fn in_flight_requests_never_exceed_the_bound() {
         "server saw {most_unanswered} requests at once"
     );
 }
+
+#[test]
+fn large_payloads_sent_without_copy_arrive_intact_and_in_order() {
+    const REQUESTS: usize = 6;
+    let (address, server) = reversing_server(REQUESTS);
+    let mut runtime = Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let connection = Rc::new(Connection::connect(address, 16).await.unwrap());
+        let tasks: Vec<_> = (0..REQUESTS)
+            .map(|index| {
+                let connection = Rc::clone(&connection);
+                runtime::spawn(async move {
+                    // Alternate small (copied) and large (vectored) requests on one connection.
+                    let length = if index % 2 == 0 {
+                        100 + index
+                    } else {
+                        20_000 + index
+                    };
+                    let payload: Vec<u8> =
+                        (0..length).map(|byte| (byte * 7 + index) as u8).collect();
+                    let frame = connection
+                        .request_bytes(&PingRequest {}, bytes::Bytes::from(payload.clone()))
+                        .await
+                        .expect("response");
+                    assert_eq!(
+                        frame.payload.as_ref(),
+                        payload.as_slice(),
+                        "request {index}"
+                    );
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await;
+        }
+    });
+    server.join().unwrap();
+}
