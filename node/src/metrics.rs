@@ -73,12 +73,11 @@ pub enum Stage {
     FetchWait,
     /// Reading the batches from the store.
     FetchRead,
-    FetchReply,
     FetchTotal,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 10] = [
+    pub const ALL: [Stage; 9] = [
         Stage::AppendQueue,
         Stage::AppendWrite,
         Stage::AppendSync,
@@ -87,7 +86,6 @@ impl Stage {
         Stage::FetchQueue,
         Stage::FetchWait,
         Stage::FetchRead,
-        Stage::FetchReply,
         Stage::FetchTotal,
     ];
 
@@ -101,7 +99,6 @@ impl Stage {
             Stage::FetchQueue => ("fetch", "queue"),
             Stage::FetchWait => ("fetch", "wait"),
             Stage::FetchRead => ("fetch", "read"),
-            Stage::FetchReply => ("fetch", "reply"),
             Stage::FetchTotal => ("fetch", "total"),
         }
     }
