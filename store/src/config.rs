@@ -73,6 +73,10 @@ pub struct StoreConfig {
     pub checkpoint_interval_ms: u64,
     /// CPU the IO thread is pinned to.
     pub io_thread_cpu: Option<usize>,
+    /// Fault injection for tests: (n, result) makes the n-th group write (from 0) complete
+    /// with `result` (a negative errno, or a short byte count) after the real write ran.
+    #[doc(hidden)]
+    pub inject_group_write_results: Vec<(u64, i32)>,
 }
 
 impl StoreConfig {
@@ -91,6 +95,7 @@ impl StoreConfig {
             read_block_size_bytes: 1 << 20,
             checkpoint_interval_ms: 60_000,
             io_thread_cpu: None,
+            inject_group_write_results: Vec::new(),
         }
     }
 

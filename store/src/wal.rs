@@ -112,6 +112,10 @@ impl Group {
 }
 
 struct InFlightGroup {
+    /// Counts submitted groups from 0 (fault injection names groups by it).
+    sequence: u64,
+    /// Bytes written, from `group.page_start`.
+    write_len: usize,
     group: Group,
     /// Completions still expected (write, and sync unless `sync: never`).
     awaiting: u8,
@@ -234,6 +238,9 @@ pub(crate) struct Wal {
     tail_page: Vec<u8>,
     staging: Group,
     in_flight: Option<InFlightGroup>,
+    groups_submitted: u64,
+    /// A failed group's write may have reached the disk up to here; the next group zeroes it.
+    dirty_until: WalPosition,
     spare_buffer: Option<AlignedBuf>,
     loads: Slab<BlockLoad>,
     loads_by_block: HashMap<WalPosition, usize>,
@@ -330,6 +337,8 @@ impl Wal {
             tail_page: Vec::new(),
             staging,
             in_flight: None,
+            groups_submitted: 0,
+            dirty_until: 0,
             spare_buffer: Some(AlignedBuf::zeroed(group_capacity)),
             loads: Slab::new(),
             loads_by_block: HashMap::new(),
@@ -801,7 +810,14 @@ impl Wal {
             },
         );
         let used = group.used_bytes();
-        let write_len = used.next_multiple_of(PAGE_BYTES);
+        let mut write_len = used.next_multiple_of(PAGE_BYTES);
+        if self.dirty_until > group.page_start {
+            // A failed group may have reached the disk after all: overwrite its whole extent
+            // with zeros so none of its records can turn up behind the new tail.
+            let segment_end = self.segment_start(group.page_start) + self.segment_size;
+            let dirty = (self.dirty_until.min(segment_end) - group.page_start) as usize;
+            write_len = write_len.max(dirty.next_multiple_of(PAGE_BYTES).min(group.buffer.len()));
+        }
         group.buffer[used..write_len].fill(0);
         let segment_start = self.segment_start(group.page_start);
         if group.sealed {
@@ -843,7 +859,11 @@ impl Wal {
             // SAFETY: no buffers.
             unsafe { self.push(&data_sync) };
         }
+        let sequence = self.groups_submitted;
+        self.groups_submitted += 1;
         self.in_flight = Some(InFlightGroup {
+            sequence,
+            write_len,
             group,
             awaiting: if sync { 2 } else { 1 },
             error: None,
@@ -855,7 +875,14 @@ impl Wal {
         let Some(in_flight) = self.in_flight.as_mut() else {
             return;
         };
-        let expected = in_flight.group.used_bytes().next_multiple_of(PAGE_BYTES);
+        let expected = in_flight.write_len;
+        let sequence = in_flight.sequence;
+        let result = self
+            .config
+            .inject_group_write_results
+            .iter()
+            .find(|(group, _)| *group == sequence)
+            .map_or(result, |(_, injected)| *injected);
         if result < 0 {
             in_flight.error = Some(Error::errno(
                 format!("WAL write at position {}", in_flight.group.page_start),
@@ -899,10 +926,18 @@ impl Wal {
     }
 
     fn finish_group(&mut self) {
-        let Some(InFlightGroup { group, error, .. }) = self.in_flight.take() else {
+        let Some(InFlightGroup {
+            group,
+            error,
+            write_len,
+            ..
+        }) = self.in_flight.take()
+        else {
             return;
         };
+        let written_until = group.page_start + write_len as u64;
         if let Some(error) = error {
+            self.dirty_until = self.dirty_until.max(written_until);
             self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
             log::error!("store: {error}; failing the group and everything staged after it");
             for entry in &group.entries {
@@ -928,9 +963,12 @@ impl Wal {
         let used = group.used_bytes();
         self.stats
             .wal_bytes_written
-            .fetch_add(used.next_multiple_of(PAGE_BYTES) as u64, Ordering::Relaxed);
+            .fetch_add(write_len as u64, Ordering::Relaxed);
         self.stats.groups.fetch_add(1, Ordering::Relaxed);
         debug_assert_eq!(group.start, self.durable, "groups complete in WAL order");
+        if written_until >= self.dirty_until {
+            self.dirty_until = 0;
+        }
         if group.sealed {
             self.durable = self.segment_start(group.page_start) + self.segment_size;
             self.tail_page.clear();
