@@ -117,14 +117,16 @@ impl RangeState {
         }
     }
 
-    /// A range rebuilt after a restart: `durable_end` is what the store recovered. The confirmed
-    /// offset restarts at `start` (it was never persisted): readers of an open range wait for
-    /// the writer's next report, which is safe; a sealed range is readable up to its end.
+    /// A range rebuilt after a restart: `durable_end` is what the store recovered, `confirmed`
+    /// the writer's confirmed offset as last persisted (at the last clean shutdown; the start
+    /// after a crash, so readers of an open range wait for the writer's next report, which is
+    /// safe). A sealed range is readable up to its end either way.
     pub fn recovered(
         epoch: Epoch,
         start: Offset,
         durable_end: Offset,
         end: Option<Offset>,
+        confirmed: Offset,
     ) -> RangeState {
         assert!(
             durable_end >= start,
@@ -133,6 +135,7 @@ impl RangeState {
         let mut state = RangeState::new(epoch, start);
         state.next = durable_end;
         state.durable_end = durable_end;
+        state.writer_confirmed = confirmed.max(start);
         state.end = end;
         state
     }
@@ -534,14 +537,18 @@ mod tests {
 
     #[test]
     fn recovered_range_resumes_at_its_durable_end() {
-        let range = RangeState::recovered(3, 0, 42, None);
+        let range = RangeState::recovered(3, 0, 42, None, 0);
         assert_eq!(range.next(), 42);
+        assert_eq!(range.fetch_limit(), 0, "nothing confirmed before the crash");
+        let confirmed = RangeState::recovered(3, 0, 42, None, 40);
         assert_eq!(
-            range.fetch_limit(),
-            0,
-            "confirmed offset is not trusted across restarts"
+            confirmed.fetch_limit(),
+            40,
+            "confirmed offset persisted at shutdown"
         );
-        let sealed = RangeState::recovered(3, 0, 42, Some(42));
+        let beyond = RangeState::recovered(3, 0, 42, None, 50);
+        assert_eq!(beyond.fetch_limit(), 42, "never above the durable end");
+        let sealed = RangeState::recovered(3, 0, 42, Some(42), 0);
         assert_eq!(sealed.fetch_limit(), 42);
     }
 }

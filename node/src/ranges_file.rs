@@ -2,24 +2,27 @@
 //!
 //! One small file per range under `<data-dir>/ranges/`, named `<stream>-<index>.range`. The
 //! WAL holds the batches; these files hold what the WAL cannot tell: that a range exists (even
-//! empty), its start, its epoch and whether it is sealed and where. A change rewrites the file
+//! empty), its start, its epoch, whether it is sealed and where, and the confirmed offset as of
+//! the last clean shutdown (so readers of an open range need not wait for the writer's next
+//! report after a restart). A change rewrites the file
 //! atomically: write `<name>.tmp`, fsync it, rename over the old file, fsync the directory. A
 //! crash leaves either the old or the new file, never a mix; a leftover `.tmp` is deleted at
 //! start. Every file carries a CRC32C, so a damaged file stops the node with its name instead of
 //! resurrecting a wrong range.
 //!
-//! Layout (little endian, 56 bytes):
+//! Layout (little endian, 64 bytes):
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 0..8 | magic `ESRANGE1` |
+//! | 0..8 | magic `ESRANGE2` |
 //! | 8..16 | stream id |
 //! | 16..24 | range index |
 //! | 24..32 | epoch |
 //! | 32..40 | start offset |
 //! | 40..44 | flags: bit 0 = sealed |
 //! | 44..52 | end offset (0 unless sealed) |
-//! | 52..56 | CRC32C of bytes 0..52 |
+//! | 52..60 | confirmed offset (the start when unknown) |
+//! | 60..64 | CRC32C of bytes 0..60 |
 //!
 //! Files are per range so that workers, each owning its ranges, never write the same file.
 
@@ -28,8 +31,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"ESRANGE1";
-const FILE_SIZE: usize = 56;
+const MAGIC: &[u8; 8] = b"ESRANGE2";
+const FILE_SIZE: usize = 64;
+const CRC_AT: usize = 60;
 const FLAG_SEALED: u32 = 1;
 const SUFFIX: &str = ".range";
 const TEMP_SUFFIX: &str = ".range.tmp";
@@ -43,6 +47,8 @@ pub struct RangeRecord {
     pub start: u64,
     /// `Some(end)` once sealed.
     pub end: Option<u64>,
+    /// Highest offset the writer confirmed, as last persisted; the start when unknown.
+    pub confirmed: u64,
 }
 
 impl RangeRecord {
@@ -56,8 +62,9 @@ impl RangeRecord {
         let flags = if self.end.is_some() { FLAG_SEALED } else { 0 };
         bytes[40..44].copy_from_slice(&flags.to_le_bytes());
         bytes[44..52].copy_from_slice(&self.end.unwrap_or(0).to_le_bytes());
-        let checksum = crc32c::crc32c(&bytes[0..52]);
-        bytes[52..56].copy_from_slice(&checksum.to_le_bytes());
+        bytes[52..60].copy_from_slice(&self.confirmed.to_le_bytes());
+        let checksum = crc32c::crc32c(&bytes[0..CRC_AT]);
+        bytes[CRC_AT..FILE_SIZE].copy_from_slice(&checksum.to_le_bytes());
         bytes
     }
 
@@ -66,10 +73,10 @@ impl RangeRecord {
             return Err(format!("expected {FILE_SIZE} bytes, found {}", bytes.len()));
         }
         if &bytes[0..8] != MAGIC {
-            return Err("expected magic ESRANGE1".to_string());
+            return Err("expected magic ESRANGE2".to_string());
         }
-        let stored = u32::from_le_bytes(bytes[52..56].try_into().expect("4 bytes"));
-        let computed = crc32c::crc32c(&bytes[0..52]);
+        let stored = u32::from_le_bytes(bytes[CRC_AT..FILE_SIZE].try_into().expect("4 bytes"));
+        let computed = crc32c::crc32c(&bytes[0..CRC_AT]);
         if stored != computed {
             return Err(format!(
                 "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
@@ -86,7 +93,14 @@ impl RangeRecord {
             epoch: word(24),
             start: word(32),
             end: (flags & FLAG_SEALED != 0).then(|| word(44)),
+            confirmed: word(52),
         };
+        if record.confirmed < record.start {
+            return Err(format!(
+                "confirmed offset {} below start {}",
+                record.confirmed, record.start
+            ));
+        }
         if let Some(end) = record.end {
             if end < record.start {
                 return Err(format!("end {end} below start {}", record.start));
@@ -206,6 +220,7 @@ mod tests {
             epoch: 3,
             start: 100,
             end: None,
+            confirmed: 100,
         }
     }
 
@@ -257,7 +272,7 @@ mod tests {
             .load()
             .unwrap_err()
             .reason
-            .contains("expected 56 bytes"));
+            .contains("expected 64 bytes"));
     }
 
     #[test]
@@ -285,13 +300,15 @@ mod tests {
             epoch: 3,
             start: 4,
             end: Some(5),
+            confirmed: 5,
         };
         let bytes = record.encode();
-        assert_eq!(&bytes[0..8], b"ESRANGE1");
+        assert_eq!(&bytes[0..8], b"ESRANGE2");
         assert_eq!(bytes[8], 1);
         assert_eq!(bytes[16], 2);
         assert_eq!(bytes[40], 1, "sealed flag");
         assert_eq!(bytes[44], 5);
+        assert_eq!(bytes[52], 5, "confirmed offset");
         assert_eq!(RangeRecord::decode(&bytes).unwrap(), record);
     }
 }

@@ -424,6 +424,7 @@ async fn worker_main(setup: WorkerSetup) -> Result<(), String> {
             closed.await;
         }
     }
+    worker.persist_confirmed_offsets();
     // Keep answering requests other workers forward until every worker has drained.
     drained_workers.fetch_add(1, Ordering::AcqRel);
     while drained_workers.load(Ordering::Acquire) < workers {

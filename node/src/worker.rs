@@ -149,6 +149,7 @@ impl Worker {
             record.start,
             durable_end.max(record.start),
             record.end,
+            record.confirmed,
         );
         let key = (
             StreamId(record.stream_id),
@@ -163,6 +164,44 @@ impl Worker {
         );
         self.metrics
             .set(&self.metrics.ranges, self.ranges.borrow().len() as u64);
+    }
+
+    /// What the range file of `key` should hold now.
+    pub fn range_record(&self, key: RangeKey) -> Option<RangeRecord> {
+        self.with_range(key, |entry| RangeRecord {
+            stream_id: key.0 .0,
+            range_index: u64::from(key.1 .0),
+            epoch: entry.state.epoch(),
+            start: entry.state.start(),
+            end: entry.state.end(),
+            confirmed: entry.state.confirmed(),
+        })
+    }
+
+    /// Persists the confirmed offset of every open range that has one, so tailing readers can
+    /// go on after a clean restart. Called once the connections have drained.
+    pub fn persist_confirmed_offsets(&self) {
+        let keys: Vec<RangeKey> = self
+            .ranges
+            .borrow()
+            .iter()
+            .filter(|(_, entry)| {
+                entry.state.end().is_none() && entry.state.confirmed() > entry.state.start()
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in keys {
+            if let Some(record) = self.range_record(key) {
+                if let Err(error) = self.catalog.save(&record) {
+                    log::warn!(
+                        "worker {}: cannot persist the confirmed offset of range {}-{}: {error}",
+                        self.index,
+                        key.0,
+                        key.1
+                    );
+                }
+            }
+        }
     }
 
     pub fn is_shutting_down(&self) -> bool {

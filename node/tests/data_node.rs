@@ -618,3 +618,27 @@ fn sigkill_mid_append_loses_no_acknowledged_batch() {
         );
     }
 }
+
+#[test]
+fn clean_restart_keeps_the_confirmed_offset_of_open_ranges() {
+    let (_root, data) = temp_data_dir();
+    let sent;
+    {
+        let mut node = Node::start(&data);
+        let mut client = node.client();
+        sent = fill_range(&mut client, 91, 3, true);
+        node.signal(libc::SIGTERM);
+        let status = node.wait_exit(Duration::from_secs(15)).expect("exits");
+        assert_eq!(status.code(), Some(0));
+    }
+    let node = Node::start(&data);
+    let mut client = node.client();
+    let (described, _) = client.describe(91, 0).unwrap();
+    assert_eq!(described.range.end_offset, None, "still open");
+    assert_eq!(
+        described.range.confirmed_offset.map(|offset| offset.0),
+        Some(9)
+    );
+    // A tailing reader goes on without waiting for the writer's next report.
+    assert_eq!(fetch_all(&mut client, 91, 0), sent);
+}

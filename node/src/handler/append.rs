@@ -130,13 +130,7 @@ fn rejection_reply(key: RangeKey, rejection: AppendRejection) -> Reply {
 }
 
 fn persist_epoch(worker: &Worker, key: RangeKey) -> Result<(), Reply> {
-    let Some(record) = worker.with_range(key, |entry| crate::ranges_file::RangeRecord {
-        stream_id: key.0 .0,
-        range_index: u64::from(key.1 .0),
-        epoch: entry.state.epoch(),
-        start: entry.state.start(),
-        end: entry.state.end(),
-    }) else {
+    let Some(record) = worker.range_record(key) else {
         return Ok(());
     };
     worker.catalog.save(&record).map_err(|error| {

@@ -33,6 +33,7 @@ pub fn handle(worker: &Worker, request: CreateRangeRequest) -> Reply {
         epoch: request.epoch.0,
         start: request.start_offset.0,
         end: None,
+        confirmed: request.start_offset.0,
     };
     if let Err(error) = worker.storage.open_range(key, request.start_offset.0) {
         return error.reply();

@@ -9,7 +9,6 @@ use wire::msg::{Response, SealRangeRequest, SealRangeResponse};
 use wire::{ErrorCode, Offset};
 
 use crate::range::SealOutcome;
-use crate::ranges_file::RangeRecord;
 use crate::worker::{Reply, Worker};
 
 pub async fn handle(worker: &Worker, request: SealRangeRequest) -> Reply {
@@ -28,17 +27,12 @@ pub async fn handle(worker: &Worker, request: SealRangeRequest) -> Reply {
             }
             let outcome = entry.state.seal(request.epoch.0, requested_end);
             if outcome == SealOutcome::Draining {
-                return Ok((
-                    outcome,
-                    Some(entry.changed.notified()),
-                    entry.state.epoch(),
-                    entry.state.start(),
-                ));
+                return Ok((outcome, Some(entry.changed.notified())));
             }
             entry.changed.notify();
-            Ok((outcome, None, entry.state.epoch(), entry.state.start()))
+            Ok((outcome, None))
         });
-        let (outcome, notified, epoch, start) = match step {
+        let (outcome, notified) = match step {
             None => return super::range_not_found(key),
             Some(Err(reply)) => return reply,
             Some(Ok(step)) => step,
@@ -61,12 +55,8 @@ pub async fn handle(worker: &Worker, request: SealRangeRequest) -> Reply {
             }
             SealOutcome::Sealed { end } => {
                 // Persisted on every (idempotent) seal, so a retry after a failed write fixes it.
-                let record = RangeRecord {
-                    stream_id: key.0 .0,
-                    range_index: u64::from(key.1 .0),
-                    epoch,
-                    start,
-                    end: Some(end),
+                let Some(record) = worker.range_record(key) else {
+                    return super::range_not_found(key);
                 };
                 if let Err(error) = worker.catalog.save(&record) {
                     log::error!(
