@@ -4,7 +4,7 @@
 //! offset size field
 //!      0    4 crc32c, seeded with the segment's start position, over bytes 4..48+payload_len
 //!      4    4 payload_len  (u32, little-endian, like every field)
-//!      8    1 kind         (1 append, 2 trim, 3 delete, 4 padding)
+//!      8    1 kind         (1 append, 2 trim, 3 delete, 4 segment padding, 5 page padding)
 //!      9    3 reserved, zero
 //!     12    4 count        (records in the batch; 0 for other kinds)
 //!     16    8 position     (this record's own WAL position)
@@ -38,6 +38,8 @@ pub enum RecordKind {
     Delete = 3,
     /// Nothing more in this segment: the log continues at the next segment's start.
     Padding = 4,
+    /// Filler up to a page boundary (its payload is zeros): the next record starts there.
+    PagePadding = 5,
 }
 
 impl RecordKind {
@@ -47,6 +49,7 @@ impl RecordKind {
             2 => Some(RecordKind::Trim),
             3 => Some(RecordKind::Delete),
             4 => Some(RecordKind::Padding),
+            5 => Some(RecordKind::PagePadding),
             _ => None,
         }
     }

@@ -3,7 +3,7 @@
 //! A clean shutdown leaves a marker naming its final checkpoint; then no WAL byte is read. After
 //! a crash the scan starts at the checkpoint's position and verifies every record's checksum.
 //! The first record that does not verify ends the log *if* nothing valid follows it beyond the
-//! one group that can have been in flight (`max_group_bytes` plus the rewritten pages): that is
+//! groups that can have been in flight (two of `max_group_bytes` plus their pages): that is
 //! a torn tail, cut and logged with its position, and the bytes after it are zeroed so that
 //! leftovers of the torn group can never be mistaken for records later. A valid record further
 //! on (or at the start of a later segment) means damage in the middle of acknowledged data: the
@@ -133,10 +133,14 @@ impl SegmentReader {
         ))
     }
 
-    /// First position at or after `from` holding a valid record, if any.
-    fn find_valid_record(&mut self, from: WalPosition) -> Result<Option<WalPosition>> {
+    /// First position in `[from, to)` holding a valid record, if any.
+    fn find_valid_record(
+        &mut self,
+        from: WalPosition,
+        to: WalPosition,
+    ) -> Result<Option<WalPosition>> {
         let mut position = from.next_multiple_of(RECORD_ALIGN);
-        while position + HEADER_BYTES as u64 <= self.end {
+        while position + HEADER_BYTES as u64 <= to {
             if !self.ensure(position, HEADER_BYTES)? {
                 return Ok(None);
             }
@@ -149,6 +153,12 @@ impl SegmentReader {
         }
         Ok(None)
     }
+}
+
+/// How far past the first bad record a crash can have left written bytes: the groups that may
+/// be in flight together, each up to `max_group_bytes` plus the pages it rewrites or pads.
+pub(crate) fn torn_window_bytes(config: &StoreConfig) -> u64 {
+    2 * (config.max_group_bytes as u64 + 2 * PAGE_BYTES as u64)
 }
 
 fn apply(index: &mut Index, header: &RecordHeader) -> Result<()> {
@@ -184,7 +194,7 @@ fn apply(index: &mut Index, header: &RecordHeader) -> Result<()> {
         RecordKind::Delete => {
             index.remove(&header.range);
         }
-        RecordKind::Padding => {}
+        RecordKind::Padding | RecordKind::PagePadding => {}
     }
     Ok(())
 }
@@ -252,15 +262,20 @@ pub(crate) fn recover(config: &StoreConfig, segments: Vec<u64>) -> Result<Recove
         let mut reader = SegmentReader::open(&wal_directory, segment_start, config)?;
         let outcome = scan_segment(&mut reader, &mut index, &mut position, &mut report);
         report.wal_bytes_read += reader.bytes_read;
+        reader.bytes_read = 0;
         let end_found = outcome?;
         if !end_found {
             continue;
         }
         // `position` is the first invalid record of this segment: the end of the log, unless
         // valid records follow beyond what one group write can have touched.
-        let window_end =
-            (position + config.max_group_bytes as u64 + 2 * PAGE_BYTES as u64).min(reader.end);
-        let found = reader.find_valid_record(window_end)?;
+        let window_end = (position + torn_window_bytes(config)).min(reader.end);
+        // Had the log gone on past the damage, its next records would follow within one
+        // record's length (at most one group) of the window; or a later segment would start
+        // with one. Look there, not through the whole segment.
+        let search_end =
+            (window_end + config.max_group_bytes as u64 + PAGE_BYTES as u64).min(reader.end);
+        let found = reader.find_valid_record(window_end, search_end)?;
         let later = match found {
             Some(found) => Some(found),
             None => first_valid_in_later_segments(

@@ -48,6 +48,13 @@ const OP_BLOCK_READ: u64 = 4;
 const OP_PREWRITE: u64 = 5;
 const OP_PREWRITE_SYNC: u64 = 6;
 
+/// Groups written (and synced) at the same time; more than one only when they share no page.
+const MAX_GROUPS_IN_FLIGHT: usize = 2;
+/// A group at least this large ends on a page boundary so the next can be in flight with it.
+const PIPELINE_MIN_GROUP_BYTES: usize = 32 << 10;
+/// Payload of page-padding records.
+static ZEROS: [u8; 2 * PAGE_BYTES] = [0; 2 * PAGE_BYTES];
+
 /// Longest sleep of an idle IO thread: bounds how late a periodic checkpoint or a retry of a
 /// failed segment preparation can be.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
@@ -237,11 +244,14 @@ pub(crate) struct Wal {
     /// Bytes of the page holding `durable`, up to it: rewritten in place by the next group.
     tail_page: Vec<u8>,
     staging: Group,
-    in_flight: Option<InFlightGroup>,
+    in_flight: VecDeque<InFlightGroup>,
     groups_submitted: u64,
     /// A failed group's write may have reached the disk up to here; the next group zeroes it.
     dirty_until: WalPosition,
-    spare_buffer: Option<AlignedBuf>,
+    spare_buffers: Vec<AlignedBuf>,
+    /// A group failed; the groups behind it fail as they complete, and nothing new is
+    /// submitted until all are done.
+    failure: Option<Error>,
     loads: Slab<BlockLoad>,
     loads_by_block: HashMap<WalPosition, usize>,
     reads: Slab<PendingRead>,
@@ -336,10 +346,11 @@ impl Wal {
             durable,
             tail_page: Vec::new(),
             staging,
-            in_flight: None,
+            in_flight: VecDeque::new(),
             groups_submitted: 0,
             dirty_until: 0,
-            spare_buffer: Some(AlignedBuf::zeroed(group_capacity)),
+            spare_buffers: vec![AlignedBuf::zeroed(group_capacity)],
+            failure: None,
             loads: Slab::new(),
             loads_by_block: HashMap::new(),
             reads: Slab::new(),
@@ -405,7 +416,7 @@ impl Wal {
     }
 
     fn finished(&self) -> bool {
-        let quiet = self.in_flight.is_none()
+        let quiet = self.in_flight.is_empty()
             && self.loads.is_empty()
             && self
                 .prewrite
@@ -616,8 +627,8 @@ impl Wal {
                     }
                     self.submit_eventfd_poll(value as usize);
                 }
-                OP_GROUP_WRITE => self.on_group_write(result),
-                OP_GROUP_SYNC => self.on_group_sync(result),
+                OP_GROUP_WRITE => self.on_group_write(value, result),
+                OP_GROUP_SYNC => self.on_group_sync(value, result),
                 OP_BLOCK_READ => self.on_block_read(value as usize, result),
                 OP_PREWRITE => self.on_prewrite_write(result),
                 OP_PREWRITE_SYNC => self.on_prewrite_sync(result),
@@ -790,14 +801,24 @@ impl Wal {
     }
 
     fn maybe_submit_group(&mut self) -> bool {
-        if self.in_flight.is_some() || self.staging.is_empty() {
+        if self.staging.is_empty()
+            || self.failure.is_some()
+            || self.in_flight.len() >= MAX_GROUPS_IN_FLIGHT
+        {
             return false;
         }
+        if let Some(last) = self.in_flight.back() {
+            // Never two writes of one page in flight: the new group may only go while the
+            // previous one is in flight if it starts on a page of its own.
+            let last_write_end = last.group.page_start + last.write_len as u64;
+            if self.staging.page_start < last_write_end || self.dirty_until != 0 {
+                return false;
+            }
+        }
         let spare = self
-            .spare_buffer
-            .take()
+            .spare_buffers
+            .pop()
             .unwrap_or_else(|| AlignedBuf::zeroed(self.config.max_group_bytes + PAGE_BYTES));
-        let next_start;
         let mut group = std::mem::replace(
             &mut self.staging,
             Group {
@@ -809,59 +830,85 @@ impl Wal {
                 entries: Vec::new(),
             },
         );
+        let segment_start = self.segment_start(group.page_start);
+        let segment_end = segment_start + self.segment_size;
+        if !group.sealed
+            && group.used_bytes() >= PIPELINE_MIN_GROUP_BYTES
+            && group.end % PAGE_BYTES as u64 != 0
+        {
+            // Under load, end the group on a page boundary with a padding record, so the next
+            // group can be written while this one is still in flight.
+            let target = (group.end + HEADER_BYTES as u64).next_multiple_of(PAGE_BYTES as u64);
+            if target <= segment_end && (target - group.page_start) as usize <= group.buffer.len() {
+                let payload_len = (target - group.end) as usize - HEADER_BYTES;
+                let header = RecordHeader {
+                    kind: RecordKind::PagePadding,
+                    payload_len: payload_len as u32,
+                    count: 0,
+                    position: group.end,
+                    range: RangeKey::new(0, 0),
+                    offset: 0,
+                };
+                let at = (group.end - group.page_start) as usize;
+                let end = (target - group.page_start) as usize;
+                record::encode(
+                    &mut group.buffer[at..end],
+                    segment_start,
+                    &header,
+                    &ZEROS[..payload_len],
+                );
+                group.end = target;
+            }
+        }
         let used = group.used_bytes();
         let mut write_len = used.next_multiple_of(PAGE_BYTES);
         if self.dirty_until > group.page_start {
             // A failed group may have reached the disk after all: overwrite its whole extent
             // with zeros so none of its records can turn up behind the new tail.
-            let segment_end = self.segment_start(group.page_start) + self.segment_size;
             let dirty = (self.dirty_until.min(segment_end) - group.page_start) as usize;
             write_len = write_len.max(dirty.next_multiple_of(PAGE_BYTES).min(group.buffer.len()));
         }
         group.buffer[used..write_len].fill(0);
-        let segment_start = self.segment_start(group.page_start);
         if group.sealed {
-            next_start = segment_start + self.segment_size;
-            self.reset_staging(next_start, &[]);
+            self.reset_staging(segment_end, &[]);
         } else {
-            next_start = group.end;
             let keep = (group.end % PAGE_BYTES as u64) as usize;
-            let from = used - keep;
-            let prefix = group.buffer[from..used].to_vec();
-            self.reset_staging(next_start, &prefix);
+            let prefix = group.buffer[used - keep..used].to_vec();
+            self.reset_staging(group.end, &prefix);
         }
         let Some(segment) = self.segments.get(&segment_start) else {
-            // Staging only accepts records for ready segments.
+            // Staging only accepts records for ready segments, and segments at or after the
+            // log's tail are never reclaimed.
             unreachable!("group for a segment that is not open");
         };
         let fd = segment.fd.as_raw_fd();
         let file_offset = group.page_start - segment_start;
         debug_assert_eq!(file_offset % PAGE_BYTES as u64, 0);
         debug_assert!(file_offset + write_len as u64 <= self.segment_size);
+        let sequence = self.groups_submitted;
+        self.groups_submitted += 1;
         let sync = self.config.sync == SyncMode::Always;
         let write = opcode::Write::new(types::Fd(fd), group.buffer.as_mut_ptr(), write_len as u32)
             .offset(file_offset)
             .build()
-            .user_data(user_data(OP_GROUP_WRITE, 0));
+            .user_data(user_data(OP_GROUP_WRITE, sequence));
         let write = if sync {
             write.flags(squeue::Flags::IO_LINK)
         } else {
             write
         };
         // SAFETY: the group buffer moves into `self.in_flight` below and stays there until both
-        // completions of this group have been reaped (`finish_group`).
+        // completions of this group have been reaped (`retire_groups`).
         unsafe { self.push(&write) };
         if sync {
             let data_sync = opcode::Fsync::new(types::Fd(fd))
                 .flags(types::FsyncFlags::DATASYNC)
                 .build()
-                .user_data(user_data(OP_GROUP_SYNC, 0));
+                .user_data(user_data(OP_GROUP_SYNC, sequence));
             // SAFETY: no buffers.
             unsafe { self.push(&data_sync) };
         }
-        let sequence = self.groups_submitted;
-        self.groups_submitted += 1;
-        self.in_flight = Some(InFlightGroup {
+        self.in_flight.push_back(InFlightGroup {
             sequence,
             write_len,
             group,
@@ -871,18 +918,23 @@ impl Wal {
         true
     }
 
-    fn on_group_write(&mut self, result: i32) {
-        let Some(in_flight) = self.in_flight.as_mut() else {
-            return;
-        };
-        let expected = in_flight.write_len;
-        let sequence = in_flight.sequence;
+    fn in_flight_group(&mut self, sequence: u64) -> Option<&mut InFlightGroup> {
+        self.in_flight
+            .iter_mut()
+            .find(|in_flight| in_flight.sequence == sequence)
+    }
+
+    fn on_group_write(&mut self, sequence: u64, result: i32) {
         let result = self
             .config
             .inject_group_write_results
             .iter()
             .find(|(group, _)| *group == sequence)
             .map_or(result, |(_, injected)| *injected);
+        let Some(in_flight) = self.in_flight_group(sequence) else {
+            return;
+        };
+        let expected = in_flight.write_len;
         if result < 0 {
             in_flight.error = Some(Error::errno(
                 format!("WAL write at position {}", in_flight.group.page_start),
@@ -898,13 +950,14 @@ impl Wal {
             });
         }
         in_flight.awaiting -= 1;
-        if in_flight.awaiting == 0 {
-            self.finish_group();
-        }
+        self.retire_groups();
     }
 
-    fn on_group_sync(&mut self, result: i32) {
-        let Some(in_flight) = self.in_flight.as_mut() else {
+    fn on_group_sync(&mut self, sequence: u64, result: i32) {
+        if result >= 0 {
+            self.stats.data_syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        let Some(in_flight) = self.in_flight_group(sequence) else {
             return;
         };
         if result < 0 && in_flight.error.is_none() {
@@ -916,50 +969,68 @@ impl Wal {
                 -result,
             ));
         }
-        if result >= 0 {
-            self.stats.data_syncs.fetch_add(1, Ordering::Relaxed);
-        }
         in_flight.awaiting -= 1;
-        if in_flight.awaiting == 0 {
-            self.finish_group();
+        self.retire_groups();
+    }
+
+    /// Retires finished groups in WAL order. A failed group fails every group behind it too
+    /// (their records would follow a hole), and everything staged once the last one is done.
+    fn retire_groups(&mut self) {
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|in_flight| in_flight.awaiting == 0)
+        {
+            let Some(InFlightGroup {
+                group,
+                error,
+                write_len,
+                ..
+            }) = self.in_flight.pop_front()
+            else {
+                break;
+            };
+            let error = error.or_else(|| self.failure.clone());
+            match error {
+                Some(error) => self.fail_group(group, write_len, error),
+                None => self.finish_group(group, write_len),
+            }
+        }
+        if self.in_flight.is_empty() {
+            if let Some(error) = self.failure.take() {
+                let staged: Vec<(usize, u32)> = self
+                    .staging
+                    .entries
+                    .iter()
+                    .map(|entry| (entry.worker, entry.slot))
+                    .collect();
+                for (worker, slot) in staged {
+                    self.complete(worker, slot, Err(error.clone()));
+                }
+                // Nothing is staged or in flight any more: every range continues at its index.
+                self.expected_next.clear();
+                let tail_page = std::mem::take(&mut self.tail_page);
+                self.reset_staging(self.durable, &tail_page);
+                self.tail_page = tail_page;
+            }
         }
     }
 
-    fn finish_group(&mut self) {
-        let Some(InFlightGroup {
-            group,
-            error,
-            write_len,
-            ..
-        }) = self.in_flight.take()
-        else {
-            return;
-        };
-        let written_until = group.page_start + write_len as u64;
-        if let Some(error) = error {
-            self.dirty_until = self.dirty_until.max(written_until);
+    fn fail_group(&mut self, group: Group, write_len: usize, error: Error) {
+        self.dirty_until = self.dirty_until.max(group.page_start + write_len as u64);
+        if self.failure.is_none() {
             self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-            log::error!("store: {error}; failing the group and everything staged after it");
-            for entry in &group.entries {
-                self.complete(entry.worker, entry.slot, Err(error.clone()));
-            }
-            let staged: Vec<(usize, u32)> = self
-                .staging
-                .entries
-                .iter()
-                .map(|entry| (entry.worker, entry.slot))
-                .collect();
-            for (worker, slot) in staged {
-                self.complete(worker, slot, Err(error.clone()));
-            }
-            // Nothing is staged or in flight any more: every range continues at its index.
-            self.expected_next.clear();
-            let tail_page = std::mem::take(&mut self.tail_page);
-            self.reset_staging(self.durable, &tail_page);
-            self.tail_page = tail_page;
-            self.spare_buffer = Some(group.buffer);
-            return;
+            log::error!("store: {error}; failing the group and everything after it");
+            self.failure = Some(error.clone());
         }
+        for entry in &group.entries {
+            self.complete(entry.worker, entry.slot, Err(error.clone()));
+        }
+        self.spare_buffers.push(group.buffer);
+    }
+
+    fn finish_group(&mut self, group: Group, write_len: usize) {
+        let written_until = group.page_start + write_len as u64;
         let used = group.used_bytes();
         self.stats
             .wal_bytes_written
@@ -1039,7 +1110,7 @@ impl Wal {
                     retention_changed = true;
                     Outcome::Deleted
                 }
-                RecordKind::Padding => continue,
+                RecordKind::Padding | RecordKind::PagePadding => continue,
             };
             self.complete(entry.worker, entry.slot, Ok(outcome));
         }
@@ -1047,7 +1118,7 @@ impl Wal {
         self.stats
             .append_bytes
             .fetch_add(append_bytes, Ordering::Relaxed);
-        self.spare_buffer = Some(group.buffer);
+        self.spare_buffers.push(group.buffer);
         if retention_changed {
             self.reclaim_segments();
         }
