@@ -429,6 +429,10 @@ impl<T: Send> Future for Recv<'_, T> {
             this.armed = false;
             this.receiver.disarm();
         }
+        // A mailbox that is never empty must not let its consumer starve the other tasks.
+        if crate::executor::poll_budget(cx).is_pending() {
+            return Poll::Pending;
+        }
         loop {
             match this.receiver.try_recv() {
                 Ok(value) => return Poll::Ready(Some(value)),

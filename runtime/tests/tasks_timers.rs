@@ -207,3 +207,38 @@ fn wakes_from_other_threads_reach_a_sleeping_runtime() {
     });
     assert!(polls.load(Ordering::Relaxed) >= 400);
 }
+
+#[test]
+fn budget_makes_an_always_ready_consumer_yield() {
+    // The mailbox never runs dry, so without the cooperative budget the consumer would finish
+    // all 50 000 items in a single poll before the other task got a turn.
+    const ITEMS: usize = 50_000;
+    let (mut sender, mut receiver) = runtime::mailbox::channel::<usize>(ITEMS).unwrap();
+    let mut items: Vec<usize> = (0..ITEMS).collect();
+    assert_eq!(sender.send_batch(&mut items).unwrap(), ITEMS);
+    let mut runtime = Builder::new().budget(64).build().unwrap();
+    let consumed_when_other_ran = runtime.block_on(async move {
+        let consumed = Rc::new(RefCell::new(0usize));
+        let consumer = {
+            let consumed = consumed.clone();
+            spawn(async move {
+                for _ in 0..ITEMS {
+                    receiver.recv().await.unwrap();
+                    *consumed.borrow_mut() += 1;
+                }
+            })
+        };
+        let other = {
+            let consumed = consumed.clone();
+            spawn(async move { *consumed.borrow() })
+        };
+        let seen = other.await;
+        consumer.await;
+        drop(sender);
+        seen
+    });
+    assert!(
+        consumed_when_other_ran < ITEMS,
+        "the consumer ran to completion before the other task got a turn"
+    );
+}
