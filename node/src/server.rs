@@ -391,6 +391,20 @@ async fn worker_main(setup: WorkerSetup) -> Result<(), String> {
                     metrics.add(&metrics.connections_rejected, 1);
                     log::warn!("connection from {peer} refused: server.max-connections ({max_connections}) reached");
                     runtime::spawn(async move {
+                        let goaway = wire::msg::Goaway {
+                            reason: wire::msg::GoawayReason::Overloaded,
+                            message: format!(
+                                "the node serves at most {max_connections} connections; retry later or elsewhere"
+                            ),
+                        };
+                        let mut frame = bytes::BytesMut::new();
+                        if wire::codec::encode_goaway(&mut frame, &goaway).is_ok() {
+                            let _ = runtime::time::timeout(
+                                Duration::from_secs(1),
+                                stream.write_all(frame.freeze()),
+                            )
+                            .await;
+                        }
                         let _ = stream.close().await;
                     });
                     continue;

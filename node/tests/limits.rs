@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -134,14 +133,12 @@ fn connections_over_the_limit_are_closed_at_accept() {
     first.ping(b"1").unwrap();
     second.ping(b"2").unwrap();
     let mut third = Client::connect(node.address).unwrap();
-    let mut byte = [0u8; 1];
-    let refused = third.ping(b"3").is_err()
-        || third
-            .raw_stream()
-            .read(&mut byte)
-            .map(|count| count == 0)
-            .unwrap_or(true);
-    assert!(refused, "a third connection was served");
+    let frame = third
+        .read_frame()
+        .expect("a GOAWAY for the connection over the limit");
+    let goaway: wire::msg::Goaway = frame.decode_message().unwrap();
+    assert_eq!(goaway.reason, GoawayReason::Overloaded);
+    assert!(third.read_frame().is_err(), "closed after the GOAWAY");
     drop(first);
     // Once one closes, a new connection is accepted again.
     let deadline = Instant::now() + Duration::from_secs(5);
