@@ -141,6 +141,9 @@ struct Common {
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Block device (name in /proc/diskstats) whose writes are reported; empty: none.
+    #[arg(long, default_value = "vda")]
+    disk_device: String,
 }
 
 #[derive(Args, Clone)]
@@ -176,6 +179,8 @@ struct Report {
     client: Option<ProcessUsage>,
     node: Option<ProcessUsage>,
     server_stages: Vec<StageLatency>,
+    /// Everything the device wrote during the run (this run and anything else on the machine).
+    disk: Option<procstat::DiskUsage>,
     baseline: Option<RawDiskReport>,
 }
 
@@ -456,6 +461,7 @@ fn run_load(common: &Common, plan: Plan, baseline: Option<RawDiskReport>) -> Res
     let scrape_before = common.metrics.as_deref().map(scrape_or_warn);
     let client_before = procstat::sample(None).ok();
     let node_before = node_pid.and_then(|pid| procstat::sample(Some(pid)).ok());
+    let disk_before = disk_sample(&common.disk_device);
     recorder.measuring.store(true, Ordering::Relaxed);
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(common.duration_secs);
@@ -507,6 +513,7 @@ fn run_load(common: &Common, plan: Plan, baseline: Option<RawDiskReport>) -> Res
     let measured = start.elapsed();
     let client_after = procstat::sample(None).ok();
     let node_after = node_pid.and_then(|pid| procstat::sample(Some(pid)).ok());
+    let disk_after = disk_sample(&common.disk_device);
     let scrape_after = common.metrics.as_deref().map(scrape_or_warn);
     recorder.stop.store(true, Ordering::Relaxed);
     for thread in threads {
@@ -557,6 +564,9 @@ fn run_load(common: &Common, plan: Plan, baseline: Option<RawDiskReport>) -> Res
         client: usage(std::process::id(), client_before, client_after),
         node: node_pid.and_then(|pid| usage(pid, node_before, node_after)),
         server_stages,
+        disk: disk_before
+            .zip(disk_after)
+            .map(|(before, after)| procstat::disk_usage(&before, &after)),
         baseline,
     };
     print_report(&report);
@@ -570,6 +580,15 @@ fn run_load(common: &Common, plan: Plan, baseline: Option<RawDiskReport>) -> Res
         ));
     }
     Ok(())
+}
+
+fn disk_sample(device: &str) -> Option<procstat::DiskSample> {
+    if device.is_empty() {
+        return None;
+    }
+    procstat::disk_written(device)
+        .map_err(|error| eprintln!("es-bench: disk statistics: {error}"))
+        .ok()
 }
 
 fn scrape_or_warn(address: &str) -> Option<Scrape> {
@@ -639,6 +658,14 @@ fn print_report(report: &Report) {
         ),
         None => println!("{name:<10} (not found: pass --node-pid)"),
     };
+    if let Some(disk) = &report.disk {
+        println!(
+            "disk       wrote {} in {:.0} writes/s and {:.0} flushes/s (whole device, whole machine)",
+            format_rate(disk.bytes_written_per_second),
+            disk.writes_per_second,
+            disk.flushes_per_second
+        );
+    }
     usage_line("es-bench", &report.client);
     usage_line("data-node", &report.node);
 }
