@@ -12,6 +12,9 @@ pub struct ProcessSample {
     pub at: Instant,
     pub cpu_seconds: f64,
     pub rss_bytes: u64,
+    /// Bytes the process caused to be sent to storage (`write_bytes` of /proc/PID/io); `None`
+    /// when the file is not readable.
+    pub storage_write_bytes: Option<u64>,
 }
 
 /// Usage over an interval.
@@ -21,6 +24,8 @@ pub struct ProcessUsage {
     /// Percent of one core: user + system time / wall time * 100.
     pub cpu_percent: f64,
     pub rss_bytes_end: u64,
+    /// Bytes per second the process sent to storage over the interval.
+    pub storage_write_bytes_per_second: Option<f64>,
 }
 
 /// Samples `/proc/<pid>/stat` (`self` when `pid` is `None`).
@@ -43,10 +48,20 @@ pub fn sample(pid: Option<u32>) -> std::io::Result<ProcessSample> {
             libc::sysconf(libc::_SC_PAGESIZE),
         )
     };
+    let io_path = match pid {
+        Some(pid) => format!("/proc/{pid}/io"),
+        None => "/proc/self/io".to_string(),
+    };
+    let storage_write_bytes = std::fs::read_to_string(io_path).ok().and_then(|io| {
+        io.lines()
+            .find_map(|line| line.strip_prefix("write_bytes:"))
+            .and_then(|value| value.trim().parse().ok())
+    });
     Ok(ProcessSample {
         at: Instant::now(),
         cpu_seconds: cpu_ticks as f64 / ticks_per_second.max(1) as f64,
         rss_bytes: rss_pages * page_size.max(1) as u64,
+        storage_write_bytes,
     })
 }
 
@@ -69,10 +84,15 @@ pub fn usage(pid: u32, start: &ProcessSample, end: &ProcessSample) -> ProcessUsa
     } else {
         0.0
     };
+    let storage_write_bytes_per_second = start
+        .storage_write_bytes
+        .zip(end.storage_write_bytes)
+        .map(|(before, after)| after.saturating_sub(before) as f64 / wall_seconds.max(1e-9));
     ProcessUsage {
         pid,
         cpu_percent,
         rss_bytes_end: end.rss_bytes,
+        storage_write_bytes_per_second,
     }
 }
 

@@ -651,10 +651,13 @@ fn print_report(report: &Report) {
     }
     let usage_line = |name: &str, usage: &Option<ProcessUsage>| match usage {
         Some(usage) => println!(
-            "{name:<10} pid {:>7}  CPU {:>6.1} % of one core  RSS {:>8.1} MB",
+            "{name:<10} pid {:>7}  CPU {:>6.1} % of one core  RSS {:>8.1} MB  wrote to storage {}",
             usage.pid,
             usage.cpu_percent,
-            usage.rss_bytes_end as f64 / 1e6
+            usage.rss_bytes_end as f64 / 1e6,
+            usage
+                .storage_write_bytes_per_second
+                .map_or_else(|| "unknown".to_string(), format_rate)
         ),
         None => println!("{name:<10} (not found: pass --node-pid)"),
     };
