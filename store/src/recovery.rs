@@ -52,15 +52,31 @@ pub(crate) struct Recovered {
     pub report: RecoveryReport,
 }
 
-/// Reads one segment through an aligned window, refilling it as the scan moves.
+/// A chunk read by the prefetch thread: the buffer, where it was read from, and the result.
+type Prefetched = (AlignedBuf, u64, std::io::Result<usize>);
+
+/// Reads one segment through an aligned window, refilling it as the scan moves. While the scan
+/// parses one window, a helper thread reads the next one, so the disk and the checksums work
+/// at the same time.
 struct SegmentReader {
     fd: OwnedFd,
     start: WalPosition,
     end: WalPosition,
+    /// `carry` bytes of room at the front of every buffer, then `window` bytes of data: a
+    /// record cut by the end of one window is copied in front of the next.
+    carry: usize,
+    window: usize,
     buffer: AlignedBuf,
+    /// Data of the window starts at `buffer[data_offset]` and sits at `buffer_position`.
+    data_offset: usize,
     buffer_position: WalPosition,
     buffer_len: usize,
     bytes_read: u64,
+    spare: Option<AlignedBuf>,
+    requests: Option<std::sync::mpsc::Sender<(AlignedBuf, u64, usize)>>,
+    results: Option<std::sync::mpsc::Receiver<Prefetched>>,
+    /// File offset of the chunk being prefetched.
+    pending: Option<u64>,
 }
 
 impl SegmentReader {
@@ -68,18 +84,75 @@ impl SegmentReader {
         let path = segment_path(wal_directory, start);
         let fd = open_direct(&path, false)
             .map_err(|error| Error::io(format!("opening {}", path.display()), &error))?;
-        let window = (8 << 20)
-            .max(config.max_group_bytes + 2 * PAGE_BYTES)
+        let carry = config.max_group_bytes + 2 * PAGE_BYTES;
+        let window = (8usize << 20)
+            .max(carry)
             .min(config.segment_size_bytes as usize);
+        let (requests, results) = match fd.try_clone() {
+            Ok(helper_fd) => {
+                let (request_sender, request_receiver) =
+                    std::sync::mpsc::channel::<(AlignedBuf, u64, usize)>();
+                let (result_sender, result_receiver) = std::sync::mpsc::channel::<Prefetched>();
+                let spawned = std::thread::Builder::new()
+                    .name("store-recovery".to_string())
+                    .spawn(move || {
+                        while let Ok((mut buffer, offset, len)) = request_receiver.recv() {
+                            let result = read_at(
+                                helper_fd.as_raw_fd(),
+                                &mut buffer[carry..carry + len],
+                                offset,
+                            );
+                            if result_sender.send((buffer, offset, result)).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                match spawned {
+                    Ok(_) => (Some(request_sender), Some(result_receiver)),
+                    Err(_) => (None, None),
+                }
+            }
+            Err(_) => (None, None),
+        };
         Ok(SegmentReader {
             fd,
             start,
             end: start + config.segment_size_bytes,
-            buffer: AlignedBuf::zeroed(window),
+            carry,
+            window,
+            buffer: AlignedBuf::zeroed(carry + window),
+            data_offset: carry,
             buffer_position: start,
             buffer_len: 0,
             bytes_read: 0,
+            spare: Some(AlignedBuf::zeroed(carry + window)),
+            requests,
+            results,
+            pending: None,
         })
+    }
+
+    /// Starts reading the window that follows the current one.
+    fn prefetch_next(&mut self) {
+        let next = self.buffer_position + self.buffer_len as u64;
+        if next >= self.end || self.pending.is_some() || next % PAGE_BYTES as u64 != 0 {
+            return;
+        }
+        let (Some(requests), Some(buffer)) = (self.requests.as_ref(), self.spare.take()) else {
+            return;
+        };
+        let len = (self.end - next).min(self.window as u64) as usize;
+        let offset = next - self.start;
+        match requests.send((buffer, offset, len)) {
+            Ok(()) => self.pending = Some(offset),
+            Err(error) => self.spare = Some(error.0 .0),
+        }
+    }
+
+    /// Waits for the prefetched chunk, if any.
+    fn take_prefetched(&mut self) -> Option<Prefetched> {
+        self.pending.take()?;
+        self.results.as_ref()?.recv().ok()
     }
 
     /// Makes `[position, position + len)` available; returns false if the segment ends first.
@@ -87,24 +160,57 @@ impl SegmentReader {
         if position + len as u64 > self.end {
             return Ok(false);
         }
-        if position >= self.buffer_position
-            && position + len as u64 <= self.buffer_position + self.buffer_len as u64
-        {
+        let buffer_end = self.buffer_position + self.buffer_len as u64;
+        if position >= self.buffer_position && position + len as u64 <= buffer_end {
             return Ok(true);
         }
         let page_start = position - position % PAGE_BYTES as u64;
-        let want = (self.end - page_start).min(self.buffer.len() as u64) as usize;
+        let carried = buffer_end.saturating_sub(page_start) as usize;
+        let sequential = self.pending == Some(buffer_end - self.start)
+            && page_start >= self.buffer_position
+            && carried <= self.carry;
+        if let Some((mut next, offset, result)) = self.take_prefetched() {
+            if sequential {
+                let got = result
+                    .map_err(|error| Error::io(format!("reading WAL at {buffer_end}"), &error))?;
+                self.bytes_read += got as u64;
+                // Move the start of the cut record in front of the new data.
+                let from = self.data_offset + (page_start - self.buffer_position) as usize;
+                next[self.carry - carried..self.carry]
+                    .copy_from_slice(&self.buffer[from..from + carried]);
+                debug_assert_eq!(offset, buffer_end - self.start);
+                let old = std::mem::replace(&mut self.buffer, next);
+                self.spare = Some(old);
+                self.data_offset = self.carry - carried;
+                self.buffer_position = page_start;
+                self.buffer_len = carried + got;
+                self.prefetch_next();
+                return Ok(position + len as u64 <= self.buffer_position + self.buffer_len as u64);
+            }
+            self.spare = Some(next);
+        }
+        // Random access (or no helper thread): read synchronously.
+        let want = (self.end - page_start).min(self.window as u64) as usize;
         let file_offset = page_start - self.start;
-        let got = read_at(self.fd.as_raw_fd(), &mut self.buffer[..want], file_offset)
-            .map_err(|error| Error::io(format!("reading WAL at {page_start}"), &error))?;
+        let carry = self.carry;
+        let got = read_at(
+            self.fd.as_raw_fd(),
+            &mut self.buffer[carry..carry + want],
+            file_offset,
+        )
+        .map_err(|error| Error::io(format!("reading WAL at {page_start}"), &error))?;
         self.bytes_read += got as u64;
+        self.data_offset = carry;
         self.buffer_position = page_start;
         self.buffer_len = got;
+        if got == want {
+            self.prefetch_next();
+        }
         Ok(position + len as u64 <= page_start + got as u64)
     }
 
     fn bytes(&self, position: WalPosition, len: usize) -> &[u8] {
-        let at = (position - self.buffer_position) as usize;
+        let at = self.data_offset + (position - self.buffer_position) as usize;
         &self.buffer[at..at + len]
     }
 
@@ -122,7 +228,7 @@ impl SegmentReader {
         if header[8] != RecordKind::Padding as u8 && position + length as u64 > self.end {
             return Ok(Err(Invalid::BadHeader));
         }
-        if length > self.buffer.len() - PAGE_BYTES || !self.ensure(position, length)? {
+        if length > self.carry.min(self.window) - PAGE_BYTES || !self.ensure(position, length)? {
             return Ok(Err(Invalid::Truncated));
         }
         Ok(record::decode(

@@ -990,8 +990,10 @@ impl Wal {
             else {
                 break;
             };
-            let error = error.or_else(|| self.failure.clone());
-            match error {
+            if error.is_some() {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            match error.or_else(|| self.failure.clone()) {
                 Some(error) => self.fail_group(group, write_len, error),
                 None => self.finish_group(group, write_len),
             }
@@ -1019,7 +1021,6 @@ impl Wal {
     fn fail_group(&mut self, group: Group, write_len: usize, error: Error) {
         self.dirty_until = self.dirty_until.max(group.page_start + write_len as u64);
         if self.failure.is_none() {
-            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
             log::error!("store: {error}; failing the group and everything after it");
             self.failure = Some(error.clone());
         }
