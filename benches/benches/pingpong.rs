@@ -7,8 +7,12 @@
 //! latency (nanoseconds). Reports requests per second (the ratio against tokio first) and the
 //! round-trip p50/p90/p99.
 //!
-//! `cargo bench -p benches --bench pingpong`; `PINGPONG_SECONDS` (default 2) sets the measured
-//! time per case, `PINGPONG_COUNTS` (e.g. `1,64`) the connection counts.
+//! Each case runs `PINGPONG_REPEATS` times (default 3), alternating the two runtimes, so a stall
+//! of the machine hits one repeat rather than one runtime; the table shows the median requests
+//! per second and quantiles over all repeats' round trips.
+//!
+//! `cargo bench -p benches --bench pingpong`; `PINGPONG_SECONDS` (default 1) sets the measured
+//! time per repeat, `PINGPONG_COUNTS` (e.g. `1,64`) the connection counts.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -47,8 +51,13 @@ fn main() {
     let seconds: f64 = std::env::var("PINGPONG_SECONDS")
         .ok()
         .and_then(|value| value.parse().ok())
-        .unwrap_or(2.0);
+        .unwrap_or(1.0);
     let measure = Duration::from_secs_f64(seconds);
+    let repeats: usize = std::env::var("PINGPONG_REPEATS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let counts: Vec<usize> = std::env::var("PINGPONG_COUNTS")
         .ok()
         .map(|value| {
@@ -61,7 +70,7 @@ fn main() {
 
     println!(
         "TCP ping-pong, {MESSAGE_BYTES}-byte messages, server on cpu {SERVER_CPU}, client on cpu \
-         {CLIENT_CPU}, {seconds} s measured per case after {} ms warm-up",
+         {CLIENT_CPU}, {repeats} x {seconds} s measured per case after {} ms warm-up each",
         WARMUP.as_millis()
     );
     println!(
@@ -73,9 +82,18 @@ fn main() {
         "runtime p50/p90/p99 us",
         "tokio p50/p90/p99 us"
     );
+    // The machine's own stalls, measured on the client's CPU during the whole run: a p99 of
+    // several ms below is the hypervisor, not either runtime.
+    let probe = benches::hiccup::HiccupProbe::start(Some(CLIENT_CPU)).expect("hiccup probe");
     for connections in counts {
-        let ours = run_ours(connections, measure);
-        let tokio = run_tokio(connections, measure);
+        let mut ours_runs = Vec::with_capacity(repeats);
+        let mut tokio_runs = Vec::with_capacity(repeats);
+        for _ in 0..repeats {
+            ours_runs.push(run_ours(connections, measure));
+            tokio_runs.push(run_tokio(connections, measure));
+        }
+        let ours = combine(ours_runs);
+        let tokio = combine(tokio_runs);
         println!(
             "{:>5} | {:>12.0} {:>12.0} {:>5.2}x | {:>22} | {:>22} | {:>9.2}",
             connections,
@@ -86,6 +104,36 @@ fn main() {
             quantiles(&tokio.round_trip_ns),
             ours.enters_per_request.unwrap_or(f64::NAN),
         );
+    }
+    let stalls_us = probe.stop();
+    println!(
+        "machine stalls (1 ms sleep overshoot on cpu {CLIENT_CPU}): p50 {} us, p90 {} us, p99 {} \
+         us, max {} us",
+        stalls_us.value_at_quantile(0.50),
+        stalls_us.value_at_quantile(0.90),
+        stalls_us.value_at_quantile(0.99),
+        stalls_us.max()
+    );
+}
+
+/// Median requests per second, all round trips in one histogram, mean enters per request.
+fn combine(mut runs: Vec<Outcome>) -> Outcome {
+    runs.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
+    let requests_per_second = runs[runs.len() / 2].requests_per_second;
+    let mut round_trip_ns = new_histogram();
+    for run in &runs {
+        round_trip_ns.add(&run.round_trip_ns).expect("same bounds");
+    }
+    let enters: Vec<f64> = runs
+        .iter()
+        .filter_map(|run| run.enters_per_request)
+        .collect();
+    let enters_per_request =
+        (!enters.is_empty()).then(|| enters.iter().sum::<f64>() / enters.len() as f64);
+    Outcome {
+        requests_per_second,
+        round_trip_ns,
+        enters_per_request,
     }
 }
 

@@ -9,12 +9,13 @@
 //! initialised bytes and use MSG_NOSIGNAL, so a peer that went away gives `EPIPE`, never SIGPIPE.
 //! All methods take `&self`: share a stream between a reading and a writing task with `Rc`.
 
+use std::cell::Cell;
 use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
-use io_uring::{opcode, types};
+use io_uring::{cqueue, opcode, types};
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::op::Op;
@@ -83,9 +84,7 @@ impl TcpListener {
         let (completion, address) = op.await;
         let fd = completion.into_result()? as RawFd;
         // SAFETY: the kernel just created this descriptor for us; nothing else owns it.
-        let stream = TcpStream {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        };
+        let stream = TcpStream::from_fd(unsafe { OwnedFd::from_raw_fd(fd) });
         let peer = raw_to_socket_addr(&address.storage, address.len)?;
         Ok((stream, peer))
     }
@@ -102,10 +101,17 @@ struct RawAddress {
     len: libc::socklen_t,
 }
 
+/// `IORING_RECVSEND_POLL_FIRST`: arm the readiness poll before trying the receive at all.
+const RECVSEND_POLL_FIRST: u16 = 1;
+
 /// A connected TCP socket.
 #[derive(Debug)]
 pub struct TcpStream {
     fd: OwnedFd,
+    /// The previous receive drained the socket (its completion lacked
+    /// `IORING_CQE_F_SOCK_NONEMPTY`), so the next one most likely finds nothing yet: ask the
+    /// kernel to wait for readiness first instead of trying, failing and then waiting.
+    drained: Cell<bool>,
 }
 
 /// Data of a `sendmsg`: the buffers, their iovec array and the header pointing at it, all on the
@@ -135,14 +141,19 @@ impl TcpStream {
         completion
             .into_result()
             .map_err(|error| annotate(error, &format!("connect to {addr}")))?;
-        Ok(TcpStream { fd })
+        Ok(TcpStream::from_fd(fd))
+    }
+
+    fn from_fd(fd: OwnedFd) -> TcpStream {
+        TcpStream {
+            fd,
+            drained: Cell::new(false),
+        }
     }
 
     /// Takes over a connected std socket.
     pub fn from_std(stream: std::net::TcpStream) -> TcpStream {
-        TcpStream {
-            fd: OwnedFd::from(stream),
-        }
+        TcpStream::from_fd(OwnedFd::from(stream))
     }
 
     /// Reads once into the spare capacity of `buf` (after its initialised bytes) and extends its
@@ -162,11 +173,22 @@ impl TcpStream {
         let len = room.min(u32::MAX as usize) as u32;
         // SAFETY: `init <= bytes_total()`, so the pointer stays inside the buffer.
         let ptr = unsafe { buf.stable_mut_ptr().add(init) };
-        let op = match Op::submit(buf, |_| opcode::Recv::new(types::Fd(fd), ptr, len).build()) {
+        let ioprio = if self.drained.get() {
+            RECVSEND_POLL_FIRST
+        } else {
+            0
+        };
+        let op = match Op::submit(buf, |_| {
+            opcode::Recv::new(types::Fd(fd), ptr, len)
+                .ioprio(ioprio)
+                .build()
+        }) {
             Ok(op) => op,
             Err((error, buf)) => return (Err(error), buf),
         };
         let (completion, mut buf) = op.await;
+        self.drained
+            .set(completion.result > 0 && !cqueue::sock_nonempty(completion.flags));
         match completion.into_result() {
             Ok(read) => {
                 // SAFETY: the kernel wrote `read` bytes right after the initialised part.
