@@ -21,7 +21,7 @@ fn pinned_thread_runs_on_its_cpu() {
 
 #[test]
 fn runtime_task_and_plain_thread_ping_pong_through_mailboxes() {
-    const ROUNDS: u64 = 5_000;
+    const ROUNDS: u64 = 2_000;
     let (mut to_runtime, mut runtime_inbox) = mailbox::channel::<u64>(8).unwrap();
     let (mut to_thread, mut thread_inbox) = mailbox::channel::<u64>(8).unwrap();
     let worker = spawn_runtime("mailbox-worker", None, Builder::new(), move || async move {
