@@ -168,6 +168,7 @@ impl SegmentReader {
         let carried = buffer_end.saturating_sub(page_start) as usize;
         let sequential = self.pending == Some(buffer_end - self.start)
             && page_start >= self.buffer_position
+            && page_start <= buffer_end
             && carried <= self.carry;
         if let Some((mut next, offset, result)) = self.take_prefetched() {
             if sequential {

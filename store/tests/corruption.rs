@@ -229,3 +229,60 @@ fn stale_records_in_a_recycled_segment_are_never_recovered() {
     );
     store.shutdown();
 }
+
+#[test]
+fn recovery_scan_across_many_read_windows() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut config = small_config(directory.path());
+    config.segment_size_bytes = 32 << 20;
+    // Large groups: the tail check after the log's end reaches past the current window.
+    config.max_group_bytes = 4 << 20;
+    config.read_block_size_bytes = 1 << 20;
+    let range = RangeKey::new(7, 0);
+    // ~20 MiB in records of uneven sizes, so records straddle the scan's 8 MiB windows.
+    let sizes = [70_001usize, 3, 250_000 - 48 - 4096, 9_999, 123_456];
+    let (store, mut wal) = Store::open_sync(config.clone()).unwrap();
+    let mut positions = Vec::new();
+    let mut total = 0usize;
+    let mut n = 0u64;
+    while total < 20 << 20 {
+        let len = sizes[n as usize % sizes.len()];
+        positions.push(
+            wal.append(range, n, 1, batch(range, n, len))
+                .unwrap()
+                .position,
+        );
+        total += len;
+        n += 1;
+    }
+    store.halt();
+    let (store, mut wal) = Store::open_sync(config.clone()).unwrap();
+    assert!(!store.recovery().clean);
+    assert!(store.recovery().wal_bytes_read >= total as u64);
+    assert_eq!(wal.index(range).unwrap().next_offset, n);
+    for offset in 0..n {
+        let len = sizes[offset as usize % sizes.len()];
+        assert_eq!(
+            wal.read(range, offset, 1).unwrap()[0],
+            batch(range, offset, len)
+        );
+    }
+    store.halt();
+    // Damage a record beyond the first window: found, refused.
+    let victim = positions.iter().position(|p| *p > 9 << 20).unwrap();
+    let (path, offset) = segment_file_sized(directory.path(), positions[victim], 32 << 20);
+    flip_bit(&path, offset + 48 + 1);
+    let error = Store::open_sync(config).err().expect("open must fail");
+    assert!(
+        matches!(error, Error::Corrupt { position, .. } if position == positions[victim]),
+        "{error}"
+    );
+}
+
+fn segment_file_sized(directory: &Path, position: u64, segment: u64) -> (PathBuf, u64) {
+    let start = position - position % segment;
+    (
+        directory.join("wal").join(format!("{start:016x}.wal")),
+        position - start,
+    )
+}
