@@ -372,3 +372,59 @@ unsafe impl IoBufMut for AlignedBuf {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_buf_is_aligned_zeroed_and_rounded_up() {
+        let mut buf = AlignedBuf::new(5000);
+        assert_eq!(buf.capacity(), 8192);
+        assert_eq!(buf.stable_ptr() as usize % DIRECT_IO_ALIGNMENT, 0);
+        assert!(buf.is_empty());
+        buf.set_len(8192);
+        assert!(buf.iter().all(|&byte| byte == 0));
+        buf.clear();
+        buf.extend_from_slice(b"abc");
+        assert_eq!(&buf[..], b"abc");
+        assert_eq!(buf.bytes_init(), 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "exceed capacity")]
+    fn aligned_buf_refuses_to_grow() {
+        let mut buf = AlignedBuf::new(4096);
+        buf.extend_from_slice(&[1u8; 4097]);
+    }
+
+    #[test]
+    fn slice_views_part_of_the_initialised_bytes() {
+        let buf = b"hello world".to_vec();
+        let slice = buf.slice(6..);
+        assert_eq!(slice.bytes_init(), 5);
+        // SAFETY: the slice's pointer covers `bytes_init()` initialised bytes.
+        let viewed = unsafe { std::slice::from_raw_parts(slice.stable_ptr(), slice.bytes_init()) };
+        assert_eq!(viewed, b"world");
+        assert_eq!((slice.begin(), slice.end()), (6, 11));
+        assert_eq!(slice.into_inner(), b"hello world");
+    }
+
+    #[test]
+    #[should_panic(expected = "out of the")]
+    fn slice_beyond_initialised_bytes_panics() {
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(b"abc");
+        let _ = buf.slice(..10);
+    }
+
+    #[test]
+    fn vec_set_init_only_grows() {
+        let mut buf: Vec<u8> = Vec::with_capacity(8);
+        buf.extend_from_slice(b"abcd");
+        // SAFETY: shrinking requests are ignored; no bytes are claimed.
+        unsafe { buf.set_init(2) };
+        assert_eq!(buf.len(), 4);
+        assert_eq!(buf.bytes_total(), buf.capacity());
+    }
+}
