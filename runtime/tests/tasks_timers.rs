@@ -242,3 +242,67 @@ fn budget_makes_an_always_ready_consumer_yield() {
         "the consumer ran to completion before the other task got a turn"
     );
 }
+
+#[test]
+fn spawned_tasks_woken_from_other_threads_never_miss_a_wake() {
+    // Four tasks each wait for a flag that a plain thread sets and then wakes them through their
+    // Waker; the runtime is usually asleep in the kernel when the wake arrives.
+    const TASKS: usize = 4;
+    const ROUNDS: usize = 500;
+    type Slot = Arc<std::sync::Mutex<(bool, Option<std::task::Waker>)>>;
+    let slots: Vec<Slot> = (0..TASKS)
+        .map(|_| Arc::new(std::sync::Mutex::new((false, None))))
+        .collect();
+    let wakers = {
+        let slots = slots.clone();
+        std::thread::spawn(move || {
+            for round in 0..ROUNDS {
+                for slot in &slots {
+                    // Wait until the task parked itself for this round.
+                    loop {
+                        let mut guard = slot.lock().unwrap();
+                        if let Some(waker) = guard.1.take() {
+                            guard.0 = true;
+                            drop(guard);
+                            if round % 7 == 0 {
+                                std::thread::sleep(Duration::from_micros(50));
+                            }
+                            waker.wake();
+                            break;
+                        }
+                        drop(guard);
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        })
+    };
+    let mut runtime = Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let tasks: Vec<_> = slots
+            .into_iter()
+            .map(|slot| {
+                spawn(async move {
+                    for _ in 0..ROUNDS {
+                        std::future::poll_fn(|cx| {
+                            let mut guard = slot.lock().unwrap();
+                            if guard.0 {
+                                guard.0 = false;
+                                return std::task::Poll::Ready(());
+                            }
+                            guard.1 = Some(cx.waker().clone());
+                            std::task::Poll::Pending
+                        })
+                        .await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            timeout(Duration::from_secs(30), task)
+                .await
+                .expect("a cross-thread wake was lost");
+        }
+    });
+    wakers.join().unwrap();
+}
