@@ -524,9 +524,26 @@ impl Wal {
         }
     }
 
+    /// True when a group staged now could be submitted at once.
+    fn could_submit(&self) -> bool {
+        match self.in_flight.back() {
+            None => true,
+            Some(last) => {
+                self.in_flight.len() < MAX_GROUPS_IN_FLIGHT
+                    && self.staging.page_start >= last.group.page_start + last.write_len as u64
+            }
+        }
+    }
+
     fn arm_all(&mut self) -> bool {
         if !self.control.arm() {
             return false;
+        }
+        if !self.could_submit() {
+            // New requests could not be written before a group completes anyway: let that
+            // completion wake us, not every request (one wake-up per group, not per burst).
+            // They are drained, and reads started, right after.
+            return true;
         }
         for index in 0..self.ports.len() {
             if !self.ports[index].deferred.is_empty() || self.ports[index].requests_closed {
