@@ -179,13 +179,17 @@ impl Driver {
     /// Registers one operation per entry and queues the entries in order (a linked chain stays
     /// contiguous). Each entry gets its operation's key as `user_data`. Returns the keys.
     pub(crate) fn submit(&mut self, entries: &mut [squeue::Entry]) -> io::Result<KeyRange> {
-        // Make room for the whole chain first so linked entries are never split by a flush.
-        let free = {
-            let submission = self.ring.submission();
-            submission.capacity() - submission.len()
-        };
-        if free < entries.len() {
+        // Make room for the whole chain before queueing any of it: an entry that reached the
+        // queue must never be abandoned (the caller would free memory the kernel will use), and
+        // a linked entry must never be split from its successor.
+        if self.sq_free() < entries.len() {
             self.enter_submit()?;
+            if self.sq_free() < entries.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "io_uring submission queue is still full after flushing it",
+                ));
+            }
         }
         let mut keys = KeyRange::default();
         for entry in entries.iter_mut() {
@@ -193,17 +197,19 @@ impl Driver {
             *entry = entry.clone().user_data(key as u64);
             keys.push(key);
         }
-        for (index, entry) in entries.iter().enumerate() {
-            if let Err(error) = self.push(entry) {
-                // Entries not yet queued never reach the kernel: forget their slots. Queued ones
-                // (only possible for a chain split by a failed flush) complete normally.
-                for key in keys.iter().skip(index) {
-                    self.ops.remove(key);
-                }
-                return Err(error);
-            }
+        let mut submission = self.ring.submission();
+        for entry in entries.iter() {
+            // SAFETY: every entry points only into memory owned by its operation's data, which
+            // the `Op` keeps (or parks in the driver) until the completion has been reaped.
+            let pushed = unsafe { submission.push(entry) };
+            debug_assert!(pushed.is_ok(), "room was checked above");
         }
         Ok(keys)
+    }
+
+    fn sq_free(&mut self) -> usize {
+        let submission = self.ring.submission();
+        submission.capacity() - submission.len()
     }
 
     /// Checks an operation: its completion if it arrived, else registers the waker.
@@ -423,9 +429,6 @@ impl KeyRange {
         );
         self.keys[self.len] = key;
         self.len += 1;
-    }
-    pub(crate) fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.keys[..self.len].iter().copied()
     }
     pub(crate) fn get(&self, index: usize) -> usize {
         assert!(index < self.len);
