@@ -3,7 +3,7 @@
 //! A clean shutdown leaves a marker naming its final checkpoint; then no WAL byte is read. After
 //! a crash the scan starts at the checkpoint's position and verifies every record's checksum.
 //! The first record that does not verify ends the log *if* nothing valid follows it beyond the
-//! groups that can have been in flight (two of `max_group_bytes` plus their pages): that is
+//! groups that can have been in flight (at most twice `max_group_bytes` plus their pages): that is
 //! a torn tail, cut and logged with its position, and the bytes after it are zeroed so that
 //! leftovers of the torn group can never be mistaken for records later. A valid record further
 //! on (or at the start of a later segment) means damage in the middle of acknowledged data: the
@@ -265,7 +265,9 @@ impl SegmentReader {
 /// How far past the first bad record a crash can have left written bytes: the groups that may
 /// be in flight together, each up to `max_group_bytes` plus the pages it rewrites or pads.
 pub(crate) fn torn_window_bytes(config: &StoreConfig) -> u64 {
-    2 * (config.max_group_bytes as u64 + 2 * PAGE_BYTES as u64)
+    let groups = crate::wal::MAX_GROUPS_IN_FLIGHT as u64;
+    crate::wal::MAX_BYTES_IN_FLIGHT_GROUPS as u64 * config.max_group_bytes as u64
+        + groups * 2 * PAGE_BYTES as u64
 }
 
 fn apply(index: &mut Index, header: &RecordHeader) -> Result<()> {

@@ -48,8 +48,13 @@ const OP_BLOCK_READ: u64 = 4;
 const OP_PREWRITE: u64 = 5;
 const OP_PREWRITE_SYNC: u64 = 6;
 
-/// Groups written (and synced) at the same time; more than one only when they share no page.
-const MAX_GROUPS_IN_FLIGHT: usize = 2;
+/// Groups submitted and not yet durable. A group's write may start while earlier ones are
+/// still being written only if it shares no page with them; data syncs run back to back, each
+/// covering every write completed before it.
+pub(crate) const MAX_GROUPS_IN_FLIGHT: usize = 4;
+/// ... and together they write at most this many times `max_group_bytes`: it bounds how much a
+/// crash can tear, and so the window recovery treats as a torn tail.
+pub(crate) const MAX_BYTES_IN_FLIGHT_GROUPS: usize = 2;
 /// A group at least this large ends on a page boundary so the next can be in flight with it.
 const PIPELINE_MIN_GROUP_BYTES: usize = 32 << 10;
 /// Payload of page-padding records.
@@ -123,9 +128,18 @@ struct InFlightGroup {
     sequence: u64,
     /// Bytes written, from `group.page_start`.
     write_len: usize,
+    segment_start: WalPosition,
     group: Group,
-    /// Completions still expected (write, and sync unless `sync: never`).
-    awaiting: u8,
+    /// The write completed (successfully unless `error`).
+    written: bool,
+    error: Option<Error>,
+}
+
+/// The data sync in flight: one `fdatasync` per segment file with unsynced groups.
+struct SyncInFlight {
+    /// Makes every group up to this sequence durable.
+    through: u64,
+    awaiting: usize,
     error: Option<Error>,
 }
 
@@ -246,6 +260,9 @@ pub(crate) struct Wal {
     staging: Group,
     in_flight: VecDeque<InFlightGroup>,
     groups_submitted: u64,
+    sync_in_flight: Option<SyncInFlight>,
+    /// Groups up to this sequence are durable.
+    synced_through: Option<u64>,
     /// A failed group's write may have reached the disk up to here; the next group zeroes it.
     dirty_until: WalPosition,
     spare_buffers: Vec<AlignedBuf>,
@@ -348,6 +365,8 @@ impl Wal {
             staging,
             in_flight: VecDeque::new(),
             groups_submitted: 0,
+            sync_in_flight: None,
+            synced_through: None,
             dirty_until: 0,
             spare_buffers: vec![AlignedBuf::zeroed(group_capacity)],
             failure: None,
@@ -417,6 +436,7 @@ impl Wal {
 
     fn finished(&self) -> bool {
         let quiet = self.in_flight.is_empty()
+            && self.sync_in_flight.is_none()
             && self.loads.is_empty()
             && self
                 .prewrite
@@ -529,8 +549,17 @@ impl Wal {
         match self.in_flight.back() {
             None => true,
             Some(last) => {
+                let in_flight_bytes: usize = self
+                    .in_flight
+                    .iter()
+                    .map(|in_flight| in_flight.write_len)
+                    .sum();
                 self.in_flight.len() < MAX_GROUPS_IN_FLIGHT
-                    && self.staging.page_start >= last.group.page_start + last.write_len as u64
+                    && in_flight_bytes + self.staging.used_bytes()
+                        <= MAX_BYTES_IN_FLIGHT_GROUPS * self.config.max_group_bytes
+                    && self.dirty_until == 0
+                    && (last.written
+                        || self.staging.page_start >= last.group.page_start + last.write_len as u64)
             }
         }
     }
@@ -645,7 +674,7 @@ impl Wal {
                     self.submit_eventfd_poll(value as usize);
                 }
                 OP_GROUP_WRITE => self.on_group_write(value, result),
-                OP_GROUP_SYNC => self.on_group_sync(value, result),
+                OP_GROUP_SYNC => self.on_group_sync(result),
                 OP_BLOCK_READ => self.on_block_read(value as usize, result),
                 OP_PREWRITE => self.on_prewrite_write(result),
                 OP_PREWRITE_SYNC => self.on_prewrite_sync(result),
@@ -818,19 +847,8 @@ impl Wal {
     }
 
     fn maybe_submit_group(&mut self) -> bool {
-        if self.staging.is_empty()
-            || self.failure.is_some()
-            || self.in_flight.len() >= MAX_GROUPS_IN_FLIGHT
-        {
+        if self.staging.is_empty() || self.failure.is_some() || !self.could_submit() {
             return false;
-        }
-        if let Some(last) = self.in_flight.back() {
-            // Never two writes of one page in flight: the new group may only go while the
-            // previous one is in flight if it starts on a page of its own.
-            let last_write_end = last.group.page_start + last.write_len as u64;
-            if self.staging.page_start < last_write_end || self.dirty_until != 0 {
-                return false;
-            }
         }
         let spare = self
             .spare_buffers
@@ -904,32 +922,19 @@ impl Wal {
         debug_assert!(file_offset + write_len as u64 <= self.segment_size);
         let sequence = self.groups_submitted;
         self.groups_submitted += 1;
-        let sync = self.config.sync == SyncMode::Always;
         let write = opcode::Write::new(types::Fd(fd), group.buffer.as_mut_ptr(), write_len as u32)
             .offset(file_offset)
             .build()
             .user_data(user_data(OP_GROUP_WRITE, sequence));
-        let write = if sync {
-            write.flags(squeue::Flags::IO_LINK)
-        } else {
-            write
-        };
-        // SAFETY: the group buffer moves into `self.in_flight` below and stays there until both
-        // completions of this group have been reaped (`retire_groups`).
+        // SAFETY: the group buffer moves into `self.in_flight` below and stays there until its
+        // write completion has been reaped (`retire_groups` pops only written groups).
         unsafe { self.push(&write) };
-        if sync {
-            let data_sync = opcode::Fsync::new(types::Fd(fd))
-                .flags(types::FsyncFlags::DATASYNC)
-                .build()
-                .user_data(user_data(OP_GROUP_SYNC, sequence));
-            // SAFETY: no buffers.
-            unsafe { self.push(&data_sync) };
-        }
         self.in_flight.push_back(InFlightGroup {
             sequence,
             write_len,
+            segment_start,
             group,
-            awaiting: if sync { 2 } else { 1 },
+            written: false,
             error: None,
         });
         true
@@ -966,38 +971,110 @@ impl Wal {
                 errno: libc::EIO,
             });
         }
-        in_flight.awaiting -= 1;
+        in_flight.written = true;
+        if in_flight.error.is_some() {
+            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        }
         self.retire_groups();
+        self.maybe_submit_sync();
     }
 
-    fn on_group_sync(&mut self, sequence: u64, result: i32) {
+    /// Starts one data sync covering every group whose write (and every earlier group's write)
+    /// has completed, unless a sync is already in flight: syncs run back to back, each one
+    /// making everything written before it durable.
+    fn maybe_submit_sync(&mut self) {
+        if self.config.sync != SyncMode::Always
+            || self.sync_in_flight.is_some()
+            || self.failure.is_some()
+        {
+            return;
+        }
+        let mut target = None;
+        let mut files: Vec<WalPosition> = Vec::new();
+        for in_flight in &self.in_flight {
+            if !in_flight.written || in_flight.error.is_some() {
+                break;
+            }
+            if self
+                .synced_through
+                .is_some_and(|synced| in_flight.sequence <= synced)
+            {
+                continue;
+            }
+            target = Some(in_flight.sequence);
+            if !files.contains(&in_flight.segment_start) {
+                files.push(in_flight.segment_start);
+            }
+        }
+        let Some(target) = target else {
+            return;
+        };
+        let mut awaiting = 0;
+        for start in files {
+            let Some(segment) = self.segments.get(&start) else {
+                continue;
+            };
+            let data_sync = opcode::Fsync::new(types::Fd(segment.fd.as_raw_fd()))
+                .flags(types::FsyncFlags::DATASYNC)
+                .build()
+                .user_data(user_data(OP_GROUP_SYNC, 0));
+            // SAFETY: no buffers.
+            unsafe { self.push(&data_sync) };
+            awaiting += 1;
+        }
+        self.sync_in_flight = Some(SyncInFlight {
+            through: target,
+            awaiting,
+            error: None,
+        });
+    }
+
+    fn on_group_sync(&mut self, result: i32) {
         if result >= 0 {
             self.stats.data_syncs.fetch_add(1, Ordering::Relaxed);
         }
-        let Some(in_flight) = self.in_flight_group(sequence) else {
+        let Some(sync) = self.sync_in_flight.as_mut() else {
             return;
         };
-        if result < 0 && in_flight.error.is_none() {
-            in_flight.error = Some(Error::errno(
-                format!(
-                    "WAL data sync after position {}",
-                    in_flight.group.page_start
-                ),
-                -result,
-            ));
+        if result < 0 && sync.error.is_none() {
+            sync.error = Some(Error::errno("WAL data sync", -result));
         }
-        in_flight.awaiting -= 1;
+        sync.awaiting -= 1;
+        if sync.awaiting > 0 {
+            return;
+        }
+        let Some(sync) = self.sync_in_flight.take() else {
+            return;
+        };
+        match sync.error {
+            Some(error) => {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                if self.failure.is_none() {
+                    log::error!("store: {error}; failing every group not yet durable");
+                    self.failure = Some(error);
+                }
+            }
+            None => self.synced_through = Some(sync.through),
+        }
         self.retire_groups();
+        self.maybe_submit_sync();
     }
 
-    /// Retires finished groups in WAL order. A failed group fails every group behind it too
-    /// (their records would follow a hole), and everything staged once the last one is done.
+    /// Retires groups in WAL order: a group is done once its write completed and (with `sync:
+    /// always`) a data sync issued after that completed. A failed write or sync fails every
+    /// group behind it too (their records would follow a hole), and everything staged once the
+    /// last one is done.
     fn retire_groups(&mut self) {
-        while self
-            .in_flight
-            .front()
-            .is_some_and(|in_flight| in_flight.awaiting == 0)
-        {
+        let sync_always = self.config.sync == SyncMode::Always;
+        while let Some(front) = self.in_flight.front() {
+            let durable = !sync_always
+                || self
+                    .synced_through
+                    .is_some_and(|synced| front.sequence <= synced);
+            let failed = front.error.is_some() || self.failure.is_some();
+            if !front.written || !(durable || failed) {
+                break;
+            }
             let Some(InFlightGroup {
                 group,
                 error,
@@ -1007,9 +1084,6 @@ impl Wal {
             else {
                 break;
             };
-            if error.is_some() {
-                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-            }
             match error.or_else(|| self.failure.clone()) {
                 Some(error) => self.fail_group(group, write_len, error),
                 None => self.finish_group(group, write_len),
