@@ -179,6 +179,8 @@ struct Report {
     client: Option<ProcessUsage>,
     node: Option<ProcessUsage>,
     server_stages: Vec<StageLatency>,
+    /// Counters and gauges of the node that changed over the run (after - before).
+    server_counters: std::collections::BTreeMap<String, f64>,
     /// Everything the device wrote during the run (this run and anything else on the machine).
     disk: Option<procstat::DiskUsage>,
     baseline: Option<RawDiskReport>,
@@ -538,9 +540,12 @@ fn run_load(common: &Common, plan: Plan, baseline: Option<RawDiskReport>) -> Res
             .zip(after)
             .map(|(before, after)| procstat::usage(pid, &before, &after))
     };
-    let server_stages = match (&scrape_before, &scrape_after) {
-        (Some(Some(before)), Some(Some(after))) => metrics::stage_latencies(before, after),
-        _ => Vec::new(),
+    let (server_stages, server_counters) = match (&scrape_before, &scrape_after) {
+        (Some(Some(before)), Some(Some(after))) => (
+            metrics::stage_latencies(before, after),
+            metrics::counter_deltas(before, after),
+        ),
+        _ => Default::default(),
     };
     let report = Report {
         workload: kind_name(plan.kind).into(),
@@ -564,6 +569,7 @@ fn run_load(common: &Common, plan: Plan, baseline: Option<RawDiskReport>) -> Res
         client: usage(std::process::id(), client_before, client_after),
         node: node_pid.and_then(|pid| usage(pid, node_before, node_after)),
         server_stages,
+        server_counters,
         disk: disk_before
             .zip(disk_after)
             .map(|(before, after)| procstat::disk_usage(&before, &after)),
