@@ -22,17 +22,18 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{fence, AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
 use crate::driver::{Driver, RingMode};
+use crate::remote::Remote;
 use crate::time::Timers;
 
 /// Task id reserved for the future passed to `block_on`.
@@ -122,7 +123,7 @@ impl Builder {
             self.entries,
             self.defer_taskrun && self.sqpoll_idle_ms.is_none(),
             self.sqpoll_idle_ms,
-            remote.eventfd.as_raw_fd(),
+            remote.eventfd(),
         )?;
         let context = Rc::new(Context {
             driver: RefCell::new(driver),
@@ -390,42 +391,18 @@ impl Context {
 
     /// Enters the kernel to wait, unless another thread queued a wake meanwhile.
     fn sleep(&self, timeout: Option<Duration>) {
-        let remote = &self.remote;
         self.driver.borrow_mut().arm_remote_wake();
-        remote.sleeping.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if remote.pending.load(Ordering::Relaxed) {
-            remote.sleeping.store(false, Ordering::Relaxed);
+        if !self.remote.prepare_sleep() {
             self.driver.borrow_mut().submit_and_reap();
             return;
         }
         self.driver.borrow_mut().submit_and_wait(timeout);
-        remote.sleeping.store(false, Ordering::Release);
+        self.remote.finish_sleep();
     }
 
     fn take_remote_wakes(&self) {
-        if !self.remote.pending.load(Ordering::Acquire) {
-            return;
-        }
-        self.remote.pending.store(false, Ordering::SeqCst);
-        let woken = {
-            let mut queue = self.remote.queue.lock().unwrap_or_else(|e| e.into_inner());
-            std::mem::take(&mut *queue)
-        };
         let mut run_queue = self.run_queue.borrow_mut();
-        for header in &woken {
-            run_queue.push_back(header.id);
-        }
-        drop(run_queue);
-        // Give the (now empty) vector's capacity back, so steady-state remote wakes allocate
-        // nothing.
-        let mut woken = woken;
-        woken.clear();
-        let mut queue = self.remote.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if queue.capacity() < woken.capacity() {
-            woken.append(&mut queue);
-            *queue = woken;
-        }
+        self.remote.drain(|id| run_queue.push_back(id));
     }
 
     fn poll_task(&self, id: usize) {
@@ -532,60 +509,6 @@ impl Context {
     }
 }
 
-/// Cross-thread wake-ups of one runtime.
-pub(crate) struct Remote {
-    /// Tasks woken from other threads. Bounded by the number of tasks: a task is pushed only by
-    /// the wake that set its QUEUED bit.
-    queue: Mutex<Vec<Arc<Header>>>,
-    /// Something is in `queue`; read without the lock.
-    pending: AtomicBool,
-    /// The runtime is (about to be) blocked in the kernel and needs the eventfd written.
-    sleeping: AtomicBool,
-    closed: AtomicBool,
-    /// Blocking eventfd (io_uring would answer EAGAIN instead of waiting on a non-blocking one).
-    eventfd: OwnedFd,
-}
-
-impl Remote {
-    fn new() -> io::Result<Remote> {
-        // SAFETY: plain syscall, result checked.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Remote {
-            queue: Mutex::new(Vec::with_capacity(64)),
-            pending: AtomicBool::new(false),
-            sleeping: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-            // SAFETY: fresh descriptor owned by nothing else.
-            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
-    }
-
-    fn push(&self, header: Arc<Header>) {
-        {
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if self.closed.load(Ordering::Relaxed) {
-                return;
-            }
-            queue.push(header);
-        }
-        self.pending.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
-            signal_eventfd(self.eventfd.as_raw_fd());
-        }
-    }
-
-    /// Stops accepting wakes and drops queued ones (they hold `Arc`s back to us).
-    fn close(&self) {
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        self.closed.store(true, Ordering::Relaxed);
-        queue.clear();
-    }
-}
-
 /// Adds one to an eventfd's counter.
 pub(crate) fn signal_eventfd(fd: RawFd) {
     let one: u64 = 1;
@@ -618,7 +541,7 @@ impl Wake for Header {
                 return;
             }
         }
-        self.remote.push(self.clone());
+        self.remote.push(self.id);
     }
 }
 

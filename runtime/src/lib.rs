@@ -17,6 +17,7 @@ pub mod fs;
 pub mod mailbox;
 pub mod net;
 mod op;
+mod remote;
 pub mod signal;
 pub mod spsc;
 pub mod thread;
