@@ -7,6 +7,7 @@
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -73,8 +74,8 @@ impl Drop for AlignedBuffer {
     }
 }
 
-/// Runs the baseline in a temporary file under `directory`, removed at the end.
-pub fn run(directory: &Path, options: &RawDiskOptions) -> std::io::Result<RawDiskResult> {
+/// Checks the options; returns the size of the file to write (whole groups).
+fn checked_file_size(options: &RawDiskOptions) -> std::io::Result<u64> {
     let block = options.block_size_bytes;
     if block == 0 || block % ALIGNMENT_BYTES != 0 {
         return Err(invalid(format!(
@@ -95,10 +96,104 @@ pub fn run(directory: &Path, options: &RawDiskOptions) -> std::io::Result<RawDis
             options.file_size_bytes
         )));
     }
+    Ok(file_size)
+}
+
+/// Runs the baseline in a temporary file under `directory`, removed at the end.
+pub fn run(directory: &Path, options: &RawDiskOptions) -> std::io::Result<RawDiskResult> {
+    let file_size = checked_file_size(options)?;
     let file_path = directory.join(format!("es-bench-raw-disk-{}.dat", std::process::id()));
-    let result = run_in_file(&file_path, file_size, options);
+    let result = run_in_file(&file_path, file_size, options, None);
     let _ = std::fs::remove_file(&file_path);
     result
+}
+
+/// Zero-fill unit of the segment pre-writer, as the store uses.
+const PREWRITE_CHUNK_BYTES: usize = 1 << 20;
+
+/// The same baseline plus what a WAL that never recycles segments adds in steady state: for
+/// every byte appended, a byte of a fresh segment file written through (zero-filled in 1 MiB
+/// O_DIRECT writes, one fdatasync per `segment_bytes`, then the file is emptied so the next
+/// pass allocates again), by a second thread running alongside, as fast as the appends go.
+pub fn run_with_prewrite(
+    directory: &Path,
+    options: &RawDiskOptions,
+    segment_bytes: u64,
+) -> std::io::Result<RawDiskResult> {
+    let segment_bytes = segment_bytes / PREWRITE_CHUNK_BYTES as u64 * PREWRITE_CHUNK_BYTES as u64;
+    if segment_bytes == 0 {
+        return Err(invalid(format!(
+            "segment size must be at least {PREWRITE_CHUNK_BYTES} bytes"
+        )));
+    }
+    let appended = std::sync::Arc::new(AtomicU64::new(0));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let segment_path = directory.join(format!("es-bench-prewrite-{}.dat", std::process::id()));
+    let prewriter = {
+        let appended = std::sync::Arc::clone(&appended);
+        let stop = std::sync::Arc::clone(&stop);
+        let segment_path = segment_path.clone();
+        std::thread::Builder::new()
+            .name("raw-prewrite".into())
+            .spawn(move || prewrite_loop(&segment_path, segment_bytes, &appended, &stop))?
+    };
+    let file_path = directory.join(format!("es-bench-raw-disk-{}.dat", std::process::id()));
+    let result = checked_file_size(options)
+        .and_then(|file_size| run_in_file(&file_path, file_size, options, Some(&appended)));
+    stop.store(true, Ordering::Relaxed);
+    let prewrite_result = prewriter
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("pre-writer thread panicked")));
+    let _ = std::fs::remove_file(&file_path);
+    let _ = std::fs::remove_file(&segment_path);
+    prewrite_result?;
+    result
+}
+
+/// Writes zeros into a fresh segment file, keeping up with `appended`; returns on `stop`.
+fn prewrite_loop(
+    path: &Path,
+    segment_bytes: u64,
+    appended: &AtomicU64,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)?;
+    let chunk = AlignedBuffer::new(PREWRITE_CHUNK_BYTES)?;
+    let mut prewritten = 0u64;
+    let mut in_segment = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        if prewritten + PREWRITE_CHUNK_BYTES as u64 > appended.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_micros(100));
+            continue;
+        }
+        // SAFETY: the buffer is valid for its whole length and owned by this thread for the
+        // duration of the (blocking) call.
+        let written = unsafe {
+            libc::pwrite(
+                file.as_raw_fd(),
+                chunk.pointer as *const libc::c_void,
+                PREWRITE_CHUNK_BYTES,
+                in_segment as libc::off_t,
+            )
+        };
+        if written != PREWRITE_CHUNK_BYTES as isize {
+            return Err(std::io::Error::last_os_error());
+        }
+        prewritten += PREWRITE_CHUNK_BYTES as u64;
+        in_segment += PREWRITE_CHUNK_BYTES as u64;
+        if in_segment >= segment_bytes {
+            file.sync_data()?;
+            // Empty the file so the next segment's writes allocate blocks again, as a new
+            // segment file would.
+            file.set_len(0)?;
+            in_segment = 0;
+        }
+    }
+    Ok(())
 }
 
 fn invalid(message: String) -> std::io::Error {
@@ -109,6 +204,7 @@ fn run_in_file(
     path: &Path,
     file_size: u64,
     options: &RawDiskOptions,
+    appended: Option<&AtomicU64>,
 ) -> std::io::Result<RawDiskResult> {
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -139,6 +235,9 @@ fn run_in_file(
         write_latency_us.saturating_record_n(latency_us.max(1), options.queue_depth as u64);
         let group_bytes = (options.block_size_bytes * options.queue_depth) as u64;
         bytes_written += group_bytes;
+        if let Some(appended) = appended {
+            appended.fetch_add(group_bytes, Ordering::Relaxed);
+        }
         groups += 1;
         offset = (offset + group_bytes) % file_size;
     }
@@ -232,6 +331,21 @@ mod tests {
         assert_eq!(result.bytes_written, result.groups * 4 * 64 * 1024);
         assert_eq!(result.write_latency_us.len(), result.groups * 4);
         // The temporary file is gone.
+        assert_eq!(std::fs::read_dir(directory.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn prewrite_variant_keeps_up_and_cleans_up() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let options = RawDiskOptions {
+            block_size_bytes: 64 * 1024,
+            queue_depth: 16,
+            file_size_bytes: 4 << 20,
+            duration: Duration::from_millis(100),
+        };
+        let result = run_with_prewrite(directory.path(), &options, 2 << 20).expect("run");
+        assert!(result.groups > 0);
+        assert_eq!(result.bytes_written, result.groups * 16 * 64 * 1024);
         assert_eq!(std::fs::read_dir(directory.path()).unwrap().count(), 0);
     }
 

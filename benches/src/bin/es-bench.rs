@@ -56,6 +56,11 @@ enum Workload {
         /// Writes per fdatasync in the raw disk baseline.
         #[arg(long, default_value_t = 16)]
         baseline_queue_depth: usize,
+        /// Also measure the baseline with segment pre-writing alongside (one byte of a fresh
+        /// segment written through per byte appended, segments of this size), as a WAL that
+        /// never recycles segments does in steady state.
+        #[arg(long)]
+        baseline_prewrite_segment_bytes: Option<u64>,
     },
     /// Reads: `catch-up` re-reads preloaded ranges from the start; `tail` long-polls at the end
     /// while the first loop of each connection appends (needs --in-flight >= 2).
@@ -90,6 +95,10 @@ enum Workload {
         file_bytes: u64,
         #[arg(long, default_value_t = 5.0)]
         duration_secs: f64,
+        /// Pre-write fresh segments of this size alongside, one byte per byte written (what a
+        /// WAL that never recycles segments adds).
+        #[arg(long)]
+        prewrite_segment_bytes: Option<u64>,
         /// Write the report as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -184,10 +193,13 @@ struct Report {
     /// Everything the device wrote during the run (this run and anything else on the machine).
     disk: Option<procstat::DiskUsage>,
     baseline: Option<RawDiskReport>,
+    baseline_with_prewrite: Option<RawDiskReport>,
 }
 
 #[derive(Serialize, Clone)]
 struct RawDiskReport {
+    /// Segment size of the pre-writer running alongside, if any.
+    prewrite_segment_bytes: Option<u64>,
     block_bytes: usize,
     queue_depth: usize,
     seconds: f64,
@@ -216,10 +228,17 @@ fn run(cli: Cli) -> Result<(), String> {
             queue_depth,
             file_bytes,
             duration_secs,
+            prewrite_segment_bytes,
             json,
         } => {
-            let report =
-                raw_disk_baseline(&dir, block_bytes, queue_depth, file_bytes, duration_secs)?;
+            let report = raw_disk_baseline(
+                &dir,
+                block_bytes,
+                queue_depth,
+                file_bytes,
+                duration_secs,
+                prewrite_segment_bytes,
+            )?;
             print_raw_disk(&report);
             if let Some(path) = json {
                 write_json(&path, &report)?;
@@ -231,13 +250,14 @@ fn run(cli: Cli) -> Result<(), String> {
             payload_bytes,
         } => {
             let plan = plan(&common, Kind::Ping, payload_bytes, 0, None)?;
-            run_load(&common, plan, None)
+            run_load(&common, plan, Baselines::default())
         }
         Workload::Append {
             common,
             streams,
             baseline_dir,
             baseline_queue_depth,
+            baseline_prewrite_segment_bytes,
         } => {
             let plan = plan(
                 &common,
@@ -246,22 +266,35 @@ fn run(cli: Cli) -> Result<(), String> {
                 streams.streams,
                 streams.stream_base,
             )?;
-            let baseline = match baseline_dir {
-                Some(dir) => {
-                    println!("raw disk baseline in {} ...", dir.display());
+            let block_bytes = round_up_4k(streams.batch_bytes + wire::batch::BATCH_HEADER_BYTES);
+            let baseline_seconds = common.duration_secs.min(5.0);
+            let mut baselines = Baselines::default();
+            if let Some(dir) = &baseline_dir {
+                println!("raw disk baseline in {} ...", dir.display());
+                let report = raw_disk_baseline(
+                    dir,
+                    block_bytes,
+                    baseline_queue_depth,
+                    256 << 20,
+                    baseline_seconds,
+                    None,
+                )?;
+                print_raw_disk(&report);
+                baselines.plain = Some(report);
+                if let Some(segment_bytes) = baseline_prewrite_segment_bytes {
                     let report = raw_disk_baseline(
-                        &dir,
-                        round_up_4k(streams.batch_bytes + wire::batch::BATCH_HEADER_BYTES),
+                        dir,
+                        block_bytes,
                         baseline_queue_depth,
                         256 << 20,
-                        common.duration_secs.min(5.0),
+                        baseline_seconds,
+                        Some(segment_bytes),
                     )?;
                     print_raw_disk(&report);
-                    Some(report)
+                    baselines.with_prewrite = Some(report);
                 }
-                None => None,
-            };
-            run_load(&common, plan, baseline)
+            }
+            run_load(&common, plan, baselines)
         }
         Workload::Fetch {
             common,
@@ -290,7 +323,7 @@ fn run(cli: Cli) -> Result<(), String> {
             plan.preload_batches = preload_batches;
             plan.fetch_max_bytes = max_bytes;
             plan.fetch_wait_ms = wait_ms;
-            run_load(&common, plan, None)
+            run_load(&common, plan, Baselines::default())
         }
     }
 }
@@ -354,6 +387,7 @@ fn raw_disk_baseline(
     queue_depth: usize,
     file_bytes: u64,
     duration_secs: f64,
+    prewrite_segment_bytes: Option<u64>,
 ) -> Result<RawDiskReport, String> {
     let options = RawDiskOptions {
         block_size_bytes: block_bytes,
@@ -361,10 +395,14 @@ fn raw_disk_baseline(
         file_size_bytes: file_bytes,
         duration: Duration::from_secs_f64(duration_secs),
     };
-    let result = raw_disk::run(dir, &options)
-        .map_err(|error| format!("raw disk baseline in {}: {error}", dir.display()))?;
+    let result = match prewrite_segment_bytes {
+        Some(segment_bytes) => raw_disk::run_with_prewrite(dir, &options, segment_bytes),
+        None => raw_disk::run(dir, &options),
+    }
+    .map_err(|error| format!("raw disk baseline in {}: {error}", dir.display()))?;
     let seconds = result.elapsed.as_secs_f64();
     Ok(RawDiskReport {
+        prewrite_segment_bytes,
         block_bytes,
         queue_depth,
         seconds,
@@ -375,8 +413,13 @@ fn raw_disk_baseline(
 }
 
 fn print_raw_disk(report: &RawDiskReport) {
+    let prewrite = report
+        .prewrite_segment_bytes
+        .map_or_else(String::new, |bytes| {
+            format!(" + pre-writing {bytes}-byte segments")
+        });
     println!(
-        "raw disk: {} x {} B O_DIRECT writes + 1 fdatasync per group: {} ({:.0} syncs/s) over {:.1} s",
+        "raw disk{prewrite}: {} x {} B O_DIRECT writes + 1 fdatasync per group: {} ({:.0} syncs/s) over {:.1} s",
         report.queue_depth,
         report.block_bytes,
         format_rate(report.bytes_per_second),
@@ -401,7 +444,14 @@ fn kind_name(kind: Kind) -> &'static str {
     }
 }
 
-fn run_load(common: &Common, plan: Plan, baseline: Option<RawDiskReport>) -> Result<(), String> {
+/// Raw disk baselines measured before the load, in the same run.
+#[derive(Default)]
+struct Baselines {
+    plain: Option<RawDiskReport>,
+    with_prewrite: Option<RawDiskReport>,
+}
+
+fn run_load(common: &Common, plan: Plan, baselines: Baselines) -> Result<(), String> {
     let node_pid = common
         .node_pid
         .or_else(|| procstat::find_process("data-node"));
@@ -573,7 +623,8 @@ fn run_load(common: &Common, plan: Plan, baseline: Option<RawDiskReport>) -> Res
         disk: disk_before
             .zip(disk_after)
             .map(|(before, after)| procstat::disk_usage(&before, &after)),
-        baseline,
+        baseline: baselines.plain,
+        baseline_with_prewrite: baselines.with_prewrite,
     };
     print_report(&report);
     if let Some(path) = &common.json {
@@ -624,6 +675,13 @@ fn print_report(report: &Report) {
     if let Some(baseline) = &report.baseline {
         println!(
             "raw disk baseline (same run): {}; this run reached {:.0} % of it",
+            format_rate(baseline.bytes_per_second),
+            report.payload_bytes_per_second / baseline.bytes_per_second.max(1e-9) * 100.0
+        );
+    }
+    if let Some(baseline) = &report.baseline_with_prewrite {
+        println!(
+            "raw disk with segment pre-writing (same run): {}; this run reached {:.0} % of it",
             format_rate(baseline.bytes_per_second),
             report.payload_bytes_per_second / baseline.bytes_per_second.max(1e-9) * 100.0
         );
