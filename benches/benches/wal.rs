@@ -14,7 +14,7 @@
 //!
 //! `cargo bench -p benches --bench wal`; environment: WAL_BENCH_SECONDS (per run, default 3),
 //! WAL_BENCH_ROUNDS (default 3), WAL_BENCH_DIR (default: the system temp dir), WAL_BENCH_DEPTH
-//! (64 KiB appends in flight, default 32).
+//! (64 KiB appends in flight, default 32), WAL_BENCH_ONLY (`64k` or `1k`: run one part).
 
 use std::collections::HashMap;
 use std::os::unix::fs::OpenOptionsExt;
@@ -197,21 +197,46 @@ fn main() {
         .unwrap_or_else(|_| std::env::temp_dir());
     let directory = base.join(format!("wal-bench-{}", std::process::id()));
     std::fs::create_dir_all(&directory).expect("bench directory");
+    let only = std::env::var("WAL_BENCH_ONLY").unwrap_or_default();
     let duration = Duration::from_secs_f64(seconds);
     let probe = HiccupProbe::start(None).expect("hiccup probe");
 
-    println!("# WAL benchmark ({rounds} rounds of {seconds} s, directory {})", directory.display());
+    println!(
+        "# WAL benchmark ({rounds} rounds of {seconds} s, directory {})",
+        directory.display()
+    );
+    if only.is_empty() || only == "64k" {
+        large_batches(&directory, rounds, depth, duration);
+    }
+    if only.is_empty() || only == "1k" {
+        small_batches(&directory, rounds, duration);
+    }
+
+    let stalls = probe.stop();
+    println!();
+    println!(
+        "machine stalls during the run (1 ms sleep overshoot): p50 {} p90 {} p99 {} max {}",
+        format_us(stalls.value_at_quantile(0.5)),
+        format_us(stalls.value_at_quantile(0.9)),
+        format_us(stalls.value_at_quantile(0.99)),
+        format_us(stalls.max())
+    );
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
+/// 64 KiB batches against the raw disk, then the recovery scan of the last round's log.
+fn large_batches(directory: &Path, rounds: usize, depth: usize, duration: Duration) {
     println!();
     println!("## 64 KiB batches, sync always, {depth} appends in flight");
     println!();
-    println!("| round | raw disk | store | store / raw | raw p50 | p90 | p99 | store p50 | p90 | p99 | appends per sync |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| round | raw disk | store | store / raw | raw p50 | p90 | p99 | store p50 | p90 | p99 | appends per sync | appends per group write |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
     let store_path = directory.join("store");
     let mut last_store_bytes = 0;
     for round in 0..rounds {
         let raw = raw_disk::run(
-            &directory,
+            directory,
             &RawDiskOptions {
                 block_size_bytes: 64 << 10,
                 queue_depth: depth,
@@ -223,17 +248,26 @@ fn main() {
         let raw_rate = raw.bytes_written as f64 / raw.elapsed.as_secs_f64();
         let (store, mut wal) = open_ready(&store_path);
         // Stay inside the first segment: no segment switch in the measurement.
-        let run = run_store(&store, &mut wal, 64 << 10, depth as u64, depth, duration, 900 << 20);
+        let run = run_store(
+            &store,
+            &mut wal,
+            64 << 10,
+            depth as u64,
+            depth,
+            duration,
+            900 << 20,
+        );
         let ratio = run.bytes_per_second() / raw_rate;
         ratios.push(ratio);
         println!(
-            "| {round} | {} | {} | {:.2} | {} | {} | {:.1} |",
+            "| {round} | {} | {} | {:.2} | {} | {} | {:.1} | {:.1} |",
             format_rate(raw_rate),
             format_rate(run.bytes_per_second()),
             ratio,
             latency_cells(&raw.write_latency_us),
             latency_cells(&run.latency_us),
-            run.appends as f64 / run.data_syncs.max(1) as f64
+            run.appends as f64 / run.data_syncs.max(1) as f64,
+            run.appends as f64 / run.groups.max(1) as f64
         );
         last_store_bytes = run.bytes;
         if round + 1 == rounds {
@@ -244,10 +278,16 @@ fn main() {
         }
     }
     println!();
-    println!("median store / raw throughput: {:.2} (target >= 0.80)", median(&mut ratios));
+    println!(
+        "median store / raw throughput: {:.2} (target >= 0.80)",
+        median(&mut ratios)
+    );
 
     println!();
-    println!("## Recovery scan of {} MiB after an unclean stop", last_store_bytes >> 20);
+    println!(
+        "## Recovery scan of {} MiB after an unclean stop",
+        last_store_bytes >> 20
+    );
     println!();
     let segment = store_path.join("wal").join(format!("{:016x}.wal", 0));
     let (store, _wal) = Store::open_sync(store_config(&store_path)).expect("reopen");
@@ -256,7 +296,9 @@ fn main() {
     let raw_read = raw_sequential_read(&segment, RECOVERY_CHUNK_BYTES, report.wal_bytes_read);
     let scan_rate = report.wal_bytes_read as f64 / report.duration.as_secs_f64();
     let read_rate = report.wal_bytes_read as f64 / raw_read.as_secs_f64();
-    println!("| WAL bytes scanned | records | recovery | scan speed | raw O_DIRECT read | store / raw |");
+    println!(
+        "| WAL bytes scanned | records | recovery | scan speed | raw O_DIRECT read | store / raw |"
+    );
     println!("|---|---|---|---|---|---|");
     println!(
         "| {} MiB | {} | {:.0} ms | {} | {} | {:.2} |",
@@ -267,7 +309,11 @@ fn main() {
         format_rate(read_rate),
         scan_rate / read_rate
     );
+}
 
+/// 1 KiB batches over 1,000 ranges against one 4 KiB write + fdatasync at a time.
+fn small_batches(directory: &Path, rounds: usize, duration: Duration) {
+    let store_path = directory.join("store");
     println!();
     println!("## 1 KiB batches over 1,000 ranges, sync always, 1,024 appends in flight");
     println!();
@@ -276,7 +322,7 @@ fn main() {
     let mut rates = Vec::new();
     for round in 0..rounds {
         let raw = raw_disk::run(
-            &directory,
+            directory,
             &RawDiskOptions {
                 block_size_bytes: 4096,
                 queue_depth: 1,
@@ -305,15 +351,4 @@ fn main() {
         "median durable 1 KiB appends/s: {:.0} (target >= 50,000)",
         median(&mut rates)
     );
-
-    let stalls = probe.stop();
-    println!();
-    println!(
-        "machine stalls during the run (1 ms sleep overshoot): p50 {} p90 {} p99 {} max {}",
-        format_us(stalls.value_at_quantile(0.5)),
-        format_us(stalls.value_at_quantile(0.9)),
-        format_us(stalls.value_at_quantile(0.99)),
-        format_us(stalls.max())
-    );
-    let _ = std::fs::remove_dir_all(&directory);
 }

@@ -114,12 +114,13 @@ impl StoreConfig {
             )));
         }
         if self.max_group_bytes < 4 * PAGE_BYTES
+            || self.max_group_bytes > 1 << 30
             || self.max_group_bytes % PAGE_BYTES != 0
             || self.max_group_bytes as u64 > self.segment_size_bytes / 2
         {
             return Err(Error::Config(format!(
-                "max-group-size must be a multiple of {page} bytes, at least {} bytes and at \
-                 most half of segment-size ({}), found {}",
+                "max-group-size must be a multiple of {page} bytes, at least {} bytes, at most \
+                 1 GiB and at most half of segment-size ({}), found {}",
                 4 * page,
                 self.segment_size_bytes / 2,
                 self.max_group_bytes
