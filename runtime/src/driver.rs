@@ -26,7 +26,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use io_uring::types::{SubmitArgs, Timespec};
-use io_uring::{opcode, squeue, types, IoUring};
+use io_uring::{opcode, squeue, types, EnterFlags, IoUring};
 use slab::Slab;
 
 /// `user_data` of the read of the runtime's wake-up eventfd.
@@ -76,6 +76,8 @@ pub struct RingMode {
     pub defer_taskrun: bool,
     /// SQPOLL: a kernel thread polls the submission queue.
     pub sqpoll: bool,
+    /// Waits are not accounted as iowait (IORING_ENTER_NO_IOWAIT, Linux 6.15+).
+    pub no_iowait: bool,
 }
 
 pub(crate) struct Driver {
@@ -88,6 +90,8 @@ pub(crate) struct Driver {
     remote_wake_buffer: Box<u64>,
     remote_wake_in_flight: bool,
     enters: u64,
+    /// The kernel accepts IORING_ENTER_NO_IOWAIT (Linux 6.15+).
+    no_iowait: bool,
 }
 
 impl fmt::Debug for Driver {
@@ -107,8 +111,9 @@ impl Driver {
         sqpoll_idle_ms: Option<u32>,
         remote_eventfd: RawFd,
     ) -> io::Result<Driver> {
-        let (ring, mode) = setup_ring(entries, defer_taskrun, sqpoll_idle_ms)?;
+        let (ring, mut mode) = setup_ring(entries, defer_taskrun, sqpoll_idle_ms)?;
         let params = ring.params();
+        mode.no_iowait = params.is_feature_no_iowait();
         if !params.is_feature_fast_poll() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -123,6 +128,7 @@ impl Driver {
                  required) for timed waits",
             ));
         }
+        let no_iowait = mode.no_iowait;
         log::debug!(
             "io_uring ring ready: {mode:?}, {} entries",
             params.sq_entries()
@@ -136,6 +142,7 @@ impl Driver {
             remote_wake_buffer: Box::new(0),
             remote_wake_in_flight: false,
             enters: 0,
+            no_iowait,
         })
     }
 
@@ -313,13 +320,21 @@ impl Driver {
     /// Submits queued SQEs and waits for at least one completion or `timeout`.
     pub(crate) fn submit_and_wait(&mut self, timeout: Option<Duration>) {
         self.enters += 1;
+        // The ring always has the wake-up eventfd read in flight, so without NO_IOWAIT an idle
+        // runtime would be reported as waiting for I/O (iowait, /proc/pressure/io).
+        let flags = if self.no_iowait {
+            EnterFlags::NO_IOWAIT
+        } else {
+            EnterFlags::empty()
+        };
+        let submitter = self.ring.submitter();
         let result = match timeout {
             Some(timeout) => {
                 let timespec = Timespec::from(timeout);
                 let args = SubmitArgs::new().timespec(&timespec);
-                self.ring.submitter().submit_with_args(1, &args)
+                submitter.submit_with_args_and_flags(1, &args, flags)
             }
-            None => self.ring.submit_and_wait(1),
+            None => submitter.submit_with_args_and_flags(1, &SubmitArgs::new(), flags),
         };
         match result {
             Ok(_) => {}
@@ -459,6 +474,7 @@ fn setup_ring(
             single_issuer: true,
             defer_taskrun: false,
             sqpoll: true,
+            no_iowait: false,
         };
         return Ok((ring, mode));
     }
@@ -475,6 +491,7 @@ fn setup_ring(
                     single_issuer: true,
                     defer_taskrun: true,
                     sqpoll: false,
+                    no_iowait: false,
                 };
                 return Ok((ring, mode));
             }
@@ -496,6 +513,7 @@ fn setup_ring(
                 single_issuer: true,
                 defer_taskrun: false,
                 sqpoll: false,
+                no_iowait: false,
             };
             Ok((ring, mode))
         }
@@ -506,6 +524,7 @@ fn setup_ring(
                 single_issuer: false,
                 defer_taskrun: false,
                 sqpoll: false,
+                no_iowait: false,
             };
             Ok((ring, mode))
         }
