@@ -4,6 +4,11 @@
 use runtime::fs::{File, OpenOptions};
 use runtime::{AlignedBuf, Runtime};
 
+/// A temp dir on the build's disk: /tmp may be a tmpfs, which refuses O_DIRECT.
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -12,7 +17,7 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
 
 #[test]
 fn direct_write_sync_read_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let path = dir.path().join("segment");
     let mut runtime = Runtime::new().unwrap();
     runtime.block_on(async {
@@ -73,7 +78,7 @@ fn direct_write_sync_read_round_trip() {
 
 #[test]
 fn open_missing_file_names_the_path() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let path = dir.path().join("missing");
     let mut runtime = Runtime::new().unwrap();
     runtime.block_on(async {

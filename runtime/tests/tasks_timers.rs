@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use runtime::time::{interval, sleep, timeout, Elapsed};
+use runtime::time::{interval, sleep, sleep_until, timeout, Elapsed};
 use runtime::{spawn, yield_now, Builder, Runtime};
 
 #[test]
@@ -41,14 +41,16 @@ fn timers_fire_in_deadline_order_and_not_early() {
         let order = order.clone();
         async move {
             let mut handles = Vec::new();
-            // 500 timers with shuffled deadlines between 1 and 50 ms.
+            // 500 timers with shuffled deadlines between 1 and 50 ms after a common start, so
+            // their order does not depend on when each task first ran.
+            let start = Instant::now();
             for index in 0..500u64 {
                 let delay_ms = (index * 37) % 50 + 1;
                 let order = order.clone();
                 handles.push(spawn(async move {
-                    let begin = Instant::now();
-                    sleep(Duration::from_millis(delay_ms)).await;
-                    assert!(begin.elapsed() >= Duration::from_millis(delay_ms));
+                    let deadline = start + Duration::from_millis(delay_ms);
+                    sleep_until(deadline).await;
+                    assert!(Instant::now() >= deadline, "timer fired early");
                     order.borrow_mut().push(delay_ms);
                 }));
             }
