@@ -56,7 +56,7 @@ pub(crate) const MAX_GROUPS_IN_FLIGHT: usize = 4;
 /// crash can tear, and so the window recovery treats as a torn tail.
 pub(crate) const MAX_BYTES_IN_FLIGHT_GROUPS: usize = 2;
 /// Unit of the writes a group is split into.
-const WRITE_CHUNK_BYTES: usize = 128 << 10;
+const WRITE_CHUNK_BYTES: usize = 64 << 10;
 /// Low bits of a group write's user data that number its chunk.
 const CHUNK_BITS: u32 = 16;
 /// A group at least this large ends on a page boundary so the next can be in flight with it.
@@ -1011,13 +1011,15 @@ impl Wal {
         self.maybe_submit_sync();
     }
 
-    /// Starts one data sync covering every group whose write (and every earlier group's write)
-    /// has completed, unless a sync is already in flight: syncs run back to back, each one
-    /// making everything written before it durable.
+    /// Starts one data sync covering every group whose write has completed, once no group
+    /// write is in flight and no sync is: a sync then makes everything written so far durable
+    /// at once. Waiting for writes in flight costs at most one write; it cannot starve syncs,
+    /// because groups only retire through a sync, so a full pipeline stops new writes.
     fn maybe_submit_sync(&mut self) {
         if self.config.sync != SyncMode::Always
             || self.sync_in_flight.is_some()
             || self.failure.is_some()
+            || self.in_flight.iter().any(|in_flight| !in_flight.written)
         {
             return;
         }
@@ -1751,13 +1753,20 @@ impl Wal {
 fn build_ring(config: &StoreConfig) -> Result<IoUring> {
     let uring = &config.uring;
     if uring.iopoll {
-        // Polled completions need a device with poll queues, and fsync and eventfd reads
-        // cannot run on such a ring at all. Probe the device; without poll queues, say so and
-        // use interrupts.
-        log::warn!(
-            "store: uring iopoll requested but polled WAL I/O is not supported by this build on \
-             this device; using interrupt-driven completions"
-        );
+        // Polled completions need a device with poll queues, and data syncs and mailbox polls
+        // cannot run on such a ring at all: it would take a second ring for the data writes.
+        match device_polls(&config.path) {
+            Some(true) => log::warn!(
+                "store: uring iopoll requested and the device has poll queues, but this build \
+                 drives WAL I/O on one interrupt-driven ring (data syncs cannot run on a polled \
+                 ring); iopoll off"
+            ),
+            _ => log::warn!(
+                "store: uring iopoll requested but the device of {} has no poll queues; using \
+                 interrupt-driven completions",
+                config.path.display()
+            ),
+        }
     }
     let mut builder = IoUring::builder();
     builder.setup_cqsize(uring.queue_depth * 4);
@@ -1782,4 +1791,15 @@ fn build_ring(config: &StoreConfig) -> Result<IoUring> {
         config.sync
     );
     Ok(ring)
+}
+
+/// Whether the block device holding `path` has poll queues (`queue/io_poll` in sysfs).
+fn device_polls(path: &std::path::Path) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let device = std::fs::metadata(path).ok()?.dev();
+    let (major, minor) = (libc::major(device), libc::minor(device));
+    let base = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    let read = |path: PathBuf| std::fs::read_to_string(path).ok();
+    let value = read(base.join("queue/io_poll")).or_else(|| read(base.join("../queue/io_poll")))?;
+    Some(value.trim() == "1")
 }

@@ -51,6 +51,8 @@ enum Pending {
         base_offset: Offset,
         count: u32,
         batch: Bytes,
+        /// The range was deleted while the append was in flight.
+        deleted: bool,
     },
     Read,
     Trim,
@@ -202,6 +204,7 @@ impl WorkerCore {
             base_offset,
             count,
             batch: batch.clone(),
+            deleted: false,
         })?;
         self.send(
             slot,
@@ -282,6 +285,19 @@ impl WorkerCore {
 
     pub(crate) fn start_delete(&mut self, range: RangeKey) -> Result<u32> {
         self.ranges.remove(&range);
+        // Appends still in flight for the range must not bring its index back.
+        for (_, slot) in self.slots.iter_mut() {
+            if let Pending::Append {
+                range: pending_range,
+                deleted,
+                ..
+            } = &mut slot.pending
+            {
+                if *pending_range == range {
+                    *deleted = true;
+                }
+            }
+        }
         self.tail.drop_below(&range, None);
         let slot = self.reserve(Pending::Delete)?;
         self.send(slot, Request::Delete { slot, range })
@@ -311,10 +327,23 @@ impl WorkerCore {
         let result = match (&slot.pending, completion.outcome) {
             (
                 Pending::Append {
+                    deleted: true,
+                    base_offset,
+                    count,
+                    ..
+                },
+                Ok(Outcome::Appended { position }),
+            ) => Ok(Done::Appended(AppendResult {
+                position,
+                next_offset: base_offset + *count as u64,
+            })),
+            (
+                Pending::Append {
                     range,
                     base_offset,
                     count,
                     batch,
+                    deleted: false,
                 },
                 Ok(Outcome::Appended { position }),
             ) => {
