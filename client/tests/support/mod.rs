@@ -29,11 +29,15 @@ pub fn data_node_binary() -> PathBuf {
                 .args(["build", "-p", "node", "--bin", "data-node"])
                 .env("CARGO_TARGET_DIR", &target_dir)
                 .current_dir(env!("CARGO_MANIFEST_DIR"));
+            // The profile `cargo test` itself builds with, so that after `cargo test
+            // --workspace` (which builds data-node for the node's own tests) this is a no-op.
             if profile_dir
                 .file_name()
                 .is_some_and(|name| name == "release")
             {
                 build.arg("--release");
+            } else {
+                build.args(["--profile", "test"]);
             }
             let status = build.status().expect("run cargo build for data-node");
             assert!(
