@@ -243,13 +243,14 @@ pub mod blocking {
         /// Reads until one whole frame is decoded. `Ok(None)` if the server closed the
         /// connection cleanly between frames; [`ClientError::Timeout`] once `deadline` passes.
         pub fn receive_frame(&mut self, deadline: Instant) -> Result<Option<Frame>, ClientError> {
+            let called = Instant::now();
             loop {
                 if let Some(frame) = self.decoder.decode(&mut self.received)? {
                     return Ok(Some(frame));
                 }
                 let now = Instant::now();
                 if now >= deadline {
-                    return Err(ClientError::Timeout(Duration::ZERO));
+                    return Err(ClientError::Timeout(now - called));
                 }
                 self.stream.set_read_timeout(Some(deadline - now))?;
                 let start = self.received.len();
@@ -264,9 +265,7 @@ pub mod blocking {
                         ) =>
                     {
                         self.received.truncate(start);
-                        return Err(ClientError::Timeout(
-                            deadline.saturating_duration_since(now),
-                        ));
+                        return Err(ClientError::Timeout(called.elapsed()));
                     }
                     Err(error) => {
                         self.received.truncate(start);
