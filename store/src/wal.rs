@@ -5,12 +5,17 @@
 //!   keeps a poll of every request mailbox's eventfd in flight in its ring, arms the mailboxes
 //!   before it waits and disarms them after, so busy workers pay no syscalls for wake-ups.
 //! * Appends, trims and deletes are encoded straight into the *staging* group buffer as they
-//!   are drained. When no group is in flight the staging group becomes the in-flight one: one
-//!   contiguous O_DIRECT write of whole pages starting at the page that holds the log's tail
-//!   (the partly filled page is rewritten in place, with its old bytes unchanged), linked to one
-//!   `fdatasync`. Only then does the next group start, so two writes of one page are never in
-//!   flight together. Completions go back to each worker in WAL order, after the thread's own
-//!   copy of the index (used for checkpoints and retention) has been updated.
+//!   are drained. A group is written as whole pages starting at the page that holds the log's
+//!   tail (the partly filled page is rewritten in place, with its old bytes unchanged), in
+//!   64 KiB O_DIRECT writes in flight together. The next group's writes start only once the
+//!   previous group's writes completed, so two writes of one page are never in flight together,
+//!   unless the previous group ended on a page boundary (a page-padding record, added to groups
+//!   of 32 KiB or more): then both are written at once.
+//! * Data syncs are decoupled from writes: once no write is in flight, one `fdatasync` per
+//!   segment file concerned makes every completed write durable. Groups retire in WAL order
+//!   when a sync issued after their write completes; completions go back to each worker in WAL
+//!   order, after the thread's own copy of the index (used for checkpoints and retention) has
+//!   been updated.
 //! * Reads the workers cannot serve from their tail memory arrive as record extents; they are
 //!   served from the block cache or with block-sized O_DIRECT reads (read-ahead for catch-up
 //!   readers), every record's checksum verified before its payload is handed out.
