@@ -14,3 +14,7 @@ pub mod multiplexed;
 pub mod output;
 pub mod session;
 pub mod shell;
+
+pub use conn::blocking;
+pub use conn::ClientError;
+pub use multiplexed::Connection;
