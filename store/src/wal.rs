@@ -456,14 +456,25 @@ impl Wal {
         if self.halting {
             return quiet;
         }
-        self.shutting_down
-            && quiet
-            && self.staging.is_empty()
-            && self.reads.is_empty()
-            && self.ports.iter().all(|port| port.deferred.is_empty())
+        // Requests still deferred (waiting for a segment, which is no longer prepared once
+        // shutting down) fail with `Closed` in `exit`.
+        self.shutting_down && quiet && self.staging.is_empty() && self.reads.is_empty()
     }
 
     fn exit(mut self) {
+        for worker in 0..self.ports.len() {
+            let deferred: Vec<Request> = self.ports[worker].deferred.drain(..).collect();
+            for request in deferred {
+                let slot = match request {
+                    Request::Append { slot, .. }
+                    | Request::Trim { slot, .. }
+                    | Request::Delete { slot, .. }
+                    | Request::Read { slot, .. } => slot,
+                };
+                self.complete(worker, slot, Err(Error::Closed));
+            }
+        }
+        self.flush_outboxes();
         if self.shutting_down && !self.halting {
             match self.write_checkpoint() {
                 Ok(()) => {
