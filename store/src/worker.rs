@@ -206,6 +206,7 @@ impl WorkerCore {
             batch: batch.clone(),
             deleted: false,
         })?;
+        let batch_crc = crc32c::crc32c(&batch);
         self.send(
             slot,
             Request::Append {
@@ -214,6 +215,7 @@ impl WorkerCore {
                 base_offset,
                 count,
                 batch,
+                batch_crc,
             },
         )
     }
