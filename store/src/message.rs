@@ -16,8 +16,6 @@ pub(crate) enum Request {
         base_offset: Offset,
         count: u32,
         batch: Bytes,
-        /// `crc32c(batch)`, computed on the worker to spare the IO thread.
-        batch_crc: u32,
     },
     Trim {
         slot: u32,

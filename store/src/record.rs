@@ -85,41 +85,6 @@ pub fn encode(
     let total = record_length(payload.len()) as usize;
     assert_eq!(target.len(), total, "record target has the wrong size");
     debug_assert_eq!(header.payload_len as usize, payload.len());
-    write_header(target, header);
-    target[HEADER_BYTES..HEADER_BYTES + payload.len()].copy_from_slice(payload);
-    target[HEADER_BYTES + payload.len()..].fill(0);
-    let crc = checksum(segment_start, &target[4..HEADER_BYTES + payload.len()]);
-    target[0..4].copy_from_slice(&crc.to_le_bytes());
-}
-
-/// Like [`encode`], with the payload's own CRC32C (`crc32c(payload)`) already computed by the
-/// caller (a worker thread), so the IO thread only checksums the header and combines the two.
-pub fn encode_with_payload_crc(
-    target: &mut [u8],
-    segment_start: WalPosition,
-    header: &RecordHeader,
-    payload: &[u8],
-    payload_crc: u32,
-) {
-    let total = record_length(payload.len()) as usize;
-    assert_eq!(target.len(), total, "record target has the wrong size");
-    debug_assert_eq!(
-        crc32c::crc32c(payload),
-        payload_crc,
-        "payload CRC from the worker"
-    );
-    write_header(target, header);
-    target[HEADER_BYTES..HEADER_BYTES + payload.len()].copy_from_slice(payload);
-    target[HEADER_BYTES + payload.len()..].fill(0);
-    let header_crc = crc32c::crc32c_append(
-        crc32c::crc32c(&segment_start.to_le_bytes()),
-        &target[4..HEADER_BYTES],
-    );
-    let crc = crc32c::crc32c_combine(header_crc, payload_crc, payload.len());
-    target[0..4].copy_from_slice(&crc.to_le_bytes());
-}
-
-fn write_header(target: &mut [u8], header: &RecordHeader) {
     debug_assert_eq!(header.position % RECORD_ALIGN, 0);
     target[4..8].copy_from_slice(&header.payload_len.to_le_bytes());
     target[8] = header.kind as u8;
@@ -130,6 +95,10 @@ fn write_header(target: &mut [u8], header: &RecordHeader) {
     target[32..36].copy_from_slice(&header.range.range_index.to_le_bytes());
     target[36..40].fill(0);
     target[40..48].copy_from_slice(&header.offset.to_le_bytes());
+    target[HEADER_BYTES..HEADER_BYTES + payload.len()].copy_from_slice(payload);
+    target[HEADER_BYTES + payload.len()..].fill(0);
+    let crc = checksum(segment_start, &target[4..HEADER_BYTES + payload.len()]);
+    target[0..4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Why bytes at a position are not a record.
@@ -240,25 +209,6 @@ mod tests {
                 decode(&damaged, 4096, 1 << 20, position).is_err(),
                 "bit {bit}"
             );
-        }
-    }
-
-    #[test]
-    fn a_precomputed_payload_crc_gives_the_same_record() {
-        for len in [0usize, 1, 7, 100, 4096, 70_001] {
-            let payload: Vec<u8> = (0..len).map(|at| (at * 31 % 251) as u8).collect();
-            let mut plain = vec![0u8; record_length(len) as usize];
-            let mut combined = plain.clone();
-            let header = header(1 << 20, len as u32);
-            encode(&mut plain, 1 << 20, &header, &payload);
-            encode_with_payload_crc(
-                &mut combined,
-                1 << 20,
-                &header,
-                &payload,
-                crc32c::crc32c(&payload),
-            );
-            assert_eq!(plain, combined, "payload of {len} bytes");
         }
     }
 

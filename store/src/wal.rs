@@ -716,34 +716,29 @@ impl Wal {
             }
             other => other,
         };
-        let (slot, kind, range, offset, count, payload, payload_crc): (_, _, _, _, _, &[u8], _) =
-            match &request {
-                Request::Read { .. } => return None,
-                Request::Append {
-                    slot,
-                    range,
-                    base_offset,
-                    count,
-                    batch,
-                    batch_crc,
-                } => (
-                    *slot,
-                    RecordKind::Append,
-                    *range,
-                    *base_offset,
-                    *count,
-                    batch,
-                    *batch_crc,
-                ),
-                Request::Trim {
-                    slot,
-                    range,
-                    offset,
-                } => (*slot, RecordKind::Trim, *range, *offset, 0, &[], 0),
-                Request::Delete { slot, range } => {
-                    (*slot, RecordKind::Delete, *range, 0, 0, &[], 0)
-                }
-            };
+        let (slot, kind, range, offset, count, payload): (_, _, _, _, _, &[u8]) = match &request {
+            Request::Read { .. } => return None,
+            Request::Append {
+                slot,
+                range,
+                base_offset,
+                count,
+                batch,
+            } => (
+                *slot,
+                RecordKind::Append,
+                *range,
+                *base_offset,
+                *count,
+                batch,
+            ),
+            Request::Trim {
+                slot,
+                range,
+                offset,
+            } => (*slot, RecordKind::Trim, *range, *offset, 0, &[]),
+            Request::Delete { slot, range } => (*slot, RecordKind::Delete, *range, 0, 0, &[]),
+        };
         if self.staging.sealed {
             return Some(request);
         }
@@ -818,12 +813,11 @@ impl Wal {
             offset,
         };
         let at = (position - self.staging.page_start) as usize;
-        record::encode_with_payload_crc(
+        record::encode(
             &mut self.staging.buffer[at..at + length as usize],
             segment_start,
             &header,
             payload,
-            payload_crc,
         );
         self.staging.end += length;
         self.staging.entries.push(GroupEntry {

@@ -206,7 +206,6 @@ impl WorkerCore {
             batch: batch.clone(),
             deleted: false,
         })?;
-        let batch_crc = crc32c::crc32c(&batch);
         self.send(
             slot,
             Request::Append {
@@ -215,7 +214,6 @@ impl WorkerCore {
                 base_offset,
                 count,
                 batch,
-                batch_crc,
             },
         )
     }
