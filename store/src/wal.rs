@@ -56,7 +56,9 @@ const OP_PREWRITE_SYNC: u64 = 6;
 /// Groups submitted and not yet durable. A group's write may start while earlier ones are
 /// still being written only if it shares no page with them; data syncs run back to back, each
 /// covering every write completed before it.
-pub(crate) const MAX_GROUPS_IN_FLIGHT: usize = 4;
+pub(crate) const MAX_GROUPS_IN_FLIGHT: usize = 16;
+/// Under load, a group this large is submitted at once, while more requests are drained.
+const EAGER_GROUP_BYTES: usize = 256 << 10;
 /// ... and together they write at most this many times `max_group_bytes`: it bounds how much a
 /// crash can tear, and so the window recovery treats as a torn tail.
 pub(crate) const MAX_BYTES_IN_FLIGHT_GROUPS: usize = 2;
@@ -516,6 +518,7 @@ impl Wal {
 
     fn drain_workers(&mut self) -> bool {
         let mut progress = false;
+
         for worker in 0..self.ports.len() {
             while let Some(request) = self.ports[worker].deferred.pop_front() {
                 match self.stage(worker, request) {
@@ -536,6 +539,10 @@ impl Wal {
                         if let Some(request) = self.stage(worker, request) {
                             self.ports[worker].deferred.push_back(request);
                             break;
+                        }
+                        if self.staging.used_bytes() >= EAGER_GROUP_BYTES {
+                            // Start writing what is staged while the rest is still copied.
+                            self.maybe_submit_group();
                         }
                     }
                     Err(TryRecvError::Empty) => break,
@@ -1028,14 +1035,15 @@ impl Wal {
     }
 
     /// Starts one data sync covering every group whose write has completed, once no group
-    /// write is in flight and no sync is: a sync then makes everything written so far durable
-    /// at once. Waiting for writes in flight costs at most one write; it cannot starve syncs,
+    /// write is in flight, nothing staged could be written first, and no sync is in flight: a
+    /// sync then makes everything written so far durable at once. Waiting for writes in flight costs at most one write; it cannot starve syncs,
     /// because groups only retire through a sync, so a full pipeline stops new writes.
     fn maybe_submit_sync(&mut self) {
         if self.config.sync != SyncMode::Always
             || self.sync_in_flight.is_some()
             || self.failure.is_some()
             || self.in_flight.iter().any(|in_flight| !in_flight.written)
+            || (!self.staging.is_empty() && self.could_submit())
         {
             return;
         }
