@@ -8,8 +8,10 @@
 //!
 //! Bounds: a frame larger than `server.max-frame-size-bytes` is refused before any memory is
 //! reserved for it (the decoder checks the length first); at `max-in-flight-per-connection`
-//! requests the reader stops decoding (and so reading) until one finishes, which pushes back on
-//! the client through TCP. A frame that cannot be delimited gets a GOAWAY(PROTOCOL_ERROR) and
+//! requests not yet answered on the wire (running, or answered but still queued for the writer)
+//! the reader stops decoding (and so reading) until one is sent, which pushes back on the client
+//! through TCP: a client that sends but never reads cannot make the node queue responses without
+//! bound. A frame that cannot be delimited gets a GOAWAY(PROTOCOL_ERROR) and
 //! closes this connection only; an intact frame with an unknown opcode or a bad header gets an
 //! error response and the connection carries on. On shutdown the reader stops, a
 //! GOAWAY(SHUTTING_DOWN) goes out first, the requests already accepted are answered, then the
@@ -44,7 +46,12 @@ struct Shared {
     writer_wake: Notify,
     /// Requests decoded but not yet answered.
     in_flight: Cell<usize>,
-    /// Fires when a request finishes (the reader may continue past the in-flight bound).
+    /// Responses (error answers included) in `outgoing`, not yet taken by the writer.
+    queued_responses: Cell<usize>,
+    /// Responses in the writer's current write.
+    sending_responses: Cell<usize>,
+    /// Fires when a request finishes or a write completes (the reader may continue past the
+    /// in-flight bound).
     request_done: Notify,
     /// The reader stopped: the writer closes once everything is answered and sent.
     reading_done: Cell<bool>,
@@ -53,9 +60,21 @@ struct Shared {
 }
 
 impl Shared {
-    fn push(&self, frame: Bytes) {
-        self.outgoing.borrow_mut().push_back(frame);
+    /// Queues the frames of one response.
+    fn push_response(&self, frames: impl IntoIterator<Item = Bytes>) {
+        if self.broken.get() {
+            // The writer is gone: a queued answer would never be sent nor leave the count.
+            return;
+        }
+        self.outgoing.borrow_mut().extend(frames);
+        self.queued_responses.set(self.queued_responses.get() + 1);
         self.writer_wake.notify();
+    }
+
+    /// Requests accepted whose answer is not on the wire yet: what `max-in-flight-per-connection`
+    /// bounds.
+    fn unanswered(&self) -> usize {
+        self.in_flight.get() + self.queued_responses.get() + self.sending_responses.get()
     }
 }
 
@@ -76,6 +95,8 @@ pub async fn serve(worker: Rc<Worker>, stream: runtime::net::TcpStream, peer: So
         outgoing: RefCell::new(VecDeque::new()),
         writer_wake: Notify::default(),
         in_flight: Cell::new(0),
+        queued_responses: Cell::new(0),
+        sending_responses: Cell::new(0),
         request_done: Notify::default(),
         reading_done: Cell::new(false),
         broken: Cell::new(false),
@@ -135,10 +156,10 @@ async fn read_loop(
             if worker.is_shutting_down() {
                 return ReadEnd::Shutdown;
             }
-            if shared.in_flight.get() >= max_in_flight {
+            if shared.unanswered() >= max_in_flight {
                 let done = shared.request_done.notified();
                 let shutdown = worker.shutdown.notified();
-                if shared.in_flight.get() >= max_in_flight {
+                if shared.unanswered() >= max_in_flight {
                     race(done, shutdown).await;
                     continue;
                 }
@@ -249,10 +270,7 @@ fn accept_frame(worker: &Rc<Worker>, shared: &Rc<Shared>, frame: Frame) -> Optio
         let reply = worker.dispatch(request, payload, received).await;
         if !shared.broken.get() {
             match encode_reply(opcode, request_id, reply) {
-                Ok(frames) => {
-                    let mut outgoing = shared.outgoing.borrow_mut();
-                    outgoing.extend(frames);
-                }
+                Ok(frames) => shared.push_response(frames),
                 Err(message) => {
                     log::error!("cannot encode the response to request {request_id}: {message}");
                     push_error(
@@ -263,7 +281,6 @@ fn accept_frame(worker: &Rc<Worker>, shared: &Rc<Shared>, frame: Frame) -> Optio
                     );
                 }
             }
-            shared.writer_wake.notify();
         }
         shared.in_flight.set(shared.in_flight.get() - 1);
         shared.request_done.notify();
@@ -303,7 +320,7 @@ fn push_error(shared: &Shared, opcode: Opcode, request_id: u64, mut error: Error
     error.truncate_message();
     let mut buf = BytesMut::new();
     if wire::encode_error(&mut buf, opcode, request_id, &error).is_ok() {
-        shared.push(buf.freeze());
+        shared.push_response([buf.freeze()]);
     }
 }
 
@@ -316,7 +333,7 @@ fn answer_decode_error(shared: &Shared, error: DecodeError) {
         .with_detail(u64::from(opcode));
         let mut buf = BytesMut::new();
         if wire::encode_error(&mut buf, Opcode::Ping, request_id, &response).is_ok() {
-            shared.push(with_raw_opcode(buf, opcode));
+            shared.push_response([with_raw_opcode(buf, opcode)]);
         }
     }
 }
@@ -339,6 +356,7 @@ async fn write_loop(
 ) {
     loop {
         let frames: Vec<Bytes> = shared.outgoing.borrow_mut().drain(..).collect();
+        let responses = shared.queued_responses.replace(0);
         if frames.is_empty() {
             if shared.reading_done.get() && shared.in_flight.get() == 0 {
                 break;
@@ -354,13 +372,19 @@ async fn write_loop(
         // Counted before the write, so a client that has its answer sees it in the metrics.
         let bytes: usize = frames.iter().map(Bytes::len).sum();
         metrics.add(&metrics.bytes_out, bytes as u64);
+        shared.sending_responses.set(responses);
         let (result, _) = stream.writev_all(frames).await;
+        shared.sending_responses.set(0);
         if let Err(error) = result {
             log::debug!("connection write failed: {error}");
             shared.broken.set(true);
             shared.outgoing.borrow_mut().clear();
+            // Nothing more will be sent: the reader must not wait for these answers.
+            shared.queued_responses.set(0);
+            shared.request_done.notify();
             break;
         }
+        shared.request_done.notify();
     }
 }
 
