@@ -84,30 +84,70 @@ impl<T> Future for Receiver<T> {
 /// Tasks waiting for a condition (data in a range, a connection's in-flight count dropping).
 /// A waiter registers, re-checks its condition and sleeps; [`WaitList::wake_all`] wakes every
 /// registered waiter, which then re-checks. Spurious wake-ups are harmless by construction.
+///
+/// A waiter that gives up (a long poll that timed out, a connection that closed) removes its
+/// entry, so the list holds only live waiters: at most one per pending [`Notified`], which the
+/// connection and in-flight bounds cap, however long nothing is notified.
 #[derive(Default)]
 pub struct WaitList {
-    wakers: Vec<Waker>,
+    /// Slots indexed by a waiter's key; `None` for a slot whose waiter left.
+    slots: Vec<Option<Waker>>,
+    /// Empty slots, reused before the vector grows.
+    free: Vec<usize>,
+    /// Occupied slots.
+    len: usize,
 }
 
 impl WaitList {
-    pub fn register(&mut self, waker: &Waker) {
-        if !self.wakers.iter().any(|known| known.will_wake(waker)) {
-            self.wakers.push(waker.clone());
+    /// Adds a waiter; the key removes it again.
+    pub fn register(&mut self, waker: &Waker) -> usize {
+        self.len += 1;
+        match self.free.pop() {
+            Some(key) => {
+                self.slots[key] = Some(waker.clone());
+                key
+            }
+            None => {
+                self.slots.push(Some(waker.clone()));
+                self.slots.len() - 1
+            }
         }
     }
 
+    /// Replaces the waker of a registered waiter (a future moved to another task's context).
+    pub fn update(&mut self, key: usize, waker: &Waker) {
+        if let Some(Some(known)) = self.slots.get_mut(key) {
+            if !known.will_wake(waker) {
+                *known = waker.clone();
+            }
+        }
+    }
+
+    /// Removes a waiter that no longer waits.
+    pub fn remove(&mut self, key: usize) {
+        if let Some(slot) = self.slots.get_mut(key) {
+            if slot.take().is_some() {
+                self.len -= 1;
+                self.free.push(key);
+            }
+        }
+    }
+
+    /// Wakes and removes every waiter; keys handed out before are void afterwards.
     pub fn wake_all(&mut self) {
-        for waker in self.wakers.drain(..) {
+        for waker in self.slots.drain(..).flatten() {
             waker.wake();
         }
+        self.free.clear();
+        self.len = 0;
     }
 
     pub fn len(&self) -> usize {
-        self.wakers.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.wakers.is_empty()
+        self.len == 0
     }
 }
 
@@ -119,6 +159,7 @@ pub struct Notify {
 
 #[derive(Default)]
 struct NotifyState {
+    /// Counts notifications; a waiter's key is valid only within the generation it got it in.
     generation: u64,
     waiters: WaitList,
 }
@@ -136,6 +177,7 @@ impl Notify {
         Notified {
             inner: Rc::clone(&self.inner),
             generation: self.inner.borrow().generation,
+            key: None,
         }
     }
 
@@ -145,22 +187,41 @@ impl Notify {
     }
 }
 
-/// Future of [`Notify::notified`].
+/// Future of [`Notify::notified`]. Dropping it before the notification unregisters it.
 pub struct Notified {
     inner: Rc<RefCell<NotifyState>>,
     generation: u64,
+    /// Its entry in the wait list, once polled.
+    key: Option<usize>,
 }
 
 impl Future for Notified {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
-        let mut state = self.inner.borrow_mut();
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
+        let inner = Rc::clone(&self.inner);
+        let mut state = inner.borrow_mut();
         if state.generation != self.generation {
+            // The notification drained the list, this entry with it.
+            self.key = None;
             return Poll::Ready(());
         }
-        state.waiters.register(context.waker());
+        match self.key {
+            Some(key) => state.waiters.update(key, context.waker()),
+            None => self.key = Some(state.waiters.register(context.waker())),
+        }
         Poll::Pending
+    }
+}
+
+impl Drop for Notified {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            let mut state = self.inner.borrow_mut();
+            if state.generation == self.generation {
+                state.waiters.remove(key);
+            }
+        }
     }
 }
 
@@ -217,5 +278,37 @@ mod tests {
         assert_eq!(poll_once(&mut first, &waker), Poll::Ready(()));
         let mut second = notify.notified();
         assert_eq!(poll_once(&mut second, &waker), Poll::Pending);
+    }
+
+    #[test]
+    fn a_waiter_that_gives_up_leaves_the_list() {
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&counter));
+        let notify = Notify::default();
+        // A long poll that times out again and again on a range nobody writes to.
+        for _ in 0..1000 {
+            let mut waiting = notify.notified();
+            assert_eq!(poll_once(&mut waiting, &waker), Poll::Pending);
+            assert_eq!(notify.waiting(), 1);
+        }
+        assert_eq!(notify.waiting(), 0, "dropped waiters must not pile up");
+        let mut kept = notify.notified();
+        let mut left = notify.notified();
+        assert_eq!(poll_once(&mut kept, &waker), Poll::Pending);
+        assert_eq!(poll_once(&mut left, &waker), Poll::Pending);
+        drop(left);
+        assert_eq!(notify.waiting(), 1);
+        notify.notify();
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            1,
+            "only the live waiter is woken"
+        );
+        assert_eq!(poll_once(&mut kept, &waker), Poll::Ready(()));
+        // A waiter dropped after the notification does not touch a later generation's entries.
+        let mut later = notify.notified();
+        assert_eq!(poll_once(&mut later, &waker), Poll::Pending);
+        drop(kept);
+        assert_eq!(notify.waiting(), 1);
     }
 }
