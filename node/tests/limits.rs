@@ -62,6 +62,62 @@ fn reading_stops_at_the_in_flight_bound() {
 }
 
 #[test]
+fn a_client_that_never_reads_cannot_make_the_node_queue_answers() {
+    use std::io::Write;
+
+    let (_root, data) = temp_data_dir();
+    let node = Node::start_with(
+        &data,
+        &NodeOptions {
+            max_in_flight: 2,
+            ..NodeOptions::default()
+        },
+    );
+    let mut client = node.client();
+    // PINGs echo their payload: each answer is as large as its request. Once the socket buffers
+    // in both directions are full the node must stop reading, not queue answers in memory.
+    let mut frame = bytes::BytesMut::new();
+    wire::encode_request(
+        &mut frame,
+        1,
+        &PingRequest {},
+        &vec![7u8; wire::msg::ping::MAX_PING_PAYLOAD_BYTES],
+    )
+    .unwrap();
+    let stream = client.raw_stream();
+    stream.set_nonblocking(true).unwrap();
+    let limit_bytes: usize = 256 << 20;
+    let mut sent_bytes = 0usize;
+    let mut at = 0usize;
+    let mut last_progress = Instant::now();
+    while sent_bytes < limit_bytes && last_progress.elapsed() < Duration::from_secs(1) {
+        match stream.write(&frame[at..]) {
+            Ok(written) => {
+                sent_bytes += written;
+                at = (at + written) % frame.len();
+                last_progress = Instant::now();
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(error) => panic!("write failed: {error}"),
+        }
+    }
+    assert!(
+        sent_bytes < limit_bytes / 2,
+        "the node kept reading {} MiB from a client that reads nothing",
+        sent_bytes >> 20
+    );
+    // The connection still works once the client reads: every queued answer arrives.
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let first = client.read_frame().expect("the first answer");
+    assert!(!first.is_error());
+}
+
+#[test]
 fn idle_connection_gets_goaway_then_closes() {
     let (_root, data) = temp_data_dir();
     let node = Node::start_with(
