@@ -66,7 +66,25 @@ fn store_config(path: &Path) -> StoreConfig {
     config.max_group_bytes = 4 << 20;
     config.worker_queue_capacity = 2048;
     config.checkpoint_interval_ms = 3_600_000;
+    // As a data node is deployed: the IO thread on a core of its own, the client (the
+    // worker's part) on the other; see `pin_client`.
+    if cpu_count() >= 2 {
+        config.io_thread_cpu = Some(1);
+    }
     config
+}
+
+fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |count| count.get())
+}
+
+/// Pins the calling (client) thread to CPU 0 when the IO thread has CPU 1.
+fn pin_client() {
+    if cpu_count() >= 2 {
+        if let Err(error) = benches::affinity::pin_current_thread(0) {
+            eprintln!("cannot pin the client thread: {error}");
+        }
+    }
 }
 
 /// Opens a fresh store and waits until the segment after the first is written through, so no
@@ -187,6 +205,7 @@ fn raw_distinct(
         }
         file.sync_all().expect("sync");
     }
+    settle();
     let mut ring = IoUring::new(256).expect("ring");
     let fd = types::Fd(file.as_raw_fd());
     let mut latency_us = new_histogram();
@@ -236,6 +255,15 @@ fn raw_distinct(
     // SAFETY: allocated above with this layout; all writes completed.
     unsafe { std::alloc::dealloc(pointer, layout) };
     (written, elapsed, latency_us)
+}
+
+/// Lets the file system finish what setting up the last run left behind (freed extents, the
+/// journal, write-back), so it does not land in the next measurement. Called before every run,
+/// raw and store alike.
+fn settle() {
+    // SAFETY: plain syscall without arguments.
+    unsafe { libc::sync() };
+    std::thread::sleep(Duration::from_millis(500));
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -294,6 +322,7 @@ fn main() {
     std::fs::create_dir_all(&directory).expect("bench directory");
     let only = std::env::var("WAL_BENCH_ONLY").unwrap_or_default();
     let duration = Duration::from_secs_f64(seconds);
+    pin_client();
     let probe = HiccupProbe::start(None).expect("hiccup probe");
 
     println!(
@@ -331,6 +360,7 @@ fn large_batches(directory: &Path, rounds: usize, depth: usize, duration: Durati
     let store_path = directory.join("store");
     let mut last_store_bytes = 0;
     for round in 0..rounds {
+        settle();
         let raw = raw_disk::run(
             directory,
             &RawDiskOptions {
@@ -342,10 +372,12 @@ fn large_batches(directory: &Path, rounds: usize, depth: usize, duration: Durati
         )
         .expect("raw baseline");
         let raw_rate = raw.bytes_written as f64 / raw.elapsed.as_secs_f64();
+        settle();
         let (distinct_bytes, distinct_elapsed, distinct_latency) =
             raw_distinct(directory, 64 << 10, depth, 512 << 20, duration);
         let distinct_rate = distinct_bytes as f64 / distinct_elapsed.as_secs_f64();
         let (store, mut wal) = open_ready(&store_path);
+        settle();
         // Stay inside the first segment: no segment switch in the measurement.
         let run = run_store(
             &store,
@@ -439,6 +471,7 @@ fn small_batches(directory: &Path, rounds: usize, duration: Duration) {
         .expect("raw baseline");
         let raw_rate = raw.groups as f64 / raw.elapsed.as_secs_f64();
         let (store, mut wal) = open_ready(&store_path);
+        settle();
         let run = run_store(&store, &mut wal, 1024, 1000, 1024, duration, 900 << 20);
         rates.push(run.appends_per_second());
         println!(
