@@ -53,8 +53,10 @@ struct State {
     /// Small frames are encoded back to back here, then moved to `outgoing` as one piece.
     small: BytesMut,
     writer_waker: Option<Waker>,
-    /// Requests waiting for an in-flight slot.
-    slot_waiters: VecDeque<Waker>,
+    /// Requests waiting for an in-flight slot, oldest first, each under its waiter id. A
+    /// waiter that gives up removes its entry, so a freed slot never wakes a dead task.
+    slot_waiters: VecDeque<(u64, Waker)>,
+    next_waiter_id: u64,
     /// Set once the connection failed or the server said GOAWAY; every later request fails.
     closed: Option<String>,
 }
@@ -72,6 +74,18 @@ impl State {
             let frames = self.small.split().freeze();
             self.outgoing.push(frames);
         }
+    }
+
+    /// The waker of the oldest request waiting for a slot, taken off the queue.
+    fn next_slot_waiter(&mut self) -> Option<Waker> {
+        self.slot_waiters.pop_front().map(|(_, waker)| waker)
+    }
+
+    /// Every waiter for a slot, taken off the queue (the connection closed).
+    fn all_slot_waiters(&mut self) -> impl Iterator<Item = Waker> {
+        std::mem::take(&mut self.slot_waiters)
+            .into_iter()
+            .map(|(_, waker)| waker)
     }
 
     /// Registers the request as pending and wakes the writer.
@@ -112,6 +126,7 @@ impl Connection {
                 small: BytesMut::with_capacity(64 * 1024),
                 writer_waker: None,
                 slot_waiters: VecDeque::new(),
+                next_waiter_id: 0,
                 closed: None,
             }),
         });
@@ -197,18 +212,85 @@ impl Connection {
     }
 
     async fn wait_for_slot(&self) -> Result<(), ClientError> {
-        std::future::poll_fn(|context| {
-            let mut state = self.shared.state.borrow_mut();
-            if let Some(reason) = &state.closed {
-                return Poll::Ready(Err(closed_error(reason)));
-            }
-            if state.pending.len() < state.max_in_flight {
-                return Poll::Ready(Ok(()));
-            }
-            state.slot_waiters.push_back(context.waker().clone());
-            Poll::Pending
-        })
+        SlotWait {
+            shared: &self.shared,
+            waiter_id: None,
+        }
         .await
+    }
+}
+
+/// Resolves once fewer than `max_in_flight` requests are pending (or the connection closed).
+/// While waiting it holds one entry in `slot_waiters`; dropped early, it removes that entry, or
+/// passes on the wake-up it was given but did not use.
+struct SlotWait<'a> {
+    shared: &'a Shared,
+    /// Its id in `slot_waiters` once it waited.
+    waiter_id: Option<u64>,
+}
+
+impl Future for SlotWait<'_> {
+    type Output = Result<(), ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let mut state = this.shared.state.borrow_mut();
+        let ready = match &state.closed {
+            Some(reason) => Some(Err(closed_error(reason))),
+            None if state.pending.len() < state.max_in_flight => Some(Ok(())),
+            None => None,
+        };
+        if let Some(result) = ready {
+            if let Some(id) = this.waiter_id.take() {
+                state.slot_waiters.retain(|(waiter, _)| *waiter != id);
+            }
+            return Poll::Ready(result);
+        }
+        let waker = context.waker();
+        let queued = this.waiter_id.and_then(|id| {
+            state
+                .slot_waiters
+                .iter_mut()
+                .find(|(waiter, _)| *waiter == id)
+        });
+        match queued {
+            Some((_, known)) => {
+                if !known.will_wake(waker) {
+                    *known = waker.clone();
+                }
+            }
+            None => {
+                // First wait, or woken for a slot another request took first: queue again.
+                let id = *this.waiter_id.get_or_insert_with(|| {
+                    state.next_waiter_id += 1;
+                    state.next_waiter_id
+                });
+                state.slot_waiters.push_back((id, waker.clone()));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for SlotWait<'_> {
+    fn drop(&mut self) {
+        let Some(id) = self.waiter_id else {
+            return;
+        };
+        let next = {
+            let mut state = self.shared.state.borrow_mut();
+            let queued = state.slot_waiters.len();
+            state.slot_waiters.retain(|(waiter, _)| *waiter != id);
+            if state.slot_waiters.len() < queued || state.closed.is_some() {
+                None
+            } else {
+                // Woken for a free slot and gone without taking it: the next waiter may.
+                state.next_slot_waiter()
+            }
+        };
+        if let Some(waker) = next {
+            waker.wake();
+        }
     }
 }
 
@@ -258,7 +340,8 @@ fn fail_all(shared: &Shared, reason: String) {
             }
         }
         wakers.extend(state.writer_waker.take());
-        (wakers, std::mem::take(&mut state.slot_waiters))
+        let slot_waiters: Vec<Waker> = state.all_slot_waiters().collect();
+        (wakers, slot_waiters)
     };
     for waker in wakers.into_iter().chain(slot_waiters) {
         waker.wake();
@@ -285,7 +368,7 @@ impl Future for ResponseFuture {
         match slot.response.take() {
             Some(response) => {
                 state.pending.remove(&request_id);
-                let waiter = state.slot_waiters.pop_front();
+                let waiter = state.next_slot_waiter();
                 drop(state);
                 if let Some(waiter) = waiter {
                     waiter.wake();
@@ -313,7 +396,7 @@ impl Drop for ResponseFuture {
         let waiter = {
             let mut state = self.shared.state.borrow_mut();
             state.pending.remove(&self.request_id);
-            state.slot_waiters.pop_front()
+            state.next_slot_waiter()
         };
         if let Some(waiter) = waiter {
             waiter.wake();
@@ -397,7 +480,7 @@ fn deliver(shared: &Shared, frame: Frame) {
         state
             .closed
             .get_or_insert(format!("GOAWAY {reason}: {message}"));
-        let waiters = std::mem::take(&mut state.slot_waiters);
+        let waiters: Vec<Waker> = state.all_slot_waiters().collect();
         drop(state);
         waiters.into_iter().for_each(Waker::wake);
         return;

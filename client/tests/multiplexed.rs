@@ -5,6 +5,7 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use client::multiplexed::Connection;
@@ -186,6 +187,67 @@ fn large_payloads_sent_without_copy_arrive_intact_and_in_order() {
         for task in tasks {
             task.await;
         }
+    });
+    server.join().unwrap();
+}
+
+#[test]
+fn a_request_that_gave_up_waiting_for_a_slot_does_not_swallow_the_next_wake_up() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (answer_first, first_may_be_answered) = std::sync::mpsc::channel::<()>();
+    // An echo server that holds back its first answer until told.
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut decoder = Decoder::default();
+        let mut received = BytesMut::new();
+        let mut chunk = [0u8; 4096];
+        let mut held = true;
+        loop {
+            let read = stream.read(&mut chunk).unwrap_or(0);
+            if read == 0 {
+                return;
+            }
+            received.extend_from_slice(&chunk[..read]);
+            while let Some(frame) = decoder.decode(&mut received).unwrap() {
+                if held {
+                    first_may_be_answered.recv().unwrap();
+                    held = false;
+                }
+                let mut out = Vec::new();
+                wire::encode_response(&mut out, frame.request_id, &PingResponse {}, &frame.payload)
+                    .unwrap();
+                stream.write_all(&out).unwrap();
+            }
+        }
+    });
+    let mut runtime = Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let connection = Rc::new(Connection::connect(address, 1).await.unwrap());
+        let first = {
+            let connection = Rc::clone(&connection);
+            runtime::spawn(async move { connection.request(&PingRequest {}, b"first").await })
+        };
+        runtime::time::sleep(Duration::from_millis(20)).await;
+        // This request waits for the only slot, then gives up.
+        let gave_up = runtime::time::timeout(
+            Duration::from_millis(20),
+            connection.request(&PingRequest {}, b"abandoned"),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the slot was never free");
+        let second = {
+            let connection = Rc::clone(&connection);
+            runtime::spawn(async move { connection.request(&PingRequest {}, b"second").await })
+        };
+        runtime::time::sleep(Duration::from_millis(20)).await;
+        answer_first.send(()).unwrap();
+        assert_eq!(first.await.unwrap().payload, &b"first"[..]);
+        // The freed slot must go to the live waiter, not to the one that left.
+        let second = runtime::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("the waiting request was never woken");
+        assert_eq!(second.unwrap().payload, &b"second"[..]);
     });
     server.join().unwrap();
 }
