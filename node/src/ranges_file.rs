@@ -95,6 +95,12 @@ impl RangeRecord {
             end: (flags & FLAG_SEALED != 0).then(|| word(44)),
             confirmed: word(52),
         };
+        if u32::try_from(record.range_index).is_err() {
+            return Err(format!(
+                "range index {} does not fit the protocol's 32 bits",
+                record.range_index
+            ));
+        }
         if record.confirmed < record.start {
             return Err(format!(
                 "confirmed offset {} below start {}",
@@ -172,6 +178,17 @@ impl RangeCatalog {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !name.ends_with(SUFFIX) {
                 continue;
+            }
+            // A range file has a fixed size: refuse a larger one before reading it into memory.
+            let size = entry
+                .metadata()
+                .map_err(|error| fail(&path, error.to_string()))?
+                .len();
+            if size != FILE_SIZE as u64 {
+                return Err(fail(
+                    &path,
+                    format!("expected {FILE_SIZE} bytes, found {size}"),
+                ));
             }
             let bytes = fs::read(&path).map_err(|error| fail(&path, error.to_string()))?;
             let record = RangeRecord::decode(&bytes).map_err(|reason| fail(&path, reason))?;
@@ -273,6 +290,16 @@ mod tests {
             .unwrap_err()
             .reason
             .contains("expected 64 bytes"));
+    }
+
+    #[test]
+    fn range_index_beyond_32_bits_is_an_error() {
+        let data = tempfile::tempdir().unwrap();
+        let catalog = RangeCatalog::open(data.path()).unwrap();
+        let record = open_record(3, 1 << 32);
+        catalog.save(&record).unwrap();
+        let error = catalog.load().unwrap_err();
+        assert!(error.reason.contains("does not fit"), "{error}");
     }
 
     #[test]
