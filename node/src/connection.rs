@@ -149,7 +149,6 @@ async fn read_loop(
     let mut decoder = Decoder::new(config.max_frame_size_bytes);
     let mut received = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut last_activity = Instant::now();
-    let mut spare_chunk: Option<Vec<u8>> = None;
     loop {
         // Decode what is buffered, up to the in-flight bound.
         loop {
@@ -183,15 +182,16 @@ async fn read_loop(
             }
         }
 
-        // Read more, into a chunk that is reused from read to read. The read is cancelled only
-        // when the connection closes (shutdown, idle with nothing in flight): whatever it might
-        // still have received then is never answered, which the client learns from the GOAWAY.
-        // Idle time with requests in flight keeps polling the same read, so no byte is lost.
-        let chunk = spare_chunk
-            .take()
-            .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK_BYTES));
-        let mut read = pin!(stream.read(chunk));
-        let (result, mut chunk) = loop {
+        // Read more, straight behind the bytes not yet decoded: frames are split off this buffer
+        // without a copy, so a payload goes from the kernel to the store as it was read. The
+        // decoded frames own the front of the allocation; the kernel writes only into the spare
+        // room after them. The read is cancelled only when the connection closes (shutdown, idle
+        // with nothing in flight): whatever it might still have received then is never
+        // answered, which the client learns from the GOAWAY. Idle time with requests in flight
+        // keeps polling the same read, so no byte is lost.
+        received.reserve(READ_CHUNK_BYTES);
+        let mut read = pin!(stream.read(received));
+        let (result, buffer) = loop {
             if worker.is_shutting_down() {
                 return ReadEnd::Shutdown;
             }
@@ -216,13 +216,11 @@ async fn read_loop(
                 }
             }
         };
+        received = buffer;
         match result {
             Ok(0) => return ReadEnd::PeerClosed,
             Ok(count) => {
                 worker.metrics.add(&worker.metrics.bytes_in, count as u64);
-                received.extend_from_slice(&chunk);
-                chunk.clear();
-                spare_chunk = Some(chunk);
                 last_activity = Instant::now();
             }
             Err(error) => {
