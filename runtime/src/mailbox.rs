@@ -352,7 +352,7 @@ impl<T: Send> Receiver<T> {
     /// wakes it or `timeout` passes (`None`: no limit).
     pub fn recv_blocking(&mut self, timeout: Option<Duration>) -> Result<T, RecvTimeoutError> {
         self.forget_waker();
-        let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        let deadline = timeout.map(|timeout| crate::time::deadline_after(Instant::now(), timeout));
         loop {
             match self.try_recv() {
                 Ok(value) => return Ok(value),
@@ -549,6 +549,13 @@ mod tests {
         });
         assert_eq!(receiver.recv_blocking(None), Err(RecvTimeoutError::Closed));
         closer.join().unwrap();
+    }
+
+    #[test]
+    fn recv_blocking_takes_a_timeout_the_clock_cannot_count() {
+        let (mut sender, mut receiver) = channel::<u32>(2).unwrap();
+        sender.send(7).unwrap();
+        assert_eq!(receiver.recv_blocking(Some(Duration::MAX)), Ok(7));
     }
 
     fn drain_eventfd(fd: RawFd) {

@@ -121,9 +121,19 @@ impl Timers {
     }
 }
 
-/// Waits until `duration` has passed.
+/// Waits until `duration` has passed. A duration past what the clock can represent (a
+/// configured "forever" such as `u64::MAX` milliseconds) waits about a century instead of
+/// overflowing.
 pub fn sleep(duration: Duration) -> Sleep {
-    sleep_until(Instant::now() + duration)
+    sleep_until(deadline_after(Instant::now(), duration))
+}
+
+/// Longest wait the runtime schedules: a deadline is never further away than this.
+pub const MAX_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// `now + duration`, capped at [`MAX_WAIT`] so that no duration overflows the clock.
+pub fn deadline_after(now: Instant, duration: Duration) -> Instant {
+    now + duration.min(MAX_WAIT)
 }
 
 /// Waits until `deadline`.

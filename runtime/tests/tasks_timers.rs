@@ -102,6 +102,17 @@ fn timeout_returns_elapsed_and_drops_the_future() {
 }
 
 #[test]
+fn a_sleep_longer_than_the_clock_can_count_waits_instead_of_panicking() {
+    let mut runtime = Runtime::new().unwrap();
+    let result =
+        runtime.block_on(async { timeout(Duration::from_millis(5), sleep(Duration::MAX)).await });
+    assert_eq!(result, Err(Elapsed));
+    let result =
+        runtime.block_on(async { timeout(Duration::MAX, sleep(Duration::from_millis(1))).await });
+    assert_eq!(result, Ok(()));
+}
+
+#[test]
 fn interval_ticks_at_its_period() {
     let mut runtime = Runtime::new().unwrap();
     runtime.block_on(async {
