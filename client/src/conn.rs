@@ -201,7 +201,7 @@ pub mod blocking {
             wire::encode_request(&mut sent, request_id, message, payload)?;
             let start = Instant::now();
             self.send_bytes(&sent)?;
-            let deadline = start + timeout;
+            let deadline = runtime::time::deadline_after(start, timeout);
             loop {
                 let frame = self.receive_frame(deadline)?.ok_or(ClientError::Closed)?;
                 if let Some(goaway) = goaway_error(&frame) {
