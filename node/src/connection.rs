@@ -352,8 +352,10 @@ async fn write_loop(
     shared: Rc<Shared>,
     metrics: Arc<WorkerMetrics>,
 ) {
+    // The list of frames handed to each write, reused from write to write.
+    let mut frames: Vec<Bytes> = Vec::new();
     loop {
-        let frames: Vec<Bytes> = shared.outgoing.borrow_mut().drain(..).collect();
+        frames.extend(shared.outgoing.borrow_mut().drain(..));
         let responses = shared.queued_responses.replace(0);
         if frames.is_empty() {
             if shared.reading_done.get() && shared.in_flight.get() == 0 {
@@ -371,7 +373,9 @@ async fn write_loop(
         let bytes: usize = frames.iter().map(Bytes::len).sum();
         metrics.add(&metrics.bytes_out, bytes as u64);
         shared.sending_responses.set(responses);
-        let (result, _) = stream.writev_all(frames).await;
+        let (result, mut sent) = stream.writev_all(frames).await;
+        sent.clear();
+        frames = sent;
         shared.sending_responses.set(0);
         if let Err(error) = result {
             log::debug!("connection write failed: {error}");
