@@ -1,7 +1,9 @@
 //! The metrics endpoint: a tiny HTTP/1.0 responder on a worker's runtime. `GET /metrics` gets
 //! the Prometheus text page; anything else a 404. One request per connection, bounded in size
-//! and time, so a stuck scraper cannot hold anything.
+//! and time, and at most [`MAX_OPEN_SCRAPES`] connections at once (more are closed at accept),
+//! so neither a stuck scraper nor a flood of connections can hold much.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -10,17 +12,28 @@ use crate::metrics::Registry;
 /// Largest request head accepted.
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Scrape connections served at once; a scraper needs one.
+pub const MAX_OPEN_SCRAPES: usize = 16;
 
 /// Accepts scrapes until the listener fails (the worker drops this task at shutdown).
 pub async fn serve(listener: runtime::net::TcpListener, registry: Registry) {
     let registry = Rc::new(registry);
+    let open = Rc::new(Cell::new(0usize));
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
+                if open.get() >= MAX_OPEN_SCRAPES {
+                    log::debug!("metrics endpoint: {MAX_OPEN_SCRAPES} scrapes open, closing the connection from {peer}");
+                    drop(stream);
+                    continue;
+                }
+                open.set(open.get() + 1);
                 let registry = Rc::clone(&registry);
+                let open = Rc::clone(&open);
                 runtime::spawn(async move {
                     let _ =
                         runtime::time::timeout(REQUEST_TIMEOUT, answer(stream, &registry)).await;
+                    open.set(open.get() - 1);
                 });
             }
             Err(error) => {

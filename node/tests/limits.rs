@@ -293,3 +293,29 @@ fn second_signal_during_shutdown_exits_at_once_with_code_1() {
     assert_eq!(status.code(), Some(1), "log:\n{}", node.log());
     assert!(node.log().contains("second signal"), "log:\n{}", node.log());
 }
+
+#[test]
+fn metrics_endpoint_serves_a_bounded_number_of_connections_at_once() {
+    use std::io::Read;
+
+    let (_root, data) = temp_data_dir();
+    let node = Node::start(&data);
+    // Connections that never send a request hold their slots until the request timeout.
+    let idle: Vec<std::net::TcpStream> = (0..node::http::MAX_OPEN_SCRAPES)
+        .map(|_| std::net::TcpStream::connect(node.metrics_address).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut refused = std::net::TcpStream::connect(node.metrics_address).unwrap();
+    refused
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        refused.read(&mut byte).ok(),
+        Some(0),
+        "a connection over the bound is closed at once"
+    );
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(node.metrics().contains("es_requests_total"));
+}
