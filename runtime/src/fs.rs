@@ -190,7 +190,9 @@ impl File {
     pub async fn read_at<B: IoBufMut>(&self, mut buf: B, offset: u64) -> (io::Result<usize>, B) {
         let init = buf.bytes_init();
         let len = (buf.bytes_total() - init).min(u32::MAX as usize) as u32;
-        // SAFETY: `init <= bytes_total()`, so the pointer stays inside the buffer.
+        // SAFETY: `init <= bytes_total()`, so the pointer stays inside the buffer. The buffer
+        // moves into the `Op` below, which owns it until the completion arrives (if the `Op` is
+        // dropped first, the driver keeps it until then), and an `IoBuf`'s storage never moves.
         let ptr = unsafe { buf.stable_mut_ptr().add(init) };
         let fd = self.fd.as_raw_fd();
         let op = match Op::submit(buf, |_| {

@@ -171,7 +171,9 @@ impl TcpStream {
         }
         let fd = self.fd.as_raw_fd();
         let len = room.min(u32::MAX as usize) as u32;
-        // SAFETY: `init <= bytes_total()`, so the pointer stays inside the buffer.
+        // SAFETY: `init <= bytes_total()`, so the pointer stays inside the buffer. The buffer
+        // moves into the `Op` below, which owns it until the completion arrives (if the `Op` is
+        // dropped first, the driver keeps it until then), and an `IoBuf`'s storage never moves.
         let ptr = unsafe { buf.stable_mut_ptr().add(init) };
         let ioprio = if self.drained.get() {
             RECVSEND_POLL_FIRST
@@ -281,7 +283,8 @@ impl TcpStream {
                 break;
             }
             iovecs.push(libc::iovec {
-                // SAFETY: `skip < len`, inside the buffer's initialised bytes.
+                // SAFETY: `skip < len`, inside the buffer's initialised bytes. `bufs` moves with
+                // this array into the `Op`'s `VectoredData`, owned until the completion arrives.
                 iov_base: unsafe { buf.stable_ptr().add(skip) } as *mut libc::c_void,
                 iov_len: len - skip,
             });
@@ -290,7 +293,8 @@ impl TcpStream {
         if iovecs.is_empty() {
             return (Ok(0), bufs);
         }
-        // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+        // SAFETY: msghdr is plain data; all-zero is a valid empty header. Boxed, it stays put
+        // in the `Op`'s data (with the iovecs it points at) until the completion arrives.
         let mut header: Box<libc::msghdr> = Box::new(unsafe { mem::zeroed() });
         header.msg_iov = iovecs.as_mut_ptr();
         header.msg_iovlen = iovecs.len() as _;
