@@ -149,6 +149,9 @@ async fn read_loop(
     let mut decoder = Decoder::new(config.max_frame_size_bytes);
     let mut received = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut last_activity = Instant::now();
+    // One timer for the connection's life, moved forward only when it fires early: arming a
+    // new one per read would cost a timer insert and removal per read.
+    let mut idle_timer = idle_timeout.map(runtime::time::sleep);
     loop {
         // Decode what is buffered, up to the in-flight bound.
         loop {
@@ -197,10 +200,8 @@ async fn read_loop(
             }
             let shutdown = worker.shutdown.notified();
             let idle_wait = async {
-                match idle_timeout {
-                    Some(idle) => {
-                        runtime::time::sleep(idle.saturating_sub(last_activity.elapsed())).await
-                    }
+                match idle_timer.as_mut() {
+                    Some(timer) => timer.await,
                     None => std::future::pending::<()>().await,
                 }
             };
@@ -208,11 +209,17 @@ async fn read_loop(
                 Either::Left(done) => break done,
                 Either::Right(Either::Left(())) => return ReadEnd::Shutdown,
                 Either::Right(Either::Right(())) => {
-                    if shared.in_flight.get() == 0 {
-                        return ReadEnd::Idle;
+                    let (Some(idle), Some(timer)) = (idle_timeout, idle_timer.as_mut()) else {
+                        continue;
+                    };
+                    if last_activity.elapsed() >= idle {
+                        if shared.in_flight.get() == 0 {
+                            return ReadEnd::Idle;
+                        }
+                        // A long poll or a slow append is still running: not idle.
+                        last_activity = Instant::now();
                     }
-                    // A long poll or a slow append is still running: not idle.
-                    last_activity = Instant::now();
+                    timer.reset(runtime::time::deadline_after(last_activity, idle));
                 }
             }
         };
