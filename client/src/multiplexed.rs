@@ -166,12 +166,7 @@ impl Connection {
             state.register(request_id);
             request_id
         };
-        ResponseFuture {
-            shared: Rc::clone(&self.shared),
-            request_id,
-            done: false,
-        }
-        .await
+        self.response(request_id).await
     }
 
     /// Like [`Connection::request`], but a large payload is sent from `payload` itself by
@@ -203,12 +198,16 @@ impl Connection {
             state.register(request_id);
             request_id
         };
+        self.response(request_id).await
+    }
+
+    /// The answer to the request just registered under `request_id`.
+    fn response(&self, request_id: u64) -> ResponseFuture {
         ResponseFuture {
             shared: Rc::clone(&self.shared),
             request_id,
             done: false,
         }
-        .await
     }
 
     async fn wait_for_slot(&self) -> Result<(), ClientError> {
