@@ -26,6 +26,13 @@ fn decode_one(bytes: &[u8]) -> Frame {
     frame
 }
 
+/// Encodes a frame as given (request id 1), bypassing the typed encoders, and decodes it.
+fn raw_frame(opcode: Opcode, flags: Flags, header: &[u8], payload: &[u8]) -> Frame {
+    let mut buf = Vec::new();
+    encode_frame(&mut buf, opcode, flags, 1, header, payload).unwrap();
+    decode_one(&buf)
+}
+
 fn round_trip_request(request: &Request, request_id: u64, payload: &[u8]) {
     let mut buf = Vec::new();
     let written = request.encode(&mut buf, request_id, payload).unwrap();
@@ -156,18 +163,8 @@ fn message_must_match_opcode_direction_and_payload_rules() {
         Err(DecodeError::MalformedHeader { field: "flags", .. })
     ));
 
-    let mut buf = Vec::new();
     // A payload on an operation that has none.
-    encode_frame(
-        &mut buf,
-        Opcode::DescribeStream,
-        Flags::REQUEST,
-        1,
-        &[0; 8],
-        b"x",
-    )
-    .unwrap();
-    let frame = decode_one(&buf);
+    let frame = raw_frame(Opcode::DescribeStream, Flags::REQUEST, &[0; 8], b"x");
     assert!(matches!(
         Request::decode(&frame),
         Err(DecodeError::MalformedHeader {
@@ -181,17 +178,8 @@ fn message_must_match_opcode_direction_and_payload_rules() {
 fn header_with_trailing_bytes_missing_bytes_or_reserved_bits_is_malformed() {
     let header = [0u8; 8];
     for (bytes, field) in [(&header[..7], "stream_id"), (&[0u8; 9][..], "end")] {
-        let mut buf = Vec::new();
-        encode_frame(
-            &mut buf,
-            Opcode::DescribeStream,
-            Flags::REQUEST,
-            1,
-            bytes,
-            &[],
-        )
-        .unwrap();
-        match Request::decode(&decode_one(&buf)) {
+        let frame = raw_frame(Opcode::DescribeStream, Flags::REQUEST, bytes, &[]);
+        match Request::decode(&frame) {
             Err(error @ DecodeError::MalformedHeader { .. }) => {
                 assert!(!error.is_fatal());
                 assert_eq!(error.error_code(), ErrorCode::MalformedHeader);
@@ -205,18 +193,9 @@ fn header_with_trailing_bytes_missing_bytes_or_reserved_bits_is_malformed() {
     // DESCRIBE_RANGE with its reserved u32 set.
     let mut header = vec![0u8; 16];
     header[12] = 1;
-    let mut buf = Vec::new();
-    encode_frame(
-        &mut buf,
-        Opcode::DescribeRange,
-        Flags::REQUEST,
-        1,
-        &header,
-        &[],
-    )
-    .unwrap();
+    let frame = raw_frame(Opcode::DescribeRange, Flags::REQUEST, &header, &[]);
     assert!(matches!(
-        Request::decode(&decode_one(&buf)),
+        Request::decode(&frame),
         Err(DecodeError::MalformedHeader {
             field: "reserved",
             ..
@@ -225,18 +204,9 @@ fn header_with_trailing_bytes_missing_bytes_or_reserved_bits_is_malformed() {
     // UPDATE_STREAM with a value whose mask bit is clear.
     let mut header = vec![0u8; 32];
     header[16] = 5;
-    let mut buf = Vec::new();
-    encode_frame(
-        &mut buf,
-        Opcode::UpdateStream,
-        Flags::REQUEST,
-        1,
-        &header,
-        &[],
-    )
-    .unwrap();
+    let frame = raw_frame(Opcode::UpdateStream, Flags::REQUEST, &header, &[]);
     assert!(matches!(
-        Request::decode(&decode_one(&buf)),
+        Request::decode(&frame),
         Err(DecodeError::MalformedHeader {
             field: "retention_ms",
             ..
@@ -247,18 +217,14 @@ fn header_with_trailing_bytes_missing_bytes_or_reserved_bits_is_malformed() {
 #[test]
 fn list_count_larger_than_the_header_is_rejected_before_allocating() {
     // LIST_STREAMS response claiming 65 536 streams in a 4-byte header.
-    let mut buf = Vec::new();
-    encode_frame(
-        &mut buf,
+    let frame = raw_frame(
         Opcode::ListStreams,
         Flags::RESPONSE_END,
-        1,
         &65_536u32.to_le_bytes(),
         &[],
-    )
-    .unwrap();
+    );
     assert!(matches!(
-        Response::decode(&decode_one(&buf)),
+        Response::decode(&frame),
         Err(DecodeError::MalformedHeader {
             field: "streams",
             ..
@@ -283,35 +249,18 @@ fn strings_over_their_maximum_are_refused_by_the_encoder_and_the_decoder() {
     assert!(buf.is_empty(), "nothing written on error");
     let mut header = 256u16.to_le_bytes().to_vec();
     header.extend(std::iter::repeat_n(b'a', 256));
-    encode_frame(
-        &mut buf,
-        Opcode::AllocateId,
-        Flags::REQUEST,
-        1,
-        &header,
-        &[],
-    )
-    .unwrap();
+    let frame = raw_frame(Opcode::AllocateId, Flags::REQUEST, &header, &[]);
     assert!(matches!(
-        Request::decode(&decode_one(&buf)),
+        Request::decode(&frame),
         Err(DecodeError::MalformedHeader {
             field: "address",
             ..
         })
     ));
     // Invalid UTF-8.
-    let mut buf = Vec::new();
-    encode_frame(
-        &mut buf,
-        Opcode::AllocateId,
-        Flags::REQUEST,
-        1,
-        &[2, 0, 0xff, 0xfe],
-        &[],
-    )
-    .unwrap();
+    let frame = raw_frame(Opcode::AllocateId, Flags::REQUEST, &[2, 0, 0xff, 0xfe], &[]);
     assert!(matches!(
-        Request::decode(&decode_one(&buf)),
+        Request::decode(&frame),
         Err(DecodeError::MalformedHeader {
             reason: "not UTF-8",
             ..
@@ -357,7 +306,6 @@ fn retriable_codes_are_exactly_the_transient_ones() {
 
 #[test]
 fn error_response_with_a_payload_is_malformed() {
-    let mut buf = Vec::new();
     let header = {
         let mut valid = Vec::new();
         encode_error(
@@ -369,17 +317,9 @@ fn error_response_with_a_payload_is_malformed() {
         .unwrap();
         valid[24..valid.len() - 4].to_vec()
     };
-    encode_frame(
-        &mut buf,
-        Opcode::Fetch,
-        Flags::ERROR_RESPONSE,
-        1,
-        &header,
-        b"data",
-    )
-    .unwrap();
+    let frame = raw_frame(Opcode::Fetch, Flags::ERROR_RESPONSE, &header, b"data");
     assert!(matches!(
-        Response::decode(&decode_one(&buf)),
+        Response::decode(&frame),
         Err(DecodeError::MalformedHeader {
             field: "payload",
             ..
