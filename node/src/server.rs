@@ -89,6 +89,9 @@ struct WorkerSetup {
 
 /// Runs the node until SIGTERM or SIGINT. Errors are start-up or runtime failures (exit 1).
 pub fn run(config: Config) -> Result<(), String> {
+    // The binary validated already; a caller of the library may not have, and the address
+    // accessors rely on it.
+    config.validate().map_err(|error| error.to_string())?;
     log::info!("{}", startup_summary(&config));
     // Before any thread exists, so all of them inherit the blocked mask.
     let mut signals = Signals::new(&[Signal::INTERRUPT, Signal::TERMINATE])
