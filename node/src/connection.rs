@@ -169,7 +169,7 @@ async fn read_loop(
             match decoder.decode(&mut received) {
                 Ok(Some(frame)) => {
                     last_activity = Instant::now();
-                    if let Some(end) = accept_frame(worker, shared, frame) {
+                    if let Some(end) = accept_frame(worker, shared, frame, last_activity) {
                         return end;
                     }
                 }
@@ -238,8 +238,14 @@ async fn read_loop(
     }
 }
 
-/// Starts a request task for `frame`; returns how reading ends if this frame ends it.
-fn accept_frame(worker: &Rc<Worker>, shared: &Rc<Shared>, frame: Frame) -> Option<ReadEnd> {
+/// Starts a request task for `frame`, decoded at `received`; returns how reading ends if this
+/// frame ends it.
+fn accept_frame(
+    worker: &Rc<Worker>,
+    shared: &Rc<Shared>,
+    frame: Frame,
+    received: Instant,
+) -> Option<ReadEnd> {
     if frame.is_response() {
         worker.metrics.add(&worker.metrics.bad_frames, 1);
         return Some(ReadEnd::ProtocolError(format!(
@@ -264,7 +270,6 @@ fn accept_frame(worker: &Rc<Worker>, shared: &Rc<Shared>, frame: Frame) -> Optio
         log::debug!("peer sent GOAWAY {:?}: {}", goaway.reason, goaway.message);
         return Some(ReadEnd::PeerClosed);
     }
-    let received = Instant::now();
     let opcode = frame.opcode;
     let request_id = frame.request_id;
     let payload = frame.payload;
