@@ -57,6 +57,9 @@ const OP_PREWRITE_SYNC: u64 = 6;
 /// still being written only if it shares no page with them; data syncs run back to back, each
 /// covering every write completed before it.
 pub(crate) const MAX_GROUPS_IN_FLIGHT: usize = 16;
+/// Memory for group buffers (each `max_group_bytes` plus a page): fewer groups are kept in
+/// flight when groups are large, but never fewer than two.
+const GROUP_BUFFER_BUDGET_BYTES: usize = 64 << 20;
 /// Under load, a group this large is submitted at once, while more requests are drained.
 const EAGER_GROUP_BYTES: usize = 256 << 10;
 /// ... and together they write at most this many times `max_group_bytes`: it bounds how much a
@@ -273,6 +276,8 @@ pub(crate) struct Wal {
     staging: Group,
     in_flight: VecDeque<InFlightGroup>,
     groups_submitted: u64,
+    /// Groups allowed in flight: `MAX_GROUPS_IN_FLIGHT` within `GROUP_BUFFER_BUDGET_BYTES`.
+    max_groups_in_flight: usize,
     sync_in_flight: Option<SyncInFlight>,
     /// Groups up to this sequence are durable.
     synced_through: Option<u64>,
@@ -378,6 +383,9 @@ impl Wal {
             staging,
             in_flight: VecDeque::new(),
             groups_submitted: 0,
+            max_groups_in_flight: (GROUP_BUFFER_BUDGET_BYTES / group_capacity)
+                .saturating_sub(1)
+                .clamp(2, MAX_GROUPS_IN_FLIGHT),
             sync_in_flight: None,
             synced_through: None,
             dirty_until: 0,
@@ -583,7 +591,7 @@ impl Wal {
                     .iter()
                     .map(|in_flight| in_flight.write_len)
                     .sum();
-                self.in_flight.len() < MAX_GROUPS_IN_FLIGHT
+                self.in_flight.len() < self.max_groups_in_flight
                     && in_flight_bytes + self.staging.used_bytes()
                         <= MAX_BYTES_IN_FLIGHT_GROUPS * self.config.max_group_bytes
                     && self.dirty_until == 0
