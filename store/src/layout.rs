@@ -27,8 +27,20 @@ pub const FORMAT_VERSION: u32 = 1;
 const LOCK_FILE: &str = "LOCK";
 const PROPERTIES_FILE: &str = "PROPERTIES";
 pub(crate) const WAL_DIRECTORY: &str = "wal";
-/// Zero-fill unit when a segment is written through.
+/// Unit of the writes that write a segment through.
 pub(crate) const PREWRITE_CHUNK_BYTES: usize = 1 << 20;
+/// What a segment is written through with before use. Not zero: thin-provisioned or
+/// deduplicating storage (a VM's disk image, for one) may not really allocate blocks written
+/// with zeros, and the first real write there then pays for the allocation. Never part of a
+/// valid record (its kind byte would be 0xA5).
+pub const SEGMENT_FILL_BYTE: u8 = 0xA5;
+
+/// True for bytes that hold no record data: zeros (padding after a group) or segment filler.
+pub(crate) fn is_blank(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .all(|&byte| byte == 0 || byte == SEGMENT_FILL_BYTE)
+}
 
 /// Holds the directory's lock until dropped.
 pub(crate) struct DirectoryLock {
@@ -317,19 +329,20 @@ pub(crate) fn publish_segment(
     sync_directory(wal_directory)
 }
 
-/// Writes a whole segment through with zeros, blocking. Used at open when no segment is ready.
+/// Writes a whole segment through with the filler byte, blocking. Used at open when no segment is ready.
 pub(crate) fn prewrite_segment_blocking(
     wal_directory: &Path,
     start: WalPosition,
     segment_size_bytes: u64,
 ) -> io::Result<()> {
     let (fd, temporary) = create_segment_file(wal_directory, start, segment_size_bytes)?;
-    let zeros = AlignedBuf::zeroed(PREWRITE_CHUNK_BYTES.min(segment_size_bytes as usize));
+    let mut filler = AlignedBuf::zeroed(PREWRITE_CHUNK_BYTES.min(segment_size_bytes as usize));
+    filler.fill(SEGMENT_FILL_BYTE);
     let mut written = 0u64;
     let result = (|| {
         while written < segment_size_bytes {
-            let len = (segment_size_bytes - written).min(zeros.len() as u64) as usize;
-            write_at(fd.as_raw_fd(), &zeros[..len], written)?;
+            let len = (segment_size_bytes - written).min(filler.len() as u64) as usize;
+            write_at(fd.as_raw_fd(), &filler[..len], written)?;
             written += len as u64;
         }
         // SAFETY: plain syscall on a descriptor we own.

@@ -38,7 +38,7 @@ use runtime::mailbox::{self, Sender};
 pub use config::{StoreConfig, SyncMode, UringConfig};
 pub use error::{Error, Result};
 pub use index::{BatchIndex, IndexEntry, RangeSummary};
-pub use layout::FORMAT_VERSION;
+pub use layout::{FORMAT_VERSION, SEGMENT_FILL_BYTE};
 pub use message::StoreStats;
 pub use recovery::RecoveryReport;
 pub use sync::{SyncStore, Ticket};

@@ -480,16 +480,12 @@ fn first_valid_in_later_segments(
     Ok(None)
 }
 
-/// None if the log simply ends (zeros); otherwise what was found at the cut.
+/// None if the log simply ends (zeros or segment filler); otherwise what was found at the cut.
 fn describe_end(reader: &mut SegmentReader, position: WalPosition) -> Result<Option<String>> {
     if !reader.ensure(position, HEADER_BYTES)? {
         return Ok(None);
     }
-    if reader
-        .bytes(position, HEADER_BYTES)
-        .iter()
-        .all(|&byte| byte == 0)
-    {
+    if crate::layout::is_blank(reader.bytes(position, HEADER_BYTES)) {
         return Ok(None);
     }
     Ok(Some(match reader.record_at(position)? {
@@ -499,7 +495,7 @@ fn describe_end(reader: &mut SegmentReader, position: WalPosition) -> Result<Opt
     }))
 }
 
-/// Zeroes `[tail, window_end)` on disk if anything but zeros is there, and returns the bytes of
+/// Zeroes `[tail, window_end)` on disk unless only zeros or filler are there; returns the bytes of
 /// the tail page before `tail`.
 fn zero_after_tail(
     reader: &mut SegmentReader,
@@ -521,7 +517,7 @@ fn zero_after_tail(
     reader.bytes_read += got as u64;
     let keep = (tail - page_start) as usize;
     let tail_page = region[..keep].to_vec();
-    if region[keep..got].iter().any(|&byte| byte != 0) {
+    if !crate::layout::is_blank(&region[keep..got]) {
         region[keep..span].fill(0);
         write_at(
             reader.fd.as_raw_fd(),

@@ -19,7 +19,7 @@
 //! * Reads the workers cannot serve from their tail memory arrive as record extents; they are
 //!   served from the block cache or with block-sized O_DIRECT reads (read-ahead for catch-up
 //!   readers), every record's checksum verified before its payload is handed out.
-//! * In the background the thread writes segments through with zeros (a small pool ahead of
+//! * In the background the thread writes segments through with filler (a small pool ahead of
 //!   need), recycles segments whose every range was trimmed or deleted once a checkpoint
 //!   covers them, and writes checkpoints periodically and at shutdown.
 
@@ -182,7 +182,7 @@ struct Prewrite {
     fd: OwnedFd,
     temporary: PathBuf,
     written: u64,
-    zeros: AlignedBuf,
+    filler: AlignedBuf,
     in_flight: bool,
     syncing: bool,
 }
@@ -1554,7 +1554,11 @@ impl Wal {
                         fd,
                         temporary,
                         written: 0,
-                        zeros: AlignedBuf::zeroed(chunk),
+                        filler: {
+                            let mut filler = AlignedBuf::zeroed(chunk);
+                            filler.fill(layout::SEGMENT_FILL_BYTE);
+                            filler
+                        },
                         in_flight: false,
                         syncing: false,
                     });
@@ -1575,8 +1579,8 @@ impl Wal {
         prewrite.in_flight = true;
         let fd = prewrite.fd.as_raw_fd();
         let entry = if prewrite.written < segment_size {
-            let len = (segment_size - prewrite.written).min(prewrite.zeros.len() as u64);
-            opcode::Write::new(types::Fd(fd), prewrite.zeros.as_mut_ptr(), len as u32)
+            let len = (segment_size - prewrite.written).min(prewrite.filler.len() as u64);
+            opcode::Write::new(types::Fd(fd), prewrite.filler.as_mut_ptr(), len as u32)
                 .offset(prewrite.written)
                 .build()
                 .user_data(user_data(OP_PREWRITE, 0))
@@ -1586,7 +1590,7 @@ impl Wal {
                 .build()
                 .user_data(user_data(OP_PREWRITE_SYNC, 0))
         };
-        // SAFETY: the zero buffer belongs to `self.prewrite`, which is kept until this
+        // SAFETY: the filler buffer belongs to `self.prewrite`, which is kept until this
         // completion is reaped (`in_flight` blocks its removal; `exit` waits for it).
         unsafe { self.push(&entry) };
     }

@@ -202,7 +202,11 @@ fn stale_records_in_a_recycled_segment_are_never_recovered() {
         let file = std::fs::File::open(&path).unwrap();
         let tail_page = (offset / 4096 + 2) * 4096;
         file.read_exact_at(&mut probe, tail_page).unwrap();
-        if offset > 100_000 && probe.iter().any(|byte| *byte != 0) {
+        // Stale records: bytes that are neither zeros nor the filler of a fresh segment.
+        let stale = probe
+            .iter()
+            .any(|byte| *byte != 0 && *byte != store::SEGMENT_FILL_BYTE);
+        if offset > 100_000 && stale {
             break durable - offset;
         }
         wal.append(new, written * 10, 10, batch(new, written * 10, 5000))
