@@ -16,6 +16,19 @@ pub enum SyncMode {
     Never,
 }
 
+/// How a new WAL segment is prepared when no recycled one is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrewriteMode {
+    /// Every new segment is written through with filler before the log uses it. Appends then
+    /// never write into unwritten extents, but the disk writes every byte twice while no
+    /// segment is recycled.
+    Always,
+    /// A new segment is written through only while the IO thread has no appends staged or in
+    /// flight; when the log needs it first, it is used as allocated (unwritten extents, read
+    /// back as zeros), and each data sync also commits the extent conversions (the default).
+    Idle,
+}
+
 /// The IO thread's io_uring setup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UringConfig {
@@ -54,8 +67,10 @@ pub struct StoreConfig {
     pub node_id: Option<u32>,
     /// Size of every WAL segment file. Immutable once the directory exists.
     pub segment_size_bytes: u64,
-    /// Segments written through ahead of need.
+    /// Segments prepared ahead of need.
     pub preallocated_segments: usize,
+    /// When new segments are written through before use.
+    pub prewrite: PrewriteMode,
     /// When appends are acknowledged.
     pub sync: SyncMode,
     /// io_uring setup of the IO thread.
@@ -87,6 +102,7 @@ impl StoreConfig {
             node_id: None,
             segment_size_bytes: 1 << 30,
             preallocated_segments: 2,
+            prewrite: PrewriteMode::Idle,
             sync: SyncMode::Always,
             uring: UringConfig::default(),
             max_group_bytes: 2 << 20,

@@ -329,6 +329,37 @@ pub(crate) fn publish_segment(
     sync_directory(wal_directory)
 }
 
+/// Makes an allocated (possibly not or partly written) `.tmp` segment a real one: its size and
+/// extents are made durable first, so recovery always finds a full-size file whose unwritten
+/// extents read as zeros (blank space).
+pub(crate) fn publish_allocated_segment(
+    wal_directory: &Path,
+    fd: RawFd,
+    temporary: &Path,
+    start: WalPosition,
+) -> io::Result<()> {
+    // SAFETY: plain syscall on a descriptor the caller owns.
+    if unsafe { libc::fdatasync(fd) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    publish_segment(wal_directory, temporary, start)
+}
+
+/// Creates and publishes a segment without writing it through, blocking. Used at open with
+/// `prewrite: idle` when no segment is ready.
+pub(crate) fn allocate_segment_blocking(
+    wal_directory: &Path,
+    start: WalPosition,
+    segment_size_bytes: u64,
+) -> io::Result<()> {
+    let (fd, temporary) = create_segment_file(wal_directory, start, segment_size_bytes)?;
+    let result = publish_allocated_segment(wal_directory, fd.as_raw_fd(), &temporary, start);
+    if result.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    result
+}
+
 /// Writes a whole segment through with the filler byte, blocking. Used at open when no segment is ready.
 pub(crate) fn prewrite_segment_blocking(
     wal_directory: &Path,

@@ -35,7 +35,7 @@ use std::thread::JoinHandle;
 
 use runtime::mailbox::{self, Sender};
 
-pub use config::{StoreConfig, SyncMode, UringConfig};
+pub use config::{PrewriteMode, StoreConfig, SyncMode, UringConfig};
 pub use error::{Error, Result};
 pub use index::{BatchIndex, IndexEntry, RangeSummary};
 pub use layout::{FORMAT_VERSION, SEGMENT_FILL_BYTE};
@@ -127,12 +127,19 @@ impl Store {
         );
         let tail_segment = recovered.tail - recovered.tail % config.segment_size_bytes;
         if !recovered.segments.contains(&tail_segment) {
-            layout::prewrite_segment_blocking(
-                &wal_directory,
-                tail_segment,
-                config.segment_size_bytes,
-            )
-            .map_err(|error| match error.raw_os_error() {
+            let prepared = match config.prewrite {
+                PrewriteMode::Always => layout::prewrite_segment_blocking(
+                    &wal_directory,
+                    tail_segment,
+                    config.segment_size_bytes,
+                ),
+                PrewriteMode::Idle => layout::allocate_segment_blocking(
+                    &wal_directory,
+                    tail_segment,
+                    config.segment_size_bytes,
+                ),
+            };
+            prepared.map_err(|error| match error.raw_os_error() {
                 Some(errno) => Error::errno("preparing the first WAL segment", errno),
                 None => Error::io("preparing the first WAL segment", &error),
             })?;

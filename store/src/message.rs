@@ -80,6 +80,8 @@ pub(crate) struct SharedStats {
     pub block_cache_hits: AtomicU64,
     pub checkpoints: AtomicU64,
     pub segments_reclaimed: AtomicU64,
+    pub segments_written_through: AtomicU64,
+    pub segments_used_unwritten: AtomicU64,
     pub write_errors: AtomicU64,
     pub full: AtomicBool,
 }
@@ -116,6 +118,11 @@ pub struct StoreStats {
     pub checkpoints: u64,
     /// Segments recycled or deleted after retention.
     pub segments_reclaimed: u64,
+    /// New segments written through with filler before use.
+    pub segments_written_through: u64,
+    /// New segments the log needed before they were written through (`prewrite: idle`), used
+    /// as allocated.
+    pub segments_used_unwritten: u64,
     /// Group writes or syncs that failed.
     pub write_errors: u64,
     /// True while no segment can be prepared for appends (disk full).
@@ -142,6 +149,8 @@ impl SharedStats {
             block_cache_hits: load(&self.block_cache_hits),
             checkpoints: load(&self.checkpoints),
             segments_reclaimed: load(&self.segments_reclaimed),
+            segments_written_through: load(&self.segments_written_through),
+            segments_used_unwritten: load(&self.segments_used_unwritten),
             write_errors: load(&self.write_errors),
             full: self.full.load(Ordering::Relaxed),
         }

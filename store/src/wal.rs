@@ -37,7 +37,7 @@ use slab::Slab;
 
 use crate::aligned::AlignedBuf;
 use crate::checkpoint;
-use crate::config::{StoreConfig, SyncMode};
+use crate::config::{PrewriteMode, StoreConfig, SyncMode};
 use crate::error::{Error, Result};
 use crate::index::{BatchIndex, Index, IndexEntry};
 use crate::layout::{self, PREWRITE_CHUNK_BYTES};
@@ -292,6 +292,9 @@ pub(crate) struct Wal {
     reads: Slab<PendingRead>,
     cache: BlockCache,
     prewrite: Option<Prewrite>,
+    /// Appends wait for a segment that is not ready: with `prewrite: idle` the segment being
+    /// prepared is published as it stands.
+    segment_wanted: bool,
     full_since: Option<Instant>,
     checkpoint_sequence: u64,
     checkpoint_position: WalPosition,
@@ -396,6 +399,7 @@ impl Wal {
             reads: Slab::new(),
             cache,
             prewrite: None,
+            segment_wanted: false,
             full_since: None,
             checkpoint_sequence,
             checkpoint_position,
@@ -439,7 +443,7 @@ impl Wal {
             if !self.halting {
                 progress |= self.drain_workers();
                 progress |= self.maybe_submit_group();
-                self.maybe_prewrite();
+                progress |= self.maybe_prewrite();
                 self.maybe_checkpoint();
             }
             self.flush_outboxes();
@@ -765,6 +769,7 @@ impl Wal {
                 self.complete(worker, slot, Err(self.full_error()));
                 return None;
             }
+            self.segment_wanted = true;
             return Some(request);
         }
         let segment_end = segment_start + self.segment_size;
@@ -783,6 +788,7 @@ impl Wal {
                 self.complete(worker, slot, Err(self.full_error()));
                 return None;
             }
+            self.segment_wanted = true;
             return Some(request);
         }
         if self.staging.used_bytes() + length as usize > self.config.max_group_bytes {
@@ -1526,19 +1532,30 @@ impl Wal {
         last + self.segment_size
     }
 
-    fn maybe_prewrite(&mut self) {
+    /// True when the IO thread has appends staged, waiting or in flight: with `prewrite: idle`
+    /// no write-through chunk is issued then.
+    fn appends_busy(&self) -> bool {
+        !self.staging.is_empty()
+            || !self.in_flight.is_empty()
+            || self.sync_in_flight.is_some()
+            || self.ports.iter().any(|port| !port.deferred.is_empty())
+    }
+
+    /// Prepares segments ahead of need. Returns true when it published one the log waits for.
+    fn maybe_prewrite(&mut self) -> bool {
         if self.shutting_down {
-            return;
+            return false;
         }
+        let wanted = std::mem::take(&mut self.segment_wanted);
         if self.prewrite.is_none() {
             let current = self.segment_start(self.staging.end.max(self.durable));
             let current_missing = !self.segments.contains_key(&current);
             if !current_missing && self.ready_ahead() >= self.config.preallocated_segments {
-                return;
+                return false;
             }
             if let Some(since) = self.full_since {
                 if since.elapsed() < FULL_RETRY {
-                    return;
+                    return false;
                 }
             }
             let start = if current_missing {
@@ -1565,16 +1582,23 @@ impl Wal {
                 }
                 Err(error) => {
                     self.on_prepare_failed(start, &error);
-                    return;
+                    return false;
                 }
             }
         }
+        let idle_mode = self.config.prewrite == PrewriteMode::Idle;
+        if idle_mode && wanted && self.ready_ahead() == 0 {
+            return self.publish_unwritten();
+        }
+        if idle_mode && self.appends_busy() {
+            return false;
+        }
         let segment_size = self.segment_size;
         let Some(prewrite) = self.prewrite.as_mut() else {
-            return;
+            return false;
         };
         if prewrite.in_flight {
-            return;
+            return false;
         }
         prewrite.in_flight = true;
         let fd = prewrite.fd.as_raw_fd();
@@ -1593,6 +1617,59 @@ impl Wal {
         // SAFETY: the filler buffer belongs to `self.prewrite`, which is kept until this
         // completion is reaped (`in_flight` blocks its removal; `exit` waits for it).
         unsafe { self.push(&entry) };
+        false
+    }
+
+    /// Publishes the segment being prepared as it stands (allocated, written through only in
+    /// part or not at all) because the log needs it now. Waits for a write-through chunk or
+    /// sync in flight first, so no filler can land after the log's records. Returns true if
+    /// the segment was published.
+    fn publish_unwritten(&mut self) -> bool {
+        let Some(prewrite) = self.prewrite.as_ref() else {
+            return false;
+        };
+        if prewrite.in_flight || prewrite.syncing {
+            // Asked again once the completion arrives (the waiting append stays deferred).
+            self.segment_wanted = true;
+            return false;
+        }
+        let Some(prewrite) = self.prewrite.take() else {
+            return false;
+        };
+        let published = layout::publish_allocated_segment(
+            &self.wal_directory,
+            prewrite.fd.as_raw_fd(),
+            &prewrite.temporary,
+            prewrite.start,
+        );
+        match published {
+            Ok(()) => {
+                self.stats
+                    .segments_used_unwritten
+                    .fetch_add(1, Ordering::Relaxed);
+                log::debug!(
+                    "store: segment {} used before write-through ({} of {} bytes written)",
+                    layout::segment_name(prewrite.start),
+                    prewrite.written,
+                    self.segment_size
+                );
+                self.segments.insert(
+                    prewrite.start,
+                    Segment {
+                        fd: prewrite.fd,
+                        ranges: HashMap::new(),
+                        reads_in_flight: 0,
+                    },
+                );
+                self.on_space_available();
+                true
+            }
+            Err(error) => {
+                let _ = std::fs::remove_file(&prewrite.temporary);
+                self.on_prepare_failed(prewrite.start, &error);
+                false
+            }
+        }
     }
 
     fn on_prepare_failed(&mut self, start: WalPosition, error: &std::io::Error) {
@@ -1649,6 +1726,9 @@ impl Wal {
         };
         match published {
             Ok(()) => {
+                self.stats
+                    .segments_written_through
+                    .fetch_add(1, Ordering::Relaxed);
                 self.segments.insert(
                     prewrite.start,
                     Segment {
