@@ -19,9 +19,12 @@
 //! * Reads the workers cannot serve from their tail memory arrive as record extents; they are
 //!   served from the block cache or with block-sized O_DIRECT reads (read-ahead for catch-up
 //!   readers), every record's checksum verified before its payload is handed out.
-//! * In the background the thread writes segments through with filler (a small pool ahead of
-//!   need), recycles segments whose every range was trimmed or deleted once a checkpoint
-//!   covers them, and writes checkpoints periodically and at shutdown.
+//! * In the background the thread prepares new segments (a small pool ahead of need): with
+//!   `prewrite: always` each is written through with filler before use; with `prewrite: idle`
+//!   (the default) the write-through runs only while no appends are staged or in flight, and a
+//!   segment the log needs first is used as allocated. It also recycles segments whose every
+//!   range was trimmed or deleted once a checkpoint covers them, and writes checkpoints
+//!   periodically and at shutdown.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -1791,8 +1794,22 @@ impl Wal {
             self.cache.remove_segment(start, start + self.segment_size);
             let old_path = layout::segment_path(&self.wal_directory, start);
             // Recycled files need no write-through, so up to twice the pool is kept that way.
+            // With `prewrite: idle` a recycled file also replaces a segment still being
+            // prepared (nothing of it is in flight), which would otherwise block recycling
+            // for as long as appends keep its write-through waiting.
+            let replaceable = self.config.prewrite == PrewriteMode::Idle
+                && self
+                    .prewrite
+                    .as_ref()
+                    .is_some_and(|prewrite| !prewrite.in_flight && !prewrite.syncing);
             let recycle = self.ready_ahead() < 2 * self.config.preallocated_segments
-                && self.prewrite.is_none();
+                && (self.prewrite.is_none() || replaceable);
+            if recycle && replaceable {
+                if let Some(prewrite) = self.prewrite.take() {
+                    drop(prewrite.fd);
+                    let _ = std::fs::remove_file(&prewrite.temporary);
+                }
+            }
             let outcome = if recycle {
                 let new_start = self.next_segment_to_prepare();
                 let new_path = layout::segment_path(&self.wal_directory, new_start);
