@@ -67,6 +67,27 @@ impl fmt::Display for SyncMode {
     }
 }
 
+/// How a new WAL segment is prepared when no recycled one is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrewriteMode {
+    /// Write every new segment through before use: the disk writes every byte twice until
+    /// segments are recycled.
+    Always,
+    /// Write new segments through only while no appends are pending; under load use them as
+    /// allocated (the default).
+    Idle,
+}
+
+impl fmt::Display for PrewriteMode {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            PrewriteMode::Always => "always",
+            PrewriteMode::Idle => "idle",
+        })
+    }
+}
+
 /// `store`: the write-ahead log and its IO thread.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -79,6 +100,8 @@ pub struct StoreSection {
     pub preallocated_segments: usize,
     /// `always` or `never`.
     pub sync: SyncMode,
+    /// `idle` or `always`: when new segments are written through before use.
+    pub prewrite: PrewriteMode,
     /// Memory for recently written and read blocks.
     pub cache_size_bytes: u64,
     /// Requests one worker may have queued to the IO thread (the SPSC ring size).
@@ -148,6 +171,7 @@ impl Default for StoreSection {
             segment_size_bytes: 64 * 1024 * 1024,
             preallocated_segments: 2,
             sync: SyncMode::Always,
+            prewrite: PrewriteMode::Idle,
             cache_size_bytes: 64 * 1024 * 1024,
             queue_depth: 1024,
             io_cpu: None,
@@ -423,6 +447,10 @@ impl Config {
             SyncMode::Always => store::SyncMode::Always,
             SyncMode::Never => store::SyncMode::Never,
         };
+        config.prewrite = match section.prewrite {
+            PrewriteMode::Always => store::PrewriteMode::Always,
+            PrewriteMode::Idle => store::PrewriteMode::Idle,
+        };
         config.uring = store::UringConfig {
             sqpoll: section.uring.sqpoll,
             sqpoll_cpu: section.uring.sqpoll_cpu.map(|cpu| cpu as u32),
@@ -525,6 +553,7 @@ mod tests {
             "segment-size-bytes:",
             "preallocated-segments:",
             "sync:",
+            "prewrite:",
             "cache-size-bytes:",
             "queue-depth:",
             "io-cpu:",
@@ -551,6 +580,17 @@ mod tests {
         assert_eq!(config.server.max_frame_size_bytes, 16 * 1024 * 1024);
         assert_eq!(config.listen_address().port(), 10911);
         assert_eq!(config.metrics_address().unwrap().port(), 9911);
+    }
+
+    #[test]
+    fn prewrite_mode_reaches_the_store() {
+        let config = Config::parse("", "test").unwrap();
+        assert_eq!(config.store.prewrite, PrewriteMode::Idle);
+        assert_eq!(config.store_config().prewrite, store::PrewriteMode::Idle);
+        let config = Config::parse("store:\n  prewrite: always\n", "test").unwrap();
+        assert_eq!(config.store_config().prewrite, store::PrewriteMode::Always);
+        let error = Config::parse("store:\n  prewrite: sometimes\n", "test.yaml").unwrap_err();
+        assert!(error.to_string().contains("prewrite"), "{error}");
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub fn startup_summary(config: &Config) -> String {
         "off".to_string()
     };
     format!(
-        "data-node {}: listen {}, {} worker(s) {pinning}, {io_pinning}, sqpoll {sqpoll}, iopoll {}, sync {}{}, data dir {}",
+        "data-node {}: listen {}, {} worker(s) {pinning}, {io_pinning}, sqpoll {sqpoll}, iopoll {}, sync {}{}, prewrite {}, data dir {}",
         env!("CARGO_PKG_VERSION"),
         config.server.listen,
         config.server.workers,
@@ -66,6 +66,7 @@ pub fn startup_summary(config: &Config) -> String {
         } else {
             ""
         },
+        config.store.prewrite,
         config.store.path.display(),
     )
 }
