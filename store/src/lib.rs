@@ -116,6 +116,8 @@ impl Store {
             config.path.display(),
             if report.clean {
                 "clean shutdown"
+            } else if report.tail == 0 {
+                "empty log"
             } else {
                 "after a crash"
             },
