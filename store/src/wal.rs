@@ -446,6 +446,9 @@ impl Wal {
             if !self.halting {
                 progress |= self.drain_workers();
                 progress |= self.maybe_submit_group();
+                // Whether a sync may start depends on what is staged, which changed above: a
+                // written group must not wait for a completion that will never come.
+                self.maybe_submit_sync();
                 progress |= self.maybe_prewrite();
                 self.maybe_checkpoint();
             }
@@ -463,6 +466,17 @@ impl Wal {
     }
 
     fn finished(&self) -> bool {
+        if self.halting {
+            // A halt stands for a crash: it waits only for the kernel to be done with our
+            // buffers, not for written groups to become durable (no sync is issued any more).
+            return self.in_flight.iter().all(|in_flight| in_flight.written)
+                && self.sync_in_flight.is_none()
+                && self.loads.is_empty()
+                && self
+                    .prewrite
+                    .as_ref()
+                    .is_none_or(|prewrite| !prewrite.in_flight);
+        }
         let quiet = self.in_flight.is_empty()
             && self.sync_in_flight.is_none()
             && self.loads.is_empty()
@@ -470,9 +484,6 @@ impl Wal {
                 .prewrite
                 .as_ref()
                 .is_none_or(|prewrite| !prewrite.in_flight);
-        if self.halting {
-            return quiet;
-        }
         // Requests still deferred (waiting for a segment, which is no longer prepared once
         // shutting down) fail with `Closed` in `exit`.
         self.shutting_down && quiet && self.staging.is_empty() && self.reads.is_empty()
@@ -1057,6 +1068,7 @@ impl Wal {
     /// because groups only retire through a sync, so a full pipeline stops new writes.
     fn maybe_submit_sync(&mut self) {
         if self.config.sync != SyncMode::Always
+            || self.halting
             || self.sync_in_flight.is_some()
             || self.failure.is_some()
             || self.in_flight.iter().any(|in_flight| !in_flight.written)

@@ -7,7 +7,6 @@ use common::{batch, small_config};
 use store::{RangeKey, Store};
 
 #[test]
-#[ignore = "hangs now and then: the SyncStore/IO-thread stall described in docs/storage.md (Known limits); run with --ignored"]
 fn clean_restart_with_2000_ranges_reads_no_wal() {
     let directory = tempfile::tempdir().unwrap();
     let mut config = small_config(directory.path());
