@@ -28,7 +28,7 @@ use benches::raw_disk::{self, RawDiskOptions};
 use benches::report::{format_rate, format_us, new_histogram, LatencySummary};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use store::{RangeKey, Store, StoreConfig, SyncMode, SyncStore};
+use store::{PrewriteMode, RangeKey, Store, StoreConfig, SyncMode, SyncStore};
 
 const SEGMENT_BYTES: u64 = 1 << 30;
 const RECOVERY_CHUNK_BYTES: usize = 8 << 20;
@@ -47,6 +47,8 @@ struct StoreRun {
     latency_us: Histogram<u64>,
     data_syncs: u64,
     groups: u64,
+    data_sync_micros: u64,
+    group_write_micros: u64,
 }
 
 impl StoreRun {
@@ -62,26 +64,41 @@ fn store_config(path: &Path) -> StoreConfig {
     let mut config = StoreConfig::new(path);
     config.segment_size_bytes = SEGMENT_BYTES;
     config.preallocated_segments = 1;
+    // The segments the rounds write into are written through before use, as the baseline's
+    // file is: this measures the steady state (recycled segments), not the first pass over
+    // allocated extents, whose conversion at every data sync costs a journal commit.
+    config.prewrite = PrewriteMode::Always;
     config.sync = SyncMode::Always;
     config.max_group_bytes = 4 << 20;
     config.worker_queue_capacity = 2048;
     config.checkpoint_interval_ms = 3_600_000;
     // As a data node is deployed: the IO thread on a core of its own, the client (the
     // worker's part) on the other; see `pin_client`.
-    if cpu_count() >= 2 {
-        config.io_thread_cpu = Some(1);
+    if pinned() {
+        config.io_thread_cpu = Some(env_or("WAL_BENCH_IO_CPU", 0));
     }
     config
+}
+
+/// Pin the threads (the default on two or more CPUs); `WAL_BENCH_PIN=0` leaves placement to
+/// the scheduler.
+fn pinned() -> bool {
+    cpu_count() >= 2 && env_or("WAL_BENCH_PIN", 1) != 0
 }
 
 fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |count| count.get())
 }
 
-/// Pins the calling (client) thread to CPU 0 when the IO thread has CPU 1.
+/// Pins the calling thread, which runs the store's client and the raw baselines, to CPU 1
+/// (`WAL_BENCH_CLIENT_CPU`); the IO thread takes CPU 0 (`WAL_BENCH_IO_CPU`). On the VM this was
+/// measured on, the disk's interrupts land on CPU 1, which favours the raw baseline, submitted
+/// from that CPU; with the IO thread there instead, store rounds fell to about 1 GB/s now and
+/// then (see docs/benchmark-store.md).
 fn pin_client() {
-    if cpu_count() >= 2 {
-        if let Err(error) = benches::affinity::pin_current_thread(0) {
+    if pinned() {
+        if let Err(error) = benches::affinity::pin_current_thread(env_or("WAL_BENCH_CLIENT_CPU", 1))
+        {
             eprintln!("cannot pin the client thread: {error}");
         }
     }
@@ -159,6 +176,8 @@ fn run_store(
         elapsed,
         latency_us,
         data_syncs: after.data_syncs - before.data_syncs,
+        data_sync_micros: after.data_sync_micros - before.data_sync_micros,
+        group_write_micros: after.group_write_micros - before.group_write_micros,
         groups: after.groups - before.groups,
     }
 }
@@ -353,8 +372,8 @@ fn large_batches(directory: &Path, rounds: usize, depth: usize, duration: Durati
     println!();
     println!("## 64 KiB batches, sync always, {depth} appends in flight");
     println!();
-    println!("| round | raw, one 64 KiB buffer | raw, distinct buffers | store | store / raw | store / raw distinct | raw p50 | p90 | p99 | distinct p50 | p90 | p99 | store p50 | p90 | p99 | appends per sync | appends per group write |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| round | raw, one 64 KiB buffer | raw, distinct buffers | store | store / raw | store / raw distinct | raw p50 | p90 | p99 | distinct p50 | p90 | p99 | store p50 | p90 | p99 | appends per sync | appends per group write | mean data sync | mean group write |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
     let mut distinct_ratios = Vec::new();
     let store_path = directory.join("store");
@@ -393,7 +412,7 @@ fn large_batches(directory: &Path, rounds: usize, depth: usize, duration: Durati
         ratios.push(ratio);
         distinct_ratios.push(distinct_ratio);
         println!(
-            "| {round} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {:.1} | {:.1} |",
+            "| {round} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {:.1} | {:.1} | {}us | {}us |",
             format_rate(raw_rate),
             format_rate(distinct_rate),
             format_rate(run.bytes_per_second()),
@@ -403,7 +422,9 @@ fn large_batches(directory: &Path, rounds: usize, depth: usize, duration: Durati
             latency_cells(&distinct_latency),
             latency_cells(&run.latency_us),
             run.appends as f64 / run.data_syncs.max(1) as f64,
-            run.appends as f64 / run.groups.max(1) as f64
+            run.appends as f64 / run.groups.max(1) as f64,
+            run.data_sync_micros / run.data_syncs.max(1),
+            run.group_write_micros / run.groups.max(1)
         );
         last_store_bytes = run.bytes;
         if round + 1 == rounds {

@@ -70,6 +70,8 @@ pub(crate) struct SharedStats {
     pub append_bytes: AtomicU64,
     pub groups: AtomicU64,
     pub data_syncs: AtomicU64,
+    pub data_sync_micros: AtomicU64,
+    pub group_write_micros: AtomicU64,
     pub wal_bytes_written: AtomicU64,
     pub durable_position: AtomicU64,
     pub oldest_segment_start: AtomicU64,
@@ -97,6 +99,11 @@ pub struct StoreStats {
     pub groups: u64,
     /// Data syncs completed.
     pub data_syncs: u64,
+    /// Time data syncs took in all, from submission to completion, in microseconds.
+    pub data_sync_micros: u64,
+    /// Time group writes took in all, from submission to the last chunk's completion, in
+    /// microseconds.
+    pub group_write_micros: u64,
     /// Bytes written to WAL segments by group writes.
     pub wal_bytes_written: u64,
     /// The WAL is durable up to here.
@@ -138,6 +145,8 @@ impl SharedStats {
             append_bytes: load(&self.append_bytes),
             groups: load(&self.groups),
             data_syncs: load(&self.data_syncs),
+            data_sync_micros: load(&self.data_sync_micros),
+            group_write_micros: load(&self.group_write_micros),
             wal_bytes_written: load(&self.wal_bytes_written),
             durable_position: load(&self.durable_position),
             oldest_segment_start: load(&self.oldest_segment_start),

@@ -68,8 +68,9 @@ const EAGER_GROUP_BYTES: usize = 256 << 10;
 /// ... and together they write at most this many times `max_group_bytes`: it bounds how much a
 /// crash can tear, and so the window recovery treats as a torn tail.
 pub(crate) const MAX_BYTES_IN_FLIGHT_GROUPS: usize = 2;
-/// Unit of the writes a group is split into.
-const WRITE_CHUNK_BYTES: usize = 64 << 10;
+/// Largest single write: a larger group goes out as several writes in flight together. One
+/// request per group is cheapest for the device (64 KiB chunks measured slower on virtio).
+const WRITE_CHUNK_BYTES: usize = 1 << 20;
 /// Low bits of a group write's user data that number its chunk.
 const CHUNK_BITS: u32 = 16;
 /// A group at least this large ends on a page boundary so the next can be in flight with it.
@@ -152,12 +153,14 @@ struct InFlightGroup {
     /// The write completed (successfully unless `error`).
     written: bool,
     error: Option<Error>,
+    submitted: Instant,
 }
 
 /// The data sync in flight: one `fdatasync` per segment file with unsynced groups.
 struct SyncInFlight {
     /// Makes every group up to this sequence durable.
     through: u64,
+    submitted: Instant,
     awaiting: usize,
     error: Option<Error>,
 }
@@ -1006,6 +1009,7 @@ impl Wal {
             group,
             written: false,
             error: None,
+            submitted: Instant::now(),
         });
         true
     }
@@ -1055,24 +1059,28 @@ impl Wal {
             return;
         }
         in_flight.written = true;
-        if in_flight.error.is_some() {
+        let took = in_flight.submitted.elapsed().as_micros() as u64;
+        let failed = in_flight.error.is_some();
+        self.stats
+            .group_write_micros
+            .fetch_add(took, Ordering::Relaxed);
+        if failed {
             self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
         }
         self.retire_groups();
         self.maybe_submit_sync();
     }
 
-    /// Starts one data sync covering every group whose write has completed, once no group
-    /// write is in flight, nothing staged could be written first, and no sync is in flight: a
-    /// sync then makes everything written so far durable at once. Waiting for writes in flight costs at most one write; it cannot starve syncs,
-    /// because groups only retire through a sync, so a full pipeline stops new writes.
+    /// Starts one data sync covering the groups at the front of the log whose writes have
+    /// completed, as soon as no sync is in flight. Writes still in flight go on meanwhile and are
+    /// covered by the next sync: syncs run back to back, each making durable what was written
+    /// before it started, so acknowledgements flow while later groups are still being written
+    /// and at most one sync waits at a time.
     fn maybe_submit_sync(&mut self) {
         if self.config.sync != SyncMode::Always
             || self.halting
             || self.sync_in_flight.is_some()
             || self.failure.is_some()
-            || self.in_flight.iter().any(|in_flight| !in_flight.written)
-            || (!self.staging.is_empty() && self.could_submit())
         {
             return;
         }
@@ -1111,6 +1119,7 @@ impl Wal {
         }
         self.sync_in_flight = Some(SyncInFlight {
             through: target,
+            submitted: Instant::now(),
             awaiting,
             error: None,
         });
@@ -1133,6 +1142,10 @@ impl Wal {
         let Some(sync) = self.sync_in_flight.take() else {
             return;
         };
+        self.stats.data_sync_micros.fetch_add(
+            sync.submitted.elapsed().as_micros() as u64,
+            Ordering::Relaxed,
+        );
         match sync.error {
             Some(error) => {
                 self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
