@@ -23,7 +23,9 @@
 use std::collections::VecDeque;
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::index::{BatchIndex, Index, IndexEntry};
@@ -184,6 +186,123 @@ pub(crate) fn write(directory: &Path, bytes: &[u8]) -> Result<()> {
             None => Error::io("writing the index checkpoint", &error),
         }
     })
+}
+
+/// Writes checkpoints on a thread of its own, one at a time, so the IO thread never waits for a
+/// file write and its sync: it encodes the checkpoint (memory only), hands the bytes over, and
+/// learns on a later turn of its loop that the file is durable.
+pub(crate) struct Writer {
+    jobs: Option<SyncSender<Job>>,
+    done: Receiver<Written>,
+    thread: Option<JoinHandle<()>>,
+    busy: bool,
+}
+
+struct Job {
+    sequence: u64,
+    position: WalPosition,
+    bytes: Vec<u8>,
+}
+
+/// A checkpoint the writer finished (or failed to write).
+pub(crate) struct Written {
+    pub sequence: u64,
+    pub position: WalPosition,
+    pub result: Result<()>,
+}
+
+impl Writer {
+    /// Starts the writer thread for checkpoints in `directory`.
+    pub(crate) fn start(directory: &Path) -> Result<Writer> {
+        let directory: PathBuf = directory.to_path_buf();
+        let (jobs, job_receiver) = mpsc::sync_channel::<Job>(1);
+        let (done_sender, done) = mpsc::sync_channel::<Written>(1);
+        let thread = std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || {
+                while let Ok(job) = job_receiver.recv() {
+                    let result = write(&directory, &job.bytes);
+                    let written = Written {
+                        sequence: job.sequence,
+                        position: job.position,
+                        result,
+                    };
+                    if done_sender.send(written).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|error| Error::io("starting the checkpoint writer thread", &error))?;
+        Ok(Writer {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+            busy: false,
+        })
+    }
+
+    /// True while a checkpoint is being written.
+    pub(crate) fn busy(&self) -> bool {
+        self.busy
+    }
+
+    /// Hands a checkpoint over. The caller checks [`Writer::busy`] first: one at a time.
+    pub(crate) fn submit(&mut self, sequence: u64, position: WalPosition, bytes: Vec<u8>) {
+        debug_assert!(!self.busy);
+        let job = Job {
+            sequence,
+            position,
+            bytes,
+        };
+        let sent = self.jobs.as_ref().map(|jobs| jobs.send(job));
+        self.busy = matches!(sent, Some(Ok(())));
+        if !self.busy {
+            log::error!(
+                "store: the checkpoint writer thread is gone; checkpoint {sequence} not written"
+            );
+        }
+    }
+
+    /// The checkpoint just finished, if it has.
+    pub(crate) fn poll(&mut self) -> Option<Written> {
+        if !self.busy {
+            return None;
+        }
+        match self.done.try_recv() {
+            Ok(written) => {
+                self.busy = false;
+                Some(written)
+            }
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => {
+                self.busy = false;
+                None
+            }
+        }
+    }
+
+    /// Waits for the checkpoint in flight, if any, and stops the thread.
+    pub(crate) fn finish(&mut self) -> Option<Written> {
+        let written = if self.busy {
+            self.busy = false;
+            self.done.recv().ok()
+        } else {
+            None
+        };
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                log::error!("store: the checkpoint writer thread panicked");
+            }
+        }
+        written
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 /// Reads the checkpoint, if any.

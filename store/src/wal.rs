@@ -81,6 +81,8 @@ static ZEROS: [u8; 2 * PAGE_BYTES] = [0; 2 * PAGE_BYTES];
 /// Longest sleep of an idle IO thread: bounds how late a periodic checkpoint or a retry of a
 /// failed segment preparation can be.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// Longest sleep while the checkpoint writer thread is busy.
+const CHECKPOINT_POLL: Duration = Duration::from_millis(2);
 /// How often preparing a segment is retried after the disk was found full.
 const FULL_RETRY: Duration = Duration::from_millis(500);
 
@@ -306,6 +308,7 @@ pub(crate) struct Wal {
     checkpoint_position: WalPosition,
     last_checkpoint: Instant,
     checkpoint_wanted: bool,
+    checkpoint_writer: checkpoint::Writer,
     shutting_down: bool,
     halting: bool,
     stats: Arc<SharedStats>,
@@ -411,6 +414,7 @@ impl Wal {
             checkpoint_position,
             last_checkpoint: Instant::now(),
             checkpoint_wanted: false,
+            checkpoint_writer: checkpoint::Writer::start(&config.path)?,
             shutting_down: false,
             halting: false,
             stats,
@@ -700,7 +704,14 @@ impl Wal {
 
     fn submit_and_reap(&mut self, sleep: bool) {
         let result = if sleep {
-            let timeout = types::Timespec::from(IDLE_WAIT);
+            // A checkpoint being written is noticed soon after it is durable: a segment may wait
+            // for it to be reclaimed.
+            let wait = if self.checkpoint_writer.busy() {
+                CHECKPOINT_POLL
+            } else {
+                IDLE_WAIT
+            };
+            let timeout = types::Timespec::from(wait);
             let args = types::SubmitArgs::new().timespec(&timeout);
             self.ring.submitter().submit_with_args(1, &args)
         } else {
@@ -1880,7 +1891,17 @@ impl Wal {
 
     // ----- checkpoints -----
 
+    /// Notes a checkpoint the writer thread finished, and starts the next one when it is due
+    /// (periodically while the log moves) or wanted (a segment waits for one to be reclaimed).
     fn maybe_checkpoint(&mut self) {
+        if let Some(written) = self.checkpoint_writer.poll() {
+            if self.note_checkpoint(written) {
+                self.reclaim_segments();
+            }
+        }
+        if self.checkpoint_writer.busy() {
+            return;
+        }
         let due = self.last_checkpoint.elapsed()
             >= Duration::from_millis(self.config.checkpoint_interval_ms)
             && self.durable != self.checkpoint_position;
@@ -1888,15 +1909,35 @@ impl Wal {
             return;
         }
         self.checkpoint_wanted = false;
-        if let Err(error) = self.write_checkpoint() {
-            log::error!("store: {error}");
-            // Try again at the next interval rather than in a tight loop.
-        }
-        self.reclaim_segments();
+        // A failed one is tried again at the next interval rather than in a tight loop.
+        self.last_checkpoint = Instant::now();
+        let sequence = self.checkpoint_sequence + 1;
+        let bytes = checkpoint::encode(sequence, self.durable, &self.tail_page, &self.index);
+        self.checkpoint_writer.submit(sequence, self.durable, bytes);
     }
 
+    /// Records a finished checkpoint. True if it was written.
+    fn note_checkpoint(&mut self, written: checkpoint::Written) -> bool {
+        match written.result {
+            Ok(()) => {
+                self.checkpoint_sequence = written.sequence;
+                self.checkpoint_position = written.position;
+                self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(error) => {
+                log::error!("store: checkpoint {} failed: {error}", written.sequence);
+                false
+            }
+        }
+    }
+
+    /// Writes a checkpoint on this thread, after the writer thread's one in flight (clean
+    /// shutdown).
     fn write_checkpoint(&mut self) -> Result<()> {
-        self.last_checkpoint = Instant::now();
+        if let Some(written) = self.checkpoint_writer.finish() {
+            self.note_checkpoint(written);
+        }
         let sequence = self.checkpoint_sequence + 1;
         let bytes = checkpoint::encode(sequence, self.durable, &self.tail_page, &self.index);
         checkpoint::write(&self.config.path, &bytes)?;
