@@ -72,6 +72,12 @@ fn store_config(path: &Path) -> StoreConfig {
     config.max_group_bytes = 4 << 20;
     config.worker_queue_capacity = 2048;
     config.checkpoint_interval_ms = 3_600_000;
+    // `WAL_BENCH_IOPOLL=1`: WAL writes on the polled ring, forced where the device has no poll
+    // queues (the IO thread then spins while writes are in flight).
+    if env_or("WAL_BENCH_IOPOLL", 0) != 0 {
+        config.uring.iopoll = true;
+        config.uring.iopoll_without_poll_queues = true;
+    }
     // As a data node is deployed: the IO thread on a core of its own, the client (the
     // worker's part) on the other; see `pin_client`.
     if pinned() {

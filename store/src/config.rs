@@ -39,9 +39,15 @@ pub struct UringConfig {
     pub sqpoll_cpu: Option<u32>,
     /// How long the SQPOLL thread spins before it sleeps.
     pub sqpoll_idle_ms: u32,
-    /// Polled completions for WAL reads and writes. Probed at start; falls back to interrupts
-    /// (with a log line) where the device has no poll queues.
+    /// Polled completions for WAL reads and writes: they go through a second ring set up with
+    /// IOPOLL, which the IO thread polls while they are in flight (data syncs and mailbox polls
+    /// stay on the interrupt-driven ring). Probed at start; falls back to interrupts (with a log
+    /// line) where the device has no poll queues.
     pub iopoll: bool,
+    /// Use the polled ring even where the device reports no poll queues. The kernel then
+    /// completes the I/O by interrupt and the IO thread still reaps it by polling: for testing
+    /// the polled path on machines without poll queues, not for production.
+    pub iopoll_without_poll_queues: bool,
     /// Submission queue entries.
     pub queue_depth: u32,
 }
@@ -53,6 +59,7 @@ impl Default for UringConfig {
             sqpoll_cpu: None,
             sqpoll_idle_ms: 10,
             iopoll: false,
+            iopoll_without_poll_queues: false,
             queue_depth: 256,
         }
     }

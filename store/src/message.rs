@@ -72,6 +72,9 @@ pub(crate) struct SharedStats {
     pub data_syncs: AtomicU64,
     pub data_sync_micros: AtomicU64,
     pub group_write_micros: AtomicU64,
+    pub polled_completions: AtomicU64,
+    pub polled_writes: AtomicBool,
+    pub polled_reads: AtomicBool,
     pub wal_bytes_written: AtomicU64,
     pub durable_position: AtomicU64,
     pub oldest_segment_start: AtomicU64,
@@ -104,6 +107,13 @@ pub struct StoreStats {
     /// Time group writes took in all, from submission to the last chunk's completion, in
     /// microseconds.
     pub group_write_micros: u64,
+    /// WAL writes and reads completed on the polled ring (`uring.iopoll`).
+    pub polled_completions: u64,
+    /// WAL writes go through the polled ring.
+    pub polled_writes: bool,
+    /// Block reads go through the polled ring (a kernel may poll writes but refuse polled reads
+    /// on a device without poll queues).
+    pub polled_reads: bool,
     /// Bytes written to WAL segments by group writes.
     pub wal_bytes_written: u64,
     /// The WAL is durable up to here.
@@ -147,6 +157,9 @@ impl SharedStats {
             data_syncs: load(&self.data_syncs),
             data_sync_micros: load(&self.data_sync_micros),
             group_write_micros: load(&self.group_write_micros),
+            polled_completions: load(&self.polled_completions),
+            polled_writes: self.polled_writes.load(Ordering::Relaxed),
+            polled_reads: self.polled_reads.load(Ordering::Relaxed),
             wal_bytes_written: load(&self.wal_bytes_written),
             durable_position: load(&self.durable_position),
             oldest_segment_start: load(&self.oldest_segment_start),

@@ -272,6 +272,13 @@ pub(crate) struct Wal {
     wal_directory: PathBuf,
     segment_size: u64,
     ring: IoUring,
+    /// Ring set up with IOPOLL for WAL writes and block reads (`uring.iopoll` on a device that
+    /// polls); it is polled, never waited on, while `polled_in_flight` is not zero.
+    poll_ring: Option<IoUring>,
+    polled_in_flight: usize,
+    /// What the polled ring carries: probed at start, since a kernel may poll one and refuse
+    /// the other (reads from a device without poll queues fail with EOPNOTSUPP).
+    polled: PolledOps,
     ports: Vec<WorkerPort>,
     control: Receiver<Control>,
     segments: BTreeMap<WalPosition, Segment>,
@@ -355,6 +362,10 @@ impl Wal {
             }
         }
         let ring = build_ring(&config)?;
+        let (poll_ring, polled) = match build_poll_ring(&config) {
+            Some((ring, polled)) => (Some(ring), polled),
+            None => (None, PolledOps::default()),
+        };
         let ports = workers
             .into_iter()
             .map(|(requests, completions)| WorkerPort {
@@ -385,6 +396,9 @@ impl Wal {
             wal_directory,
             segment_size,
             ring,
+            poll_ring,
+            polled_in_flight: 0,
+            polled,
             ports,
             control,
             segments: open_segments,
@@ -424,6 +438,12 @@ impl Wal {
         wal.tail_page = tail_page;
         wal.publish_segment_stats();
         wal.stats.durable_position.store(durable, Ordering::Relaxed);
+        wal.stats
+            .polled_writes
+            .store(wal.polled.writes, Ordering::Relaxed);
+        wal.stats
+            .polled_reads
+            .store(wal.polled.reads, Ordering::Relaxed);
         Ok(wal)
     }
 
@@ -463,7 +483,8 @@ impl Wal {
             if self.finished() {
                 break;
             }
-            let sleep = !progress && self.arm_all();
+            // Polled I/O completes only when polled: no sleeping while any is in flight.
+            let sleep = !progress && self.polled_in_flight == 0 && self.arm_all();
             self.submit_and_reap(sleep);
             if sleep {
                 self.disarm_all();
@@ -702,6 +723,57 @@ impl Wal {
         }
     }
 
+    /// Pushes a WAL write or block read: onto the polled ring if there is one and `polled` says
+    /// it carries this kind of operation.
+    ///
+    /// # Safety
+    /// Every buffer the entry points to must stay alive until its completion is reaped.
+    unsafe fn push_data(&mut self, entry: &squeue::Entry, polled: bool) {
+        let Some(poll_ring) = self.poll_ring.as_mut().filter(|_| polled) else {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.push(entry) };
+            return;
+        };
+        loop {
+            // SAFETY: forwarded from the caller.
+            if unsafe { poll_ring.submission().push(entry) }.is_ok() {
+                self.polled_in_flight += 1;
+                return;
+            }
+            if let Err(error) = poll_ring.submit() {
+                log::error!("store: polled io_uring submit failed: {error}");
+            }
+        }
+    }
+
+    /// Submits what the polled ring holds and reaps what completed, polling the device once.
+    fn poll_data(&mut self) {
+        let Some(poll_ring) = self.poll_ring.as_mut() else {
+            return;
+        };
+        if self.polled_in_flight == 0 && poll_ring.submission().is_empty() {
+            return;
+        }
+        // On an IOPOLL ring this enters with GETEVENTS: one pass over the device's poll queues.
+        if let Err(error) = poll_ring.submit() {
+            let errno = error.raw_os_error();
+            if errno != Some(libc::EINTR) && errno != Some(libc::EAGAIN) {
+                log::error!("store: polled io_uring enter failed: {error}");
+            }
+        }
+        let entries: Vec<(u64, i32)> = poll_ring
+            .completion()
+            .map(|entry| (entry.user_data(), entry.result()))
+            .collect();
+        self.polled_in_flight -= entries.len().min(self.polled_in_flight);
+        self.stats
+            .polled_completions
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        for (data, result) in entries {
+            self.dispatch(data, result);
+        }
+    }
+
     fn submit_and_reap(&mut self, sleep: bool) {
         let result = if sleep {
             // A checkpoint being written is noticed soon after it is durable: a segment may wait
@@ -732,23 +804,28 @@ impl Wal {
             .map(|entry| (entry.user_data(), entry.result()))
             .collect();
         for (data, result) in entries {
-            let value = data & ((1 << KIND_SHIFT) - 1);
-            match data >> KIND_SHIFT {
-                OP_EVENTFD => {
-                    if result < 0 {
-                        log::error!("store: mailbox eventfd poll failed: errno {}", -result);
-                    } else {
-                        self.drain_eventfd(value as usize);
-                    }
-                    self.submit_eventfd_poll(value as usize);
+            self.dispatch(data, result);
+        }
+        self.poll_data();
+    }
+
+    fn dispatch(&mut self, data: u64, result: i32) {
+        let value = data & ((1 << KIND_SHIFT) - 1);
+        match data >> KIND_SHIFT {
+            OP_EVENTFD => {
+                if result < 0 {
+                    log::error!("store: mailbox eventfd poll failed: errno {}", -result);
+                } else {
+                    self.drain_eventfd(value as usize);
                 }
-                OP_GROUP_WRITE => self.on_group_write(value, result),
-                OP_GROUP_SYNC => self.on_group_sync(result),
-                OP_BLOCK_READ => self.on_block_read(value as usize, result),
-                OP_PREWRITE => self.on_prewrite_write(result),
-                OP_PREWRITE_SYNC => self.on_prewrite_sync(result),
-                other => log::error!("store: unexpected completion kind {other}"),
+                self.submit_eventfd_poll(value as usize);
             }
+            OP_GROUP_WRITE => self.on_group_write(value, result),
+            OP_GROUP_SYNC => self.on_group_sync(result),
+            OP_BLOCK_READ => self.on_block_read(value as usize, result),
+            OP_PREWRITE => self.on_prewrite_write(result),
+            OP_PREWRITE_SYNC => self.on_prewrite_sync(result),
+            other => log::error!("store: unexpected completion kind {other}"),
         }
     }
 
@@ -1010,7 +1087,7 @@ impl Wal {
             // SAFETY: the group buffer moves into `self.in_flight` below and stays there until
             // every write completion of the group has been reaped (`retire_groups` pops only
             // written groups).
-            unsafe { self.push(&write) };
+            unsafe { self.push_data(&write, self.polled.writes) };
         }
         self.in_flight.push_back(InFlightGroup {
             sequence,
@@ -1416,7 +1493,7 @@ impl Wal {
         self.stats.disk_reads.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the buffer is owned by `self.loads[load]` until `on_block_read` takes it after
         // the completion arrives; the slab entry is not removed before that.
-        unsafe { self.push(&entry) };
+        unsafe { self.push_data(&entry, self.polled.reads) };
     }
 
     fn on_block_read(&mut self, load_id: usize, result: i32) {
@@ -1951,22 +2028,6 @@ impl Wal {
 /// Builds the IO thread's ring from the configuration, logging the modes in use.
 fn build_ring(config: &StoreConfig) -> Result<IoUring> {
     let uring = &config.uring;
-    if uring.iopoll {
-        // Polled completions need a device with poll queues, and data syncs and mailbox polls
-        // cannot run on such a ring at all: it would take a second ring for the data writes.
-        match device_polls(&config.path) {
-            Some(true) => log::warn!(
-                "store: uring iopoll requested and the device has poll queues, but this build \
-                 drives WAL I/O on one interrupt-driven ring (data syncs cannot run on a polled \
-                 ring); iopoll off"
-            ),
-            _ => log::warn!(
-                "store: uring iopoll requested but the device of {} has no poll queues; using \
-                 interrupt-driven completions",
-                config.path.display()
-            ),
-        }
-    }
     let mut builder = IoUring::builder();
     builder.setup_cqsize(uring.queue_depth * 4);
     if uring.sqpoll {
@@ -1981,8 +2042,7 @@ fn build_ring(config: &StoreConfig) -> Result<IoUring> {
         .build(uring.queue_depth)
         .map_err(|error| Error::io("creating the IO thread's io_uring", &error))?;
     log::info!(
-        "store: IO thread ring: sqpoll {} (cpu {:?}, idle {} ms), iopoll off, queue depth {}, \
-         sync {:?}",
+        "store: IO thread ring: sqpoll {} (cpu {:?}, idle {} ms), queue depth {}, sync {:?}",
         uring.sqpoll,
         uring.sqpoll_cpu,
         uring.sqpoll_idle_ms,
@@ -1990,6 +2050,126 @@ fn build_ring(config: &StoreConfig) -> Result<IoUring> {
         config.sync
     );
     Ok(ring)
+}
+
+/// Which operations go through the polled ring.
+#[derive(Debug, Default, Clone, Copy)]
+struct PolledOps {
+    writes: bool,
+    reads: bool,
+}
+
+/// The polled ring for WAL writes and block reads, when `uring.iopoll` asks for one and the
+/// device can poll (or the configuration insists), with what a probe found it can carry. None,
+/// with a log line saying why, otherwise.
+fn build_poll_ring(config: &StoreConfig) -> Option<(IoUring, PolledOps)> {
+    let uring = &config.uring;
+    if !uring.iopoll {
+        return None;
+    }
+    let polls = device_polls(&config.path);
+    if polls != Some(true) && !uring.iopoll_without_poll_queues {
+        log::warn!(
+            "store: uring iopoll requested but the device of {} has no poll queues ({}); WAL I/O \
+             completes by interrupt",
+            config.path.display(),
+            match polls {
+                Some(_) => "queue/io_poll is 0",
+                None => "queue/io_poll not found",
+            }
+        );
+        return None;
+    }
+    let mut builder = IoUring::builder();
+    builder.setup_iopoll().setup_cqsize(uring.queue_depth * 4);
+    let mut ring = match builder.build(uring.queue_depth) {
+        Ok(ring) => ring,
+        Err(error) => {
+            log::warn!(
+                "store: cannot create a polled io_uring ({error}); WAL I/O completes by interrupt"
+            );
+            return None;
+        }
+    };
+    let polled = match probe_polled(&mut ring, &config.path) {
+        Ok(polled) => polled,
+        Err(error) => {
+            log::warn!(
+                "store: probing polled I/O in {} failed ({error}); WAL I/O completes by interrupt",
+                config.path.display()
+            );
+            return None;
+        }
+    };
+    let describe = |ok: bool| {
+        if ok {
+            "polled"
+        } else {
+            "by interrupt (refused polled)"
+        }
+    };
+    log::info!(
+        "store: IOPOLL ring{}: WAL writes {}, block reads {}",
+        if polls == Some(true) {
+            ""
+        } else {
+            " on a device without poll queues (iopoll-without-poll-queues)"
+        },
+        describe(polled.writes),
+        describe(polled.reads)
+    );
+    if !polled.writes && !polled.reads {
+        return None;
+    }
+    Some((ring, polled))
+}
+
+/// Writes and reads one page of a scratch file in `directory` through the polled ring, to learn
+/// which of the two the kernel completes there.
+fn probe_polled(ring: &mut IoUring, directory: &std::path::Path) -> std::io::Result<PolledOps> {
+    let path = directory.join("iopoll-probe.tmp");
+    let fd = layout::open_direct(&path, true)?;
+    // The descriptor keeps the file alive; nothing is left behind on disk.
+    std::fs::remove_file(&path)?;
+    let mut buffer = AlignedBuf::zeroed(PAGE_BYTES);
+    let write = opcode::Write::new(
+        types::Fd(fd.as_raw_fd()),
+        buffer.as_mut_ptr(),
+        PAGE_BYTES as u32,
+    )
+    .offset(0)
+    .build();
+    // SAFETY: `buffer` and `fd` outlive the call, which waits for this operation's completion.
+    let written = unsafe { run_one(ring, &write) }?;
+    let read = opcode::Read::new(
+        types::Fd(fd.as_raw_fd()),
+        buffer.as_mut_ptr(),
+        PAGE_BYTES as u32,
+    )
+    .offset(0)
+    .build();
+    // SAFETY: as above.
+    let read = unsafe { run_one(ring, &read) }?;
+    Ok(PolledOps {
+        writes: written == PAGE_BYTES as i32,
+        reads: read == PAGE_BYTES as i32,
+    })
+}
+
+/// Submits one operation on an otherwise idle ring and waits for its completion.
+///
+/// # Safety
+/// The memory the entry points to must stay alive until this returns.
+unsafe fn run_one(ring: &mut IoUring, entry: &squeue::Entry) -> std::io::Result<i32> {
+    // SAFETY: forwarded from the caller; the ring is idle, so the queue has room.
+    unsafe { ring.submission().push(entry) }
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EBUSY))?;
+    loop {
+        ring.submit_and_wait(1)?;
+        if let Some(completion) = ring.completion().next() {
+            return Ok(completion.result());
+        }
+    }
 }
 
 /// Whether the block device holding `path` has poll queues (`queue/io_poll` in sysfs).
