@@ -51,6 +51,8 @@ struct StoreRun {
     groups: u64,
     data_sync_micros: u64,
     group_write_micros: u64,
+    /// Share of one core the IO thread used (user + system).
+    io_thread_cpu: f64,
 }
 
 impl StoreRun {
@@ -86,6 +88,39 @@ fn store_config(path: &Path) -> StoreConfig {
         config.io_thread_cpu = Some(env_or("WAL_BENCH_IO_CPU", 0));
     }
     config
+}
+
+/// User + system CPU ticks of this process's threads named `name`, from /proc.
+fn thread_cpu_ticks(name: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let mut ticks = 0;
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is field 3; utime and stime are 14 and 15.
+        let Some(rest) = stat.rfind(')').map(|at| &stat[at + 2..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |index: usize| fields.get(index - 3).and_then(|v| v.parse::<u64>().ok());
+        ticks += field(14).unwrap_or(0) + field(15).unwrap_or(0);
+    }
+    ticks
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: plain query without pointers.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
 }
 
 /// Pin the threads (the default on two or more CPUs); `WAL_BENCH_PIN=0` leaves placement to
@@ -143,6 +178,7 @@ fn run_store(
     let mut submitted_at = HashMap::new();
     let mut latency_us = new_histogram();
     let before = store.stats();
+    let io_cpu_before = thread_cpu_ticks("store-io");
     let started = Instant::now();
     let mut turn = 0u64;
     let mut bytes = 0u64;
@@ -177,8 +213,10 @@ fn run_store(
         }
     }
     let elapsed = started.elapsed();
+    let io_cpu_ticks = thread_cpu_ticks("store-io").saturating_sub(io_cpu_before);
     let after = store.stats();
     StoreRun {
+        io_thread_cpu: io_cpu_ticks as f64 / clock_ticks_per_second() / elapsed.as_secs_f64(),
         bytes,
         appends,
         elapsed,
@@ -383,8 +421,8 @@ fn large_batches(directory: &Path, rounds: usize, depth: usize, duration: Durati
     println!();
     println!("## 64 KiB batches, sync always, {depth} appends in flight");
     println!();
-    println!("| round | raw, one 64 KiB buffer | raw, distinct buffers | raw, fresh file | store | store / raw | store / raw distinct | store / raw fresh | raw p50 | p90 | p99 | distinct p50 | p90 | p99 | fresh p50 | p90 | p99 | store p50 | p90 | p99 | appends per sync | appends per group write | mean data sync | mean group write |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| round | raw, one 64 KiB buffer | raw, distinct buffers | raw, fresh file | store | store / raw | store / raw distinct | store / raw fresh | raw p50 | p90 | p99 | distinct p50 | p90 | p99 | fresh p50 | p90 | p99 | store p50 | p90 | p99 | appends per sync | appends per group write | mean data sync | mean group write | IO thread CPU |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
     let mut distinct_ratios = Vec::new();
     let mut fresh_ratios = Vec::new();
@@ -446,7 +484,7 @@ fn large_batches(directory: &Path, rounds: usize, depth: usize, duration: Durati
         distinct_ratios.push(distinct_ratio);
         fresh_ratios.push(fresh_ratio);
         println!(
-            "| {round} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {:.1} | {:.1} | {}us | {}us |",
+            "| {round} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {:.1} | {:.1} | {}us | {}us | {:.0} % |",
             format_rate(raw_rate),
             format_rate(distinct_rate),
             format_rate(fresh_rate),
@@ -461,7 +499,8 @@ fn large_batches(directory: &Path, rounds: usize, depth: usize, duration: Durati
             run.appends as f64 / run.data_syncs.max(1) as f64,
             run.appends as f64 / run.groups.max(1) as f64,
             run.data_sync_micros / run.data_syncs.max(1),
-            run.group_write_micros / run.groups.max(1)
+            run.group_write_micros / run.groups.max(1),
+            run.io_thread_cpu * 100.0
         );
         last_store_bytes = run.bytes;
         if round + 1 == rounds {
