@@ -1,4 +1,5 @@
-//! The IO thread: owns the WAL segment files and one io_uring ring, and nothing else runs here.
+//! The IO thread: owns the WAL segment files and its io_uring ring (plus a polled ring for WAL
+//! writes and reads with `uring.iopoll` on a device that polls), and nothing else runs here.
 //!
 //! Data flow:
 //! * Each worker has a request mailbox to this thread and a completion mailbox back. The thread
@@ -6,14 +7,15 @@
 //!   before it waits and disarms them after, so busy workers pay no syscalls for wake-ups.
 //! * Appends, trims and deletes are encoded straight into the *staging* group buffer as they
 //!   are drained. A group is written as whole pages starting at the page that holds the log's
-//!   tail (the partly filled page is rewritten in place, with its old bytes unchanged), in
-//!   64 KiB O_DIRECT writes in flight together. The next group's writes start only once the
-//!   previous group's writes completed, so two writes of one page are never in flight together,
-//!   unless the previous group ended on a page boundary (a page-padding record, added to groups
-//!   of 32 KiB or more): then both are written at once.
-//! * Data syncs are decoupled from writes: once no write is in flight, one `fdatasync` per
-//!   segment file concerned makes every completed write durable. Groups retire in WAL order
-//!   when a sync issued after their write completes; completions go back to each worker in WAL
+//!   tail (the partly filled page is rewritten in place, with its old bytes unchanged), as one
+//!   O_DIRECT write of up to 1 MiB (several in flight together beyond that). The next group's
+//!   writes start only once the previous group's writes completed, so two writes of one page
+//!   are never in flight together, unless the previous group ended on a page boundary (a
+//!   page-padding record, added to groups of 32 KiB or more): then both are written at once.
+//! * Data syncs are decoupled from writes: whenever written groups wait at the front of the log
+//!   and no sync is in flight, one `fdatasync` per segment file concerned makes them durable,
+//!   while later writes go on. Groups retire in WAL order when a sync issued after their write
+//!   completes; completions go back to each worker in WAL
 //!   order, after the thread's own copy of the index (used for checkpoints and retention) has
 //!   been updated.
 //! * Reads the workers cannot serve from their tail memory arrive as record extents; they are
@@ -23,8 +25,8 @@
 //!   `prewrite: always` each is written through with filler before use; with `prewrite: idle`
 //!   (the default) the write-through runs only while no appends are staged or in flight, and a
 //!   segment the log needs first is used as allocated. It also recycles segments whose every
-//!   range was trimmed or deleted once a checkpoint covers them, and writes checkpoints
-//!   periodically and at shutdown.
+//!   range was trimmed or deleted once a checkpoint covers them, and encodes checkpoints
+//!   periodically (a `store-checkpoint` thread writes them) and writes one at shutdown.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -68,8 +70,8 @@ const EAGER_GROUP_BYTES: usize = 256 << 10;
 /// ... and together they write at most this many times `max_group_bytes`: it bounds how much a
 /// crash can tear, and so the window recovery treats as a torn tail.
 pub(crate) const MAX_BYTES_IN_FLIGHT_GROUPS: usize = 2;
-/// Largest single write: a larger group goes out as several writes in flight together. One
-/// request per group is cheapest for the device (64 KiB chunks measured slower on virtio).
+/// Largest single write: a larger group goes out as several writes in flight together. Under
+/// load a group is a few hundred KiB, so it usually goes out as one request.
 const WRITE_CHUNK_BYTES: usize = 1 << 20;
 /// Low bits of a group write's user data that number its chunk.
 const CHUNK_BITS: u32 = 16;
@@ -473,8 +475,8 @@ impl Wal {
             if !self.halting {
                 progress |= self.drain_workers();
                 progress |= self.maybe_submit_group();
-                // Whether a sync may start depends on what is staged, which changed above: a
-                // written group must not wait for a completion that will never come.
+                // Checked every turn, not only when a write or sync completes, so a written group
+                // never waits for a completion that is not coming.
                 self.maybe_submit_sync();
                 progress |= self.maybe_prewrite();
                 self.maybe_checkpoint();
@@ -1769,15 +1771,7 @@ impl Wal {
                     prewrite.written,
                     self.segment_size
                 );
-                self.segments.insert(
-                    prewrite.start,
-                    Segment {
-                        fd: prewrite.fd,
-                        ranges: HashMap::new(),
-                        reads_in_flight: 0,
-                    },
-                );
-                self.on_space_available();
+                self.add_prepared_segment(prewrite.start, prewrite.fd);
                 true
             }
             Err(error) => {
@@ -1845,21 +1839,26 @@ impl Wal {
                 self.stats
                     .segments_written_through
                     .fetch_add(1, Ordering::Relaxed);
-                self.segments.insert(
-                    prewrite.start,
-                    Segment {
-                        fd: prewrite.fd,
-                        ranges: HashMap::new(),
-                        reads_in_flight: 0,
-                    },
-                );
-                self.on_space_available();
+                self.add_prepared_segment(prewrite.start, prewrite.fd);
             }
             Err(error) => {
                 let _ = std::fs::remove_file(&prewrite.temporary);
                 self.on_prepare_failed(prewrite.start, &error);
             }
         }
+    }
+
+    /// A published segment joins the log's ready segments.
+    fn add_prepared_segment(&mut self, start: WalPosition, fd: OwnedFd) {
+        self.segments.insert(
+            start,
+            Segment {
+                fd,
+                ranges: HashMap::new(),
+                reads_in_flight: 0,
+            },
+        );
+        self.on_space_available();
     }
 
     fn on_space_available(&mut self) {
