@@ -28,7 +28,9 @@ use benches::raw_disk::{self, RawDiskOptions};
 use benches::report::{format_rate, format_us, new_histogram, LatencySummary};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use store::{PrewriteMode, RangeKey, Store, StoreConfig, SyncMode, SyncStore};
+use store::{
+    PrewriteMode, RangeIndex, RangeKey, Store, StoreConfig, StreamId, SyncMode, SyncStore,
+};
 
 const SEGMENT_BYTES: u64 = 1 << 30;
 /// Bytes a 64 KiB store round writes at most: it stays inside its first segment.
@@ -188,7 +190,7 @@ fn run_store(
         while submitting && wal.in_flight() < in_flight {
             let range = turn % ranges;
             turn += 1;
-            let key = RangeKey::new(range, 0);
+            let key = RangeKey::new(StreamId(range), RangeIndex(0));
             let base = next_offset[range as usize];
             let ticket = wal
                 .submit_append(key, base, 1, payload.clone())

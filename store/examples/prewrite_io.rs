@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use store::{PrewriteMode, RangeKey, Store, StoreConfig};
+use store::{PrewriteMode, RangeIndex, RangeKey, Store, StoreConfig, StreamId};
 
 const BATCH_BYTES: usize = 64 << 10;
 const SEGMENT_BYTES: u64 = 64 << 20;
@@ -134,8 +134,8 @@ fn store_run(directory: &Path, mode: PrewriteMode, duration: Duration) -> Run {
             turn += 1;
             let ticket = wal
                 .submit_append(
-                    RangeKey::new(stream, 0),
-                    next[stream as usize],
+                    RangeKey::new(StreamId(stream), RangeIndex(0)),
+                    store::Offset(next[stream as usize]),
                     1,
                     payload.clone(),
                 )

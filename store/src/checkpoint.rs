@@ -29,7 +29,7 @@ use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::index::{BatchIndex, Index, IndexEntry};
-use crate::{RangeKey, WalPosition, PAGE_BYTES};
+use crate::{Offset, RangeIndex, RangeKey, StreamId, WalPosition, PAGE_BYTES};
 
 const MAGIC: &[u8; 8] = b"ESCKPT01";
 pub(crate) const CHECKPOINT_FILE: &str = "checkpoint";
@@ -57,13 +57,13 @@ pub(crate) fn encode(sequence: u64, position: WalPosition, tail: &[u8], index: &
     keys.sort();
     for key in keys {
         let range = &index[key];
-        out.extend_from_slice(&key.stream_id.to_le_bytes());
-        out.extend_from_slice(&key.range_index.to_le_bytes());
+        out.extend_from_slice(&key.stream_id.0.to_le_bytes());
+        out.extend_from_slice(&key.range_index.0.to_le_bytes());
         out.extend_from_slice(&(range.entries().len() as u32).to_le_bytes());
-        out.extend_from_slice(&range.start_offset().to_le_bytes());
-        out.extend_from_slice(&range.next_offset().to_le_bytes());
+        out.extend_from_slice(&range.start_offset().0.to_le_bytes());
+        out.extend_from_slice(&range.next_offset().0.to_le_bytes());
         for entry in range.entries() {
-            out.extend_from_slice(&entry.base_offset.to_le_bytes());
+            out.extend_from_slice(&entry.base_offset.0.to_le_bytes());
             out.extend_from_slice(&entry.position.to_le_bytes());
             out.extend_from_slice(&entry.payload_len.to_le_bytes());
             out.extend_from_slice(&entry.count.to_le_bytes());
@@ -134,19 +134,19 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint> {
     let mut index = Index::with_capacity(range_count.min(1 << 20) as usize);
     for _ in 0..range_count {
         let key = RangeKey {
-            stream_id: reader.u64()?,
-            range_index: reader.u32()?,
+            stream_id: StreamId(reader.u64()?),
+            range_index: RangeIndex(reader.u32()?),
         };
         let entry_count = reader.u32()? as usize;
-        let start_offset = reader.u64()?;
-        let next_offset = reader.u64()?;
+        let start_offset = Offset(reader.u64()?);
+        let next_offset = Offset(reader.u64()?);
         if entry_count > (body.len() - reader.at) / 24 {
             return Err(corrupt("claims more entries than it holds"));
         }
         let mut entries = VecDeque::with_capacity(entry_count);
         for _ in 0..entry_count {
             entries.push_back(IndexEntry {
-                base_offset: reader.u64()?,
+                base_offset: Offset(reader.u64()?),
                 position: reader.u64()?,
                 payload_len: reader.u32()?,
                 count: reader.u32()?,
@@ -353,26 +353,26 @@ mod tests {
     #[test]
     fn round_trip_and_damage_is_detected() {
         let mut index = Index::new();
-        let mut range = BatchIndex::new(10);
+        let mut range = BatchIndex::new(Offset(10));
         range.push(IndexEntry {
-            base_offset: 10,
+            base_offset: Offset(10),
             position: 4096,
             payload_len: 77,
             count: 4,
         });
         index.insert(
             RangeKey {
-                stream_id: 1,
-                range_index: 0,
+                stream_id: StreamId(1),
+                range_index: RangeIndex(0),
             },
             range,
         );
         index.insert(
             RangeKey {
-                stream_id: 2,
-                range_index: 3,
+                stream_id: StreamId(2),
+                range_index: RangeIndex(3),
             },
-            BatchIndex::new(5),
+            BatchIndex::new(Offset(5)),
         );
         let tail = vec![7u8; 200];
         let bytes = encode(9, 8192 + 200, &tail, &index);

@@ -160,38 +160,38 @@ mod tests {
 
     #[test]
     fn find_trim_and_next() {
-        let mut index = BatchIndex::new(100);
-        index.push(entry(100, 5, 0));
-        index.push(entry(105, 1, 64));
-        index.push(entry(106, 10, 128));
-        assert_eq!(index.next_offset(), 116);
-        assert_eq!(index.find(99), None);
-        assert_eq!(index.find(100), Some(0));
-        assert_eq!(index.find(104), Some(0));
-        assert_eq!(index.find(105), Some(1));
-        assert_eq!(index.find(115), Some(2));
-        assert_eq!(index.find(116), None);
-        let dropped = index.trim(106);
+        let mut index = BatchIndex::new(Offset(100));
+        index.push(entry(Offset(100), 5, 0));
+        index.push(entry(Offset(105), 1, 64));
+        index.push(entry(Offset(106), 10, 128));
+        assert_eq!(index.next_offset(), Offset(116));
+        assert_eq!(index.find(Offset(99)), None);
+        assert_eq!(index.find(Offset(100)), Some(0));
+        assert_eq!(index.find(Offset(104)), Some(0));
+        assert_eq!(index.find(Offset(105)), Some(1));
+        assert_eq!(index.find(Offset(115)), Some(2));
+        assert_eq!(index.find(Offset(116)), None);
+        let dropped = index.trim(Offset(106));
         assert_eq!(dropped.len(), 2);
-        assert_eq!(index.start_offset(), 106);
-        assert_eq!(index.find(105), None);
-        assert_eq!(index.find(110), Some(0));
+        assert_eq!(index.start_offset(), Offset(106));
+        assert_eq!(index.find(Offset(105)), None);
+        assert_eq!(index.find(Offset(110)), Some(0));
         assert!(
-            index.trim(110).is_empty(),
+            index.trim(Offset(110)).is_empty(),
             "batch containing the trim point stays"
         );
-        assert_eq!(index.find(110), Some(0));
-        assert_eq!(index.find(109), None);
-        index.trim(200);
+        assert_eq!(index.find(Offset(110)), Some(0));
+        assert_eq!(index.find(Offset(109)), None);
+        index.trim(Offset(200));
         assert_eq!(index.summary().batch_count, 0);
-        assert_eq!(index.next_offset(), 200);
+        assert_eq!(index.next_offset(), Offset(200));
     }
 
     #[test]
     fn first_append_sets_start() {
-        let mut index = BatchIndex::new(0);
-        index.push(entry(500, 2, 0));
-        assert_eq!(index.start_offset(), 500);
-        assert_eq!(index.next_offset(), 502);
+        let mut index = BatchIndex::new(Offset(0));
+        index.push(entry(Offset(500), 2, 0));
+        assert_eq!(index.start_offset(), Offset(500));
+        assert_eq!(index.next_offset(), Offset(502));
     }
 }

@@ -46,33 +46,13 @@ pub use worker::{AppendResult, CompletionDriver, StoreFuture, StoreHandle, Worke
 
 use message::{Control, SharedStats};
 
-/// A stream's id.
-pub type StreamId = u64;
-/// A range's index within its stream.
-pub type RangeIndex = u32;
-/// A record offset within a stream.
-pub type Offset = u64;
+pub use ids::{Offset, RangeIndex, RangeKey, StreamId};
+
 /// A byte position in the WAL's global address space.
 pub type WalPosition = u64;
 
 /// O_DIRECT alignment and the unit rewritten in place at the log's tail.
 pub const PAGE_BYTES: usize = 4096;
-
-/// Names a range: a stream and the range's index in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RangeKey {
-    pub stream_id: StreamId,
-    pub range_index: RangeIndex,
-}
-
-impl RangeKey {
-    pub fn new(stream_id: StreamId, range_index: RangeIndex) -> RangeKey {
-        RangeKey {
-            stream_id,
-            range_index,
-        }
-    }
-}
 
 /// The owner's handle: keeps the directory locked, reports stats, shuts the IO thread down.
 pub struct Store {

@@ -19,7 +19,7 @@
 //! record's own position, so a record left behind in a recycled segment file (written when the
 //! file had another name) can never validate at its new position.
 
-use crate::{Offset, RangeKey, WalPosition};
+use crate::{Offset, RangeIndex, RangeKey, StreamId, WalPosition};
 
 /// Bytes of a record header.
 pub const HEADER_BYTES: usize = 48;
@@ -91,10 +91,10 @@ pub fn encode(
     target[9..12].fill(0);
     target[12..16].copy_from_slice(&header.count.to_le_bytes());
     target[16..24].copy_from_slice(&header.position.to_le_bytes());
-    target[24..32].copy_from_slice(&header.range.stream_id.to_le_bytes());
-    target[32..36].copy_from_slice(&header.range.range_index.to_le_bytes());
+    target[24..32].copy_from_slice(&header.range.stream_id.0.to_le_bytes());
+    target[32..36].copy_from_slice(&header.range.range_index.0.to_le_bytes());
     target[36..40].fill(0);
-    target[40..48].copy_from_slice(&header.offset.to_le_bytes());
+    target[40..48].copy_from_slice(&header.offset.0.to_le_bytes());
     target[HEADER_BYTES..HEADER_BYTES + payload.len()].copy_from_slice(payload);
     target[HEADER_BYTES + payload.len()..].fill(0);
     let crc = checksum(segment_start, &target[4..HEADER_BYTES + payload.len()]);
@@ -163,10 +163,10 @@ pub fn decode(
         count: read_u32(bytes, 12),
         position,
         range: RangeKey {
-            stream_id: read_u64(bytes, 24),
-            range_index: read_u32(bytes, 32),
+            stream_id: StreamId(read_u64(bytes, 24)),
+            range_index: RangeIndex(read_u32(bytes, 32)),
         },
-        offset: read_u64(bytes, 40),
+        offset: Offset(read_u64(bytes, 40)),
     })
 }
 
@@ -181,10 +181,10 @@ mod tests {
             count: 3,
             position,
             range: RangeKey {
-                stream_id: 7,
-                range_index: 2,
+                stream_id: StreamId(7),
+                range_index: RangeIndex(2),
             },
-            offset: 100,
+            offset: Offset(100),
         }
     }
 

@@ -863,7 +863,9 @@ impl Wal {
                 range,
                 offset,
             } => (*slot, RecordKind::Trim, *range, *offset, 0, &[]),
-            Request::Delete { slot, range } => (*slot, RecordKind::Delete, *range, 0, 0, &[]),
+            Request::Delete { slot, range } => {
+                (*slot, RecordKind::Delete, *range, Offset(0), 0, &[])
+            }
         };
         if self.staging.sealed {
             return Some(request);
@@ -968,11 +970,8 @@ impl Wal {
                 payload_len: 0,
                 count: 0,
                 position,
-                range: RangeKey {
-                    stream_id: 0,
-                    range_index: 0,
-                },
-                offset: 0,
+                range: RangeKey::default(),
+                offset: Offset(0),
             };
             let at = (position - self.staging.page_start) as usize;
             record::encode(
@@ -1031,8 +1030,8 @@ impl Wal {
                     payload_len: payload_len as u32,
                     count: 0,
                     position: group.end,
-                    range: RangeKey::new(0, 0),
-                    offset: 0,
+                    range: RangeKey::default(),
+                    offset: Offset(0),
                 };
                 let at = (group.end - group.page_start) as usize;
                 let end = (target - group.page_start) as usize;

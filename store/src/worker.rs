@@ -335,7 +335,7 @@ impl WorkerCore {
                 Ok(Outcome::Appended { position }),
             ) => Ok(Done::Appended(AppendResult {
                 position,
-                next_offset: base_offset + *count as u64,
+                next_offset: *base_offset + *count as u64,
             })),
             (
                 Pending::Append {

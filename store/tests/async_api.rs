@@ -6,13 +6,13 @@ mod common;
 use std::thread;
 
 use common::{batch, small_config};
-use store::{RangeKey, Store, WorkerStore};
+use store::{RangeIndex, RangeKey, Store, StreamId, WorkerStore};
 
 const RANGES_PER_WORKER: u64 = 8;
 const BATCHES_PER_RANGE: u64 = 40;
 
 fn owner(range: RangeKey) -> usize {
-    (range.stream_id % 2) as usize
+    (range.stream_id.0 % 2) as usize
 }
 
 /// Appends to every range this worker owns with all appends of one round in flight at once,
@@ -23,27 +23,34 @@ fn run_worker(worker: WorkerStore, worker_id: u64) -> Vec<u64> {
         let (store, driver) = worker.start();
         runtime::spawn(driver.run());
         let ranges: Vec<RangeKey> = (0..RANGES_PER_WORKER)
-            .map(|n| RangeKey::new(n * 2 + worker_id, 0))
+            .map(|n| RangeKey::new(StreamId(n * 2 + worker_id), RangeIndex(0)))
             .collect();
         let mut positions = Vec::new();
         for round in 0..BATCHES_PER_RANGE {
             let futures: Vec<_> = ranges
                 .iter()
-                .map(|range| store.append(*range, round * 3, 3, batch(*range, round * 3, 700)))
+                .map(|range| {
+                    store.append(
+                        *range,
+                        store::Offset(round * 3),
+                        3,
+                        batch(*range, round * 3, 700),
+                    )
+                })
                 .collect();
             assert!(store.in_flight() > 0);
             for future in futures {
                 let result = future.await.unwrap();
                 positions.push(result.position);
-                assert_eq!(result.next_offset, round * 3 + 3);
+                assert_eq!(result.next_offset, store::Offset(round * 3 + 3));
             }
         }
         for range in &ranges {
             assert_eq!(
                 store.index(*range).unwrap().next_offset,
-                BATCHES_PER_RANGE * 3
+                store::Offset(BATCHES_PER_RANGE * 3)
             );
-            let batches = store.read(*range, 4, 1 << 20).await.unwrap();
+            let batches = store.read(*range, store::Offset(4), 1 << 20).await.unwrap();
             assert_eq!(
                 batches[0],
                 batch(*range, 3, 700),
@@ -51,8 +58,8 @@ fn run_worker(worker: WorkerStore, worker_id: u64) -> Vec<u64> {
             );
             assert_eq!(batches.len() as u64, BATCHES_PER_RANGE - 1);
         }
-        store.trim(ranges[0], 30).await.unwrap();
-        assert!(store.read(ranges[0], 0, 100).await.is_err());
+        store.trim(ranges[0], store::Offset(30)).await.unwrap();
+        assert!(store.read(ranges[0], store::Offset(0), 100).await.is_err());
         store.delete(ranges[1]).await.unwrap();
         assert!(store.index(ranges[1]).is_none());
         positions
@@ -101,12 +108,12 @@ fn two_workers_append_concurrently_and_read_back_after_restart() {
         runtime.block_on(async move {
             let (store, driver) = worker.start();
             runtime::spawn(driver.run());
-            let first = RangeKey::new(id as u64, 0);
-            assert_eq!(store.index(first).unwrap().start_offset, 30);
-            let batches = store.read(first, 30, 1 << 20).await.unwrap();
+            let first = RangeKey::new(StreamId(id as u64), RangeIndex(0));
+            assert_eq!(store.index(first).unwrap().start_offset, store::Offset(30));
+            let batches = store.read(first, store::Offset(30), 1 << 20).await.unwrap();
             assert_eq!(batches[0], batch(first, 30, 700));
-            let other = RangeKey::new(4 + id as u64, 0);
-            let batches = store.read(other, 0, 1 << 20).await.unwrap();
+            let other = RangeKey::new(StreamId(4 + id as u64), RangeIndex(0));
+            let batches = store.read(other, store::Offset(0), 1 << 20).await.unwrap();
             assert_eq!(batches.len() as u64, BATCHES_PER_RANGE);
             for (round, data) in batches.iter().enumerate() {
                 assert_eq!(*data, batch(other, round as u64 * 3, 700));

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::{batch, small_config};
 use store::record::record_length;
-use store::{Error, RangeKey, Store, StoreConfig};
+use store::{Error, RangeIndex, RangeKey, Store, StoreConfig, StreamId};
 
 const SEGMENT: u64 = 1 << 20;
 
@@ -27,7 +27,7 @@ fn fill(config: &StoreConfig, range: RangeKey, count: u64, len: usize, clean: bo
     let mut positions = Vec::new();
     for n in 0..count {
         let result = wal
-            .append(range, n * 10, 10, batch(range, n * 10, len))
+            .append(range, store::Offset(n * 10), 10, batch(range, n * 10, len))
             .unwrap();
         positions.push(result.position);
     }
@@ -56,7 +56,7 @@ fn flip_bit(path: &Path, offset: u64) {
 fn truncated_tail_is_cut_at_the_last_whole_record() {
     let directory = tempfile::tempdir().unwrap();
     let config = small_config(directory.path());
-    let range = RangeKey::new(1, 0);
+    let range = RangeKey::new(StreamId(1), RangeIndex(0));
     let positions = fill(&config, range, 50, 3000, false);
     let last = *positions.last().unwrap();
     let (path, offset) = segment_file(directory.path(), last);
@@ -72,19 +72,23 @@ fn truncated_tail_is_cut_at_the_last_whole_record() {
         Some(last),
         "{report:?}"
     );
-    assert_eq!(wal.index(range).unwrap().next_offset, 490);
+    assert_eq!(wal.index(range).unwrap().next_offset, store::Offset(490));
     for n in 0..49 {
         assert_eq!(
-            wal.read(range, n * 10, 1).unwrap()[0],
+            wal.read(range, store::Offset(n * 10), 1).unwrap()[0],
             batch(range, n * 10, 3000)
         );
     }
     // The log continues where it was cut, and that is durable too.
-    wal.append(range, 490, 10, batch(range, 490, 1234)).unwrap();
+    wal.append(range, store::Offset(490), 10, batch(range, 490, 1234))
+        .unwrap();
     store.halt();
     let (store, mut wal) = Store::open_sync(config).unwrap();
     assert_eq!(store.recovery().cut_tail, None);
-    assert_eq!(wal.read(range, 495, 1).unwrap()[0], batch(range, 490, 1234));
+    assert_eq!(
+        wal.read(range, store::Offset(495), 1).unwrap()[0],
+        batch(range, 490, 1234)
+    );
     store.shutdown();
 }
 
@@ -92,7 +96,7 @@ fn truncated_tail_is_cut_at_the_last_whole_record() {
 fn zeroed_tail_page_loses_only_the_records_touching_it() {
     let directory = tempfile::tempdir().unwrap();
     let config = small_config(directory.path());
-    let range = RangeKey::new(2, 0);
+    let range = RangeKey::new(StreamId(2), RangeIndex(0));
     let len = 1500;
     let positions = fill(&config, range, 80, len, false);
     let end = positions.last().unwrap() + record_length(len);
@@ -111,15 +115,23 @@ fn zeroed_tail_page_loses_only_the_records_touching_it() {
     let (store, mut wal) = Store::open_sync(config).unwrap();
     let cut = store.recovery().cut_tail.clone();
     assert_eq!(cut.map(|(at, _)| at), Some(positions[survivors as usize]));
-    assert_eq!(wal.index(range).unwrap().next_offset, survivors * 10);
+    assert_eq!(
+        wal.index(range).unwrap().next_offset,
+        store::Offset(survivors * 10)
+    );
     for n in 0..survivors {
         assert_eq!(
-            wal.read(range, n * 10, 1).unwrap()[0],
+            wal.read(range, store::Offset(n * 10), 1).unwrap()[0],
             batch(range, n * 10, len)
         );
     }
-    wal.append(range, survivors * 10, 10, batch(range, 0, 10))
-        .unwrap();
+    wal.append(
+        range,
+        store::Offset(survivors * 10),
+        10,
+        batch(range, 0, 10),
+    )
+    .unwrap();
     store.shutdown();
 }
 
@@ -127,7 +139,7 @@ fn zeroed_tail_page_loses_only_the_records_touching_it() {
 fn flipped_bit_in_the_middle_after_the_checkpoint_refuses_to_open() {
     let directory = tempfile::tempdir().unwrap();
     let config = small_config(directory.path());
-    let range = RangeKey::new(3, 0);
+    let range = RangeKey::new(StreamId(3), RangeIndex(0));
     // ~900 KB: far more than one group write after the damaged record.
     let positions = fill(&config, range, 300, 3000, false);
     let (path, offset) = segment_file(directory.path(), positions[10]);
@@ -151,7 +163,7 @@ fn flipped_bit_in_the_middle_after_the_checkpoint_refuses_to_open() {
 fn flipped_bit_before_the_checkpoint_is_reported_on_read_never_served() {
     let directory = tempfile::tempdir().unwrap();
     let config = small_config(directory.path());
-    let range = RangeKey::new(4, 0);
+    let range = RangeKey::new(StreamId(4), RangeIndex(0));
     let positions = fill(&config, range, 50, 3000, true);
     let (path, offset) = segment_file(directory.path(), positions[10]);
     flip_bit(&path, offset + 48 + 7);
@@ -161,15 +173,21 @@ fn flipped_bit_before_the_checkpoint_is_reported_on_read_never_served() {
         store.recovery().clean,
         "the checkpoint covers the damage: no scan"
     );
-    let error = wal.read(range, 100, 1).unwrap_err();
+    let error = wal.read(range, store::Offset(100), 1).unwrap_err();
     assert!(
         matches!(error, Error::Corrupt { position, .. } if position == positions[10]),
         "{error}"
     );
     // Reads that include the damaged batch fail as a whole; the others are served.
-    assert!(wal.read(range, 90, 1 << 20).is_err());
-    assert_eq!(wal.read(range, 110, 1).unwrap()[0], batch(range, 110, 3000));
-    assert_eq!(wal.read(range, 90, 1).unwrap()[0], batch(range, 90, 3000));
+    assert!(wal.read(range, store::Offset(90), 1 << 20).is_err());
+    assert_eq!(
+        wal.read(range, store::Offset(110), 1).unwrap()[0],
+        batch(range, 110, 3000)
+    );
+    assert_eq!(
+        wal.read(range, store::Offset(90), 1).unwrap()[0],
+        batch(range, 90, 3000)
+    );
     store.shutdown();
 }
 
@@ -178,15 +196,15 @@ fn stale_records_in_a_recycled_segment_are_never_recovered() {
     let directory = tempfile::tempdir().unwrap();
     let mut config = small_config(directory.path());
     config.preallocated_segments = 1;
-    let old = RangeKey::new(5, 0);
-    let new = RangeKey::new(6, 0);
+    let old = RangeKey::new(StreamId(5), RangeIndex(0));
+    let new = RangeKey::new(StreamId(6), RangeIndex(0));
     let (mut store, mut wal) = Store::open_sync(config.clone()).unwrap();
     // Fill ~3.5 segments with `old`, then retire all of it.
     for n in 0..180 {
-        wal.append(old, n * 10, 10, batch(old, n * 10, 20_000))
+        wal.append(old, store::Offset(n * 10), 10, batch(old, n * 10, 20_000))
             .unwrap();
     }
-    wal.trim(old, 1800).unwrap();
+    wal.trim(old, store::Offset(1800)).unwrap();
     store.request_checkpoint().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while store.stats().segments_reclaimed < 2 {
@@ -209,8 +227,13 @@ fn stale_records_in_a_recycled_segment_are_never_recovered() {
         if offset > 100_000 && stale {
             break durable - offset;
         }
-        wal.append(new, written * 10, 10, batch(new, written * 10, 5000))
-            .unwrap();
+        wal.append(
+            new,
+            store::Offset(written * 10),
+            10,
+            batch(new, written * 10, 5000),
+        )
+        .unwrap();
         written += 1;
         assert!(written < 2000, "never reached a recycled segment");
     };
@@ -219,10 +242,13 @@ fn stale_records_in_a_recycled_segment_are_never_recovered() {
     let (store, mut wal) = Store::open_sync(config).unwrap();
     assert!(store.recovery().tail > recycled_start);
     assert!(store.recovery().tail < recycled_start + SEGMENT / 2);
-    assert_eq!(wal.index(new).unwrap().next_offset, written * 10);
+    assert_eq!(
+        wal.index(new).unwrap().next_offset,
+        store::Offset(written * 10)
+    );
     for n in 0..written {
         assert_eq!(
-            wal.read(new, n * 10, 1).unwrap()[0],
+            wal.read(new, store::Offset(n * 10), 1).unwrap()[0],
             batch(new, n * 10, 5000)
         );
     }
@@ -242,7 +268,7 @@ fn recovery_scan_across_many_read_windows() {
     // Large groups: the tail check after the log's end reaches past the current window.
     config.max_group_bytes = 4 << 20;
     config.read_block_size_bytes = 1 << 20;
-    let range = RangeKey::new(7, 0);
+    let range = RangeKey::new(StreamId(7), RangeIndex(0));
     // ~20 MiB in records of uneven sizes, so records straddle the scan's 8 MiB windows.
     let sizes = [70_001usize, 3, 250_000 - 48 - 4096, 9_999, 123_456];
     let (store, mut wal) = Store::open_sync(config.clone()).unwrap();
@@ -252,7 +278,7 @@ fn recovery_scan_across_many_read_windows() {
     while total < 20 << 20 {
         let len = sizes[n as usize % sizes.len()];
         positions.push(
-            wal.append(range, n, 1, batch(range, n, len))
+            wal.append(range, store::Offset(n), 1, batch(range, n, len))
                 .unwrap()
                 .position,
         );
@@ -263,11 +289,11 @@ fn recovery_scan_across_many_read_windows() {
     let (store, mut wal) = Store::open_sync(config.clone()).unwrap();
     assert!(!store.recovery().clean);
     assert!(store.recovery().wal_bytes_read >= total as u64);
-    assert_eq!(wal.index(range).unwrap().next_offset, n);
+    assert_eq!(wal.index(range).unwrap().next_offset, store::Offset(n));
     for offset in 0..n {
         let len = sizes[offset as usize % sizes.len()];
         assert_eq!(
-            wal.read(range, offset, 1).unwrap()[0],
+            wal.read(range, store::Offset(offset), 1).unwrap()[0],
             batch(range, offset, len)
         );
     }

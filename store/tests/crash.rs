@@ -14,14 +14,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{batch, small_config};
-use store::{RangeKey, Store, SyncMode};
+use store::{RangeIndex, RangeKey, Store, StreamId, SyncMode};
 
 const KILLS: usize = 24;
 const RANGES: u64 = 6;
 const IN_FLIGHT: usize = 24;
 
 fn batch_len(range: RangeKey, base: u64) -> usize {
-    let mix = base.wrapping_mul(7919) ^ range.stream_id.wrapping_mul(104_729);
+    let mix = base.wrapping_mul(7919) ^ range.stream_id.0.wrapping_mul(104_729);
     64 + (mix % 12_000) as usize
 }
 
@@ -38,8 +38,8 @@ fn crash_child() {
     let (store, mut wal) = Store::open_sync(config).expect("child: open");
     let mut next: Vec<u64> = (0..RANGES)
         .map(|stream| {
-            wal.index(RangeKey::new(stream, 0))
-                .map_or(0, |summary| summary.next_offset)
+            wal.index(RangeKey::new(StreamId(stream), RangeIndex(0)))
+                .map_or(0, |summary| summary.next_offset.0)
         })
         .collect();
     let mut submitted = BTreeMap::new();
@@ -52,12 +52,12 @@ fn crash_child() {
         while wal.in_flight() < IN_FLIGHT {
             let stream = turn % RANGES;
             turn += 1;
-            let range = RangeKey::new(stream, 0);
+            let range = RangeKey::new(StreamId(stream), RangeIndex(0));
             let base = next[stream as usize];
             let len = batch_len(range, base);
             let count = (len / 100).max(1) as u32;
             let ticket = wal
-                .submit_append(range, base, count, batch(range, base, len))
+                .submit_append(range, store::Offset(base), count, batch(range, base, len))
                 .expect("child: submit");
             next[stream as usize] += count as u64;
             submitted.insert(ticket, (stream, base, len));
@@ -171,7 +171,7 @@ fn acknowledged_batches_survive_sigkill() {
         // Restart in this process and check every acknowledged batch.
         let (store, mut wal) = Store::open_sync(config.clone()).unwrap();
         for stream in 0..RANGES {
-            let range = RangeKey::new(stream, 0);
+            let range = RangeKey::new(StreamId(stream), RangeIndex(0));
             let mut held: BTreeMap<u64, bytes::Bytes> = BTreeMap::new();
             if let Some(summary) = wal.index(range) {
                 let mut offset = summary.start_offset;
@@ -179,7 +179,7 @@ fn acknowledged_batches_survive_sigkill() {
                     let batches = wal.read(range, offset, 1 << 20).unwrap();
                     assert!(!batches.is_empty());
                     for data in batches {
-                        held.insert(offset, data.clone());
+                        held.insert(offset.0, data.clone());
                         offset += (data.len() / 100).max(1) as u64;
                     }
                 }
@@ -196,9 +196,10 @@ fn acknowledged_batches_survive_sigkill() {
             }
         }
         // New appends succeed after every restart.
-        let probe = RangeKey::new(1000, 0);
-        let next = wal.index(probe).map_or(0, |summary| summary.next_offset);
-        wal.append(probe, next, 1, batch(probe, next, 10)).unwrap();
+        let probe = RangeKey::new(StreamId(1000), RangeIndex(0));
+        let next = wal.index(probe).map_or(0, |summary| summary.next_offset.0);
+        wal.append(probe, store::Offset(next), 1, batch(probe, next, 10))
+            .unwrap();
         if kill % 2 == 0 {
             store.shutdown();
         } else {

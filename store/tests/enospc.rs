@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{batch, small_config};
-use store::{Error, RangeKey, Store};
+use store::{Error, RangeIndex, RangeKey, Store, StreamId};
 
 struct LoopMount {
     mount_point: PathBuf,
@@ -64,10 +64,10 @@ fn full_disk_fails_appends_retriably_keeps_reads_and_recovers_after_trim() {
     };
     let config = small_config(&mount.mount_point.join("store"));
     let (mut store, mut wal) = Store::open_sync(config).unwrap();
-    let range = RangeKey::new(1, 0);
+    let range = RangeKey::new(StreamId(1), RangeIndex(0));
     let mut next = 0u64;
     let full_error = loop {
-        match wal.append(range, next, 10, batch(range, next, 20_000)) {
+        match wal.append(range, store::Offset(next), 10, batch(range, next, 20_000)) {
             Ok(_) => next += 10,
             Err(error) => break error,
         }
@@ -79,22 +79,22 @@ fn full_disk_fails_appends_retriably_keeps_reads_and_recovers_after_trim() {
     assert!(next > 100, "only {next} offsets fit");
     // Appends keep failing the same clear way; nothing panics.
     let again = wal
-        .append(range, next, 10, batch(range, next, 20_000))
+        .append(range, store::Offset(next), 10, batch(range, next, 20_000))
         .unwrap_err();
     assert!(matches!(again, Error::Full { .. }), "{again}");
     // Reads go on.
     for base in (0..next).step_by(10) {
         assert_eq!(
-            wal.read(range, base, 1).unwrap()[0],
+            wal.read(range, store::Offset(base), 1).unwrap()[0],
             batch(range, base, 20_000)
         );
     }
     // Free space: trim most of the range (trims use the segment's reserve).
-    wal.trim(range, next - 100).unwrap();
+    wal.trim(range, store::Offset(next - 100)).unwrap();
     store.request_checkpoint().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match wal.append(range, next, 10, batch(range, next, 20_000)) {
+        match wal.append(range, store::Offset(next), 10, batch(range, next, 20_000)) {
             Ok(_) => break,
             Err(Error::Full { .. }) => {
                 assert!(
@@ -110,16 +110,16 @@ fn full_disk_fails_appends_retriably_keeps_reads_and_recovers_after_trim() {
     next += 10;
     assert!(!store.stats().full);
     for _ in 0..20 {
-        wal.append(range, next, 10, batch(range, next, 20_000))
+        wal.append(range, store::Offset(next), 10, batch(range, next, 20_000))
             .unwrap();
         next += 10;
     }
     store.shutdown();
     let (store, mut wal) =
         Store::open_sync(small_config(&mount.mount_point.join("store"))).unwrap();
-    assert_eq!(wal.index(range).unwrap().next_offset, next);
+    assert_eq!(wal.index(range).unwrap().next_offset, store::Offset(next));
     assert_eq!(
-        wal.read(range, next - 10, 1).unwrap()[0],
+        wal.read(range, store::Offset(next - 10), 1).unwrap()[0],
         batch(range, next - 10, 20_000)
     );
     store.shutdown();

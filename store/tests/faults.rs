@@ -5,7 +5,7 @@
 mod common;
 
 use common::{batch, small_config};
-use store::{Error, RangeKey, Store};
+use store::{Error, RangeIndex, RangeKey, Store, StreamId};
 
 #[test]
 fn failed_group_writes_fail_their_appends_and_leave_no_trace() {
@@ -14,7 +14,9 @@ fn failed_group_writes_fail_their_appends_and_leave_no_trace() {
     // Group 3 fails with EIO, group 6 is a short write.
     config.inject_group_write_results = vec![(3, -EIO), (6, 512)];
     let (store, mut wal) = Store::open_sync(config.clone()).unwrap();
-    let ranges: Vec<RangeKey> = (0..4).map(|n| RangeKey::new(n, 0)).collect();
+    let ranges: Vec<RangeKey> = (0..4)
+        .map(|n| RangeKey::new(StreamId(n), RangeIndex(0)))
+        .collect();
     let mut next = [0u64; 4];
     let mut acknowledged: Vec<(RangeKey, u64, usize)> = Vec::new();
     let mut failures = 0;
@@ -26,7 +28,12 @@ fn failed_group_writes_fail_their_appends_and_leave_no_trace() {
             .enumerate()
             .map(|(which, range)| {
                 let ticket = wal
-                    .submit_append(*range, next[which], 1, batch(*range, next[which], len))
+                    .submit_append(
+                        *range,
+                        store::Offset(next[which]),
+                        1,
+                        batch(*range, next[which], len),
+                    )
                     .unwrap();
                 (which, ticket)
             })
@@ -55,8 +62,13 @@ fn failed_group_writes_fail_their_appends_and_leave_no_trace() {
     assert!(store.stats().write_errors >= 2);
     // Retry with a small batch right where the failed group was, then stop like a crash.
     for (which, range) in ranges.iter().enumerate() {
-        wal.append(*range, next[which], 1, batch(*range, next[which], 10))
-            .unwrap();
+        wal.append(
+            *range,
+            store::Offset(next[which]),
+            1,
+            batch(*range, next[which], 10),
+        )
+        .unwrap();
         acknowledged.push((*range, next[which], 10));
         next[which] += 1;
     }
@@ -64,11 +76,14 @@ fn failed_group_writes_fail_their_appends_and_leave_no_trace() {
 
     let (store, mut wal) = Store::open_sync(config).unwrap();
     for (which, range) in ranges.iter().enumerate() {
-        assert_eq!(wal.index(*range).unwrap().next_offset, next[which]);
+        assert_eq!(
+            wal.index(*range).unwrap().next_offset,
+            store::Offset(next[which])
+        );
     }
     for (range, base, len) in acknowledged {
         assert_eq!(
-            wal.read(range, base, 1).unwrap()[0],
+            wal.read(range, store::Offset(base), 1).unwrap()[0],
             batch(range, base, len)
         );
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{batch, count_for, read_all, small_config};
-use store::{RangeKey, Store, SyncMode};
+use store::{RangeIndex, RangeKey, Store, StreamId, SyncMode};
 
 /// Longest wait for one completion before the test calls it a stall.
 const STALL: Duration = Duration::from_secs(20);
@@ -32,14 +32,14 @@ fn appends_far_beyond_the_in_flight_limits_all_complete() {
     while submitted < total || !outstanding.is_empty() {
         while submitted < total && wal.in_flight() < 200 {
             let stream = submitted % ranges;
-            let range = RangeKey::new(stream, 0);
+            let range = RangeKey::new(StreamId(stream), RangeIndex(0));
             // 2-30 KiB, so groups fill at different points.
             let len = 2048 + ((submitted * 7919) % (28 << 10)) as usize;
             let base = next[stream as usize];
             let count = count_for(len);
             let data = batch(range, base, len);
             let ticket = wal
-                .submit_append(range, base, count, data.clone())
+                .submit_append(range, store::Offset(base), count, data.clone())
                 .expect("submit");
             next[stream as usize] += count as u64;
             expected.entry(stream).or_default().push(data);
@@ -64,7 +64,7 @@ fn appends_far_beyond_the_in_flight_limits_all_complete() {
                 "range {stream}: {base} acked after {previous}"
             );
         }
-        assert!(appended.next_offset > base);
+        assert!(appended.next_offset > store::Offset(base));
     }
     let stats = store.stats();
     assert_eq!(stats.appends, total);
@@ -76,7 +76,7 @@ fn appends_far_beyond_the_in_flight_limits_all_complete() {
 
     let (store, mut wal) = Store::open_sync(config).expect("reopen");
     for stream in 0..ranges {
-        let read = read_all(&mut wal, RangeKey::new(stream, 0));
+        let read = read_all(&mut wal, RangeKey::new(StreamId(stream), RangeIndex(0)));
         assert!(
             read == expected[&stream],
             "range {stream}: {} batches read back, {} appended",

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{batch, small_config};
-use store::{RangeKey, Store};
+use store::{RangeIndex, RangeKey, Store, StreamId};
 
 /// CPU time (ns) the thread named `name` of this process has used.
 fn thread_cpu_ns(name: &str) -> Option<u64> {
@@ -23,8 +23,9 @@ fn thread_cpu_ns(name: &str) -> Option<u64> {
 fn idle_io_thread_sleeps_instead_of_spinning() {
     let directory = tempfile::tempdir().unwrap();
     let (store, mut wal) = Store::open_sync(small_config(directory.path())).unwrap();
-    let range = RangeKey::new(1, 0);
-    wal.append(range, 0, 1, batch(range, 0, 10)).unwrap();
+    let range = RangeKey::new(StreamId(1), RangeIndex(0));
+    wal.append(range, store::Offset(0), 1, batch(range, 0, 10))
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));
     let before = thread_cpu_ns("store-io").expect("IO thread is named store-io");
     std::thread::sleep(std::time::Duration::from_millis(500));

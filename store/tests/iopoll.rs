@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{batch, count_for, read_all, small_config};
-use store::{RangeKey, Store, StoreConfig, SyncMode};
+use store::{RangeIndex, RangeKey, Store, StoreConfig, StreamId, SyncMode};
 
 const RANGES: u64 = 3;
 
@@ -37,13 +37,13 @@ fn polled_ring_carries_writes_and_reads_across_segments_and_restarts() {
         while turn < 400 || !submitted.is_empty() {
             while turn < 400 && wal.in_flight() < 24 {
                 let stream = turn % RANGES;
-                let range = RangeKey::new(stream, 0);
+                let range = RangeKey::new(StreamId(stream), RangeIndex(0));
                 let len = 1000 + (turn as usize * 7919) % 14_000;
                 let base = next[stream as usize];
                 let data = batch(range, base, len);
                 let count = count_for(len);
                 let ticket = wal
-                    .submit_append(range, base, count, data.clone())
+                    .submit_append(range, store::Offset(base), count, data.clone())
                     .expect("submit");
                 next[stream as usize] += count as u64;
                 expected.entry(stream).or_default().push(data);
@@ -74,7 +74,7 @@ fn polled_ring_carries_writes_and_reads_across_segments_and_restarts() {
     let (store, mut wal) = Store::open_sync(config.clone()).expect("reopen");
     assert!(!store.recovery().clean);
     for stream in 0..RANGES {
-        let range = RangeKey::new(stream, 0);
+        let range = RangeKey::new(StreamId(stream), RangeIndex(0));
         let read = read_all(&mut wal, range);
         assert!(
             read == expected[&stream],
@@ -100,10 +100,15 @@ fn polled_ring_carries_writes_and_reads_across_segments_and_restarts() {
         assert_eq!(stats.polled_completions, 0, "{stats:?}");
     }
     // And the log goes on.
-    let range = RangeKey::new(0, 0);
+    let range = RangeKey::new(StreamId(0), RangeIndex(0));
     let base = next[0];
-    wal.append(range, base, count_for(5000), batch(range, base, 5000))
-        .expect("append after the restart");
+    wal.append(
+        range,
+        store::Offset(base),
+        count_for(5000),
+        batch(range, base, 5000),
+    )
+    .expect("append after the restart");
     store.shutdown();
 }
 
@@ -114,10 +119,15 @@ fn iopoll_on_a_device_without_poll_queues_falls_back_to_interrupts() {
     config.uring.iopoll_without_poll_queues = false;
     let polls = device_polls(directory.path());
     let (store, mut wal) = Store::open_sync(config).expect("open");
-    let range = RangeKey::new(9, 0);
+    let range = RangeKey::new(StreamId(9), RangeIndex(0));
     for base in 0..20 {
-        wal.append(range, base * 30, 30, batch(range, base * 30, 3000))
-            .expect("append");
+        wal.append(
+            range,
+            store::Offset(base * 30),
+            30,
+            batch(range, base * 30, 3000),
+        )
+        .expect("append");
     }
     let stats = store.stats();
     if polls == Some(false) {

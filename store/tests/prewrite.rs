@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{batch, small_config};
-use store::{PrewriteMode, RangeKey, Store, StoreConfig, SyncMode};
+use store::{PrewriteMode, RangeIndex, RangeKey, Store, StoreConfig, StreamId, SyncMode};
 
 const RANGES: u64 = 4;
 /// Appends kept outstanding. Deep enough (about 2 MiB, two segments) that the IO thread always
@@ -34,12 +34,12 @@ fn append_under_load(config: StoreConfig) -> (Store, BTreeMap<(u64, u64), usize>
         while wal.in_flight() < IN_FLIGHT {
             let stream = turn % RANGES;
             turn += 1;
-            let range = RangeKey::new(stream, 0);
+            let range = RangeKey::new(StreamId(stream), RangeIndex(0));
             let base = next[stream as usize];
             let len = batch_len(stream, base);
             let count = (len / 100) as u32;
             let ticket = wal
-                .submit_append(range, base, count, batch(range, base, len))
+                .submit_append(range, store::Offset(base), count, batch(range, base, len))
                 .expect("submit");
             next[stream as usize] += count as u64;
             submitted.insert(ticket, (stream, base, len));
@@ -60,8 +60,8 @@ fn check_recovered(config: StoreConfig, acknowledged: &BTreeMap<(u64, u64), usiz
     let (store, mut wal) = Store::open_sync(config).expect("reopen");
     assert!(!store.recovery().clean, "a halt must look like a crash");
     for (&(stream, base), &len) in acknowledged {
-        let range = RangeKey::new(stream, 0);
-        let batches = wal.read(range, base, 1).expect("read");
+        let range = RangeKey::new(StreamId(stream), RangeIndex(0));
+        let batches = wal.read(range, store::Offset(base), 1).expect("read");
         assert_eq!(
             batches.first(),
             Some(&batch(range, base, len)),
@@ -69,9 +69,9 @@ fn check_recovered(config: StoreConfig, acknowledged: &BTreeMap<(u64, u64), usiz
         );
     }
     // The log continues after recovery.
-    let range = RangeKey::new(0, 0);
-    let next = wal.index(range).map_or(0, |summary| summary.next_offset);
-    wal.append(range, next, 1, batch(range, next, 100))
+    let range = RangeKey::new(StreamId(0), RangeIndex(0));
+    let next = wal.index(range).map_or(0, |summary| summary.next_offset.0);
+    wal.append(range, store::Offset(next), 1, batch(range, next, 100))
         .expect("append after recovery");
     store.shutdown();
 }

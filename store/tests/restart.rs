@@ -13,16 +13,21 @@ fn clean_restart_with_2000_ranges_reads_no_wal() {
     config.segment_size_bytes = 8 << 20;
     config.worker_queue_capacity = 1024;
     let ranges: Vec<RangeKey> = (0..2000)
-        .map(|n| RangeKey::new(n / 4, (n % 4) as u32))
+        .map(|n| RangeKey::new(store::StreamId(n / 4), store::RangeIndex((n % 4) as u32)))
         .collect();
     let (store, mut wal) = Store::open_sync(config.clone()).unwrap();
     for round in 0..3u64 {
         let mut tickets = Vec::new();
         for range in &ranges {
-            let len = 100 + (range.stream_id as usize % 700);
+            let len = 100 + (range.stream_id.0 as usize % 700);
             tickets.push(
-                wal.submit_append(*range, round * 5, 5, batch(*range, round * 5, len))
-                    .unwrap(),
+                wal.submit_append(
+                    *range,
+                    store::Offset(round * 5),
+                    5,
+                    batch(*range, round * 5, len),
+                )
+                .unwrap(),
             );
             if tickets.len() == 512 {
                 for ticket in tickets.drain(..) {
@@ -52,12 +57,15 @@ fn clean_restart_with_2000_ranges_reads_no_wal() {
     );
     assert_eq!(wal.ranges().len(), 2000);
     for range in ranges.iter().step_by(97) {
-        assert_eq!(wal.index(*range).unwrap().next_offset, 15);
-        let len = 100 + (range.stream_id as usize % 700);
-        assert_eq!(wal.read(*range, 7, 1).unwrap()[0], batch(*range, 5, len));
+        assert_eq!(wal.index(*range).unwrap().next_offset, store::Offset(15));
+        let len = 100 + (range.stream_id.0 as usize % 700);
+        assert_eq!(
+            wal.read(*range, store::Offset(7), 1).unwrap()[0],
+            batch(*range, 5, len)
+        );
     }
     // The restarted store appends where it left off.
-    wal.append(ranges[0], 15, 5, batch(ranges[0], 15, 10))
+    wal.append(ranges[0], store::Offset(15), 5, batch(ranges[0], 15, 10))
         .unwrap();
     store.shutdown();
 }

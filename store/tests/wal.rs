@@ -3,16 +3,16 @@
 mod common;
 
 use common::{batch, count_for, read_all, small_config};
-use store::{Error, RangeKey, Store};
+use store::{Error, RangeIndex, RangeKey, Store, StreamId};
 
 #[test]
 fn appended_batches_read_back_before_and_after_restart() {
     let directory = tempfile::tempdir().unwrap();
     let config = small_config(directory.path());
     let ranges = [
-        RangeKey::new(1, 0),
-        RangeKey::new(2, 5),
-        RangeKey::new(3, 1),
+        RangeKey::new(StreamId(1), RangeIndex(0)),
+        RangeKey::new(StreamId(2), RangeIndex(5)),
+        RangeKey::new(StreamId(3), RangeIndex(1)),
     ];
     let sizes = [1usize, 100, 4095, 4096, 4097, 20_000, 333];
     let mut expected: Vec<Vec<bytes::Bytes>> = vec![Vec::new(); ranges.len()];
@@ -25,10 +25,10 @@ fn appended_batches_read_back_before_and_after_restart() {
                 let data = batch(*range, next[which], len);
                 let count = count_for(len);
                 let result = wal
-                    .append(*range, next[which], count, data.clone())
+                    .append(*range, store::Offset(next[which]), count, data.clone())
                     .unwrap();
                 next[which] += count as u64;
-                assert_eq!(result.next_offset, next[which]);
+                assert_eq!(result.next_offset, store::Offset(next[which]));
                 expected[which].push(data);
             }
         }
@@ -47,14 +47,15 @@ fn appended_batches_read_back_before_and_after_restart() {
         assert_eq!(store.recovery().wal_bytes_read, 0);
         for (which, range) in ranges.iter().enumerate() {
             let summary = wal.index(*range).unwrap();
-            assert_eq!(summary.next_offset, next[which]);
+            assert_eq!(summary.next_offset, store::Offset(next[which]));
             assert_eq!(read_all(&mut wal, *range), expected[which], "from disk");
         }
         assert!(store.stats().disk_reads > 0);
         // More appends, then a crash-like stop: recovery scans the tail.
         for (which, range) in ranges.iter().enumerate() {
             let data = batch(*range, next[which], 777);
-            wal.append(*range, next[which], 7, data.clone()).unwrap();
+            wal.append(*range, store::Offset(next[which]), 7, data.clone())
+                .unwrap();
             next[which] += 7;
             expected[which].push(data);
         }
@@ -65,10 +66,13 @@ fn appended_batches_read_back_before_and_after_restart() {
         assert!(!store.recovery().clean);
         assert_eq!(store.recovery().cut_tail, None);
         for (which, range) in ranges.iter().enumerate() {
-            assert_eq!(wal.index(*range).unwrap().next_offset, next[which]);
+            assert_eq!(
+                wal.index(*range).unwrap().next_offset,
+                store::Offset(next[which])
+            );
             let mut all = Vec::new();
             let mut offset = wal.index(*range).unwrap().start_offset;
-            while offset < next[which] {
+            while offset < store::Offset(next[which]) {
                 for data in wal.read(*range, offset, 1 << 20).unwrap() {
                     offset += if data.len() == 777 {
                         7
@@ -88,22 +92,26 @@ fn appended_batches_read_back_before_and_after_restart() {
 fn out_of_order_append_is_rejected_not_stored() {
     let directory = tempfile::tempdir().unwrap();
     let (store, mut wal) = Store::open_sync(small_config(directory.path())).unwrap();
-    let range = RangeKey::new(9, 0);
-    wal.append(range, 0, 10, batch(range, 0, 1000)).unwrap();
-    let error = wal.append(range, 20, 5, batch(range, 20, 500)).unwrap_err();
+    let range = RangeKey::new(StreamId(9), RangeIndex(0));
+    wal.append(range, store::Offset(0), 10, batch(range, 0, 1000))
+        .unwrap();
+    let error = wal
+        .append(range, store::Offset(20), 5, batch(range, 20, 500))
+        .unwrap_err();
     assert!(
         matches!(
             error,
             Error::OutOfOrder {
-                expected: 10,
-                found: 20,
+                expected: store::Offset(10),
+                found: store::Offset(20),
                 ..
             }
         ),
         "{error}"
     );
-    wal.append(range, 10, 5, batch(range, 10, 500)).unwrap();
-    assert_eq!(wal.index(range).unwrap().next_offset, 15);
+    wal.append(range, store::Offset(10), 5, batch(range, 10, 500))
+        .unwrap();
+    assert_eq!(wal.index(range).unwrap().next_offset, store::Offset(15));
     store.shutdown();
 }
 
@@ -113,9 +121,14 @@ fn oversized_batch_is_refused_with_the_limit() {
     let config = small_config(directory.path());
     let limit = config.max_batch_bytes();
     let (store, mut wal) = Store::open_sync(config).unwrap();
-    let range = RangeKey::new(1, 0);
+    let range = RangeKey::new(StreamId(1), RangeIndex(0));
     let error = wal
-        .append(range, 0, 1, bytes::Bytes::from(vec![0u8; limit + 1]))
+        .append(
+            range,
+            store::Offset(0),
+            1,
+            bytes::Bytes::from(vec![0u8; limit + 1]),
+        )
         .unwrap_err();
     assert_eq!(
         error,
@@ -124,9 +137,17 @@ fn oversized_batch_is_refused_with_the_limit() {
             max_bytes: limit
         }
     );
-    wal.append(range, 0, 1, bytes::Bytes::from(vec![7u8; limit]))
-        .unwrap();
-    assert_eq!(wal.read(range, 0, 1).unwrap()[0].len(), limit);
+    wal.append(
+        range,
+        store::Offset(0),
+        1,
+        bytes::Bytes::from(vec![7u8; limit]),
+    )
+    .unwrap();
+    assert_eq!(
+        wal.read(range, store::Offset(0), 1).unwrap()[0].len(),
+        limit
+    );
     store.shutdown();
 }
 
@@ -135,25 +156,26 @@ fn trimmed_offsets_are_refused_and_segments_are_reclaimed() {
     let directory = tempfile::tempdir().unwrap();
     let config = small_config(directory.path());
     let (mut store, mut wal) = Store::open_sync(config.clone()).unwrap();
-    let keep = RangeKey::new(1, 0);
-    let drop = RangeKey::new(2, 0);
+    let keep = RangeKey::new(StreamId(1), RangeIndex(0));
+    let drop = RangeKey::new(StreamId(2), RangeIndex(0));
     let mut next = 0u64;
     // ~4 MiB over four 1 MiB segments; `keep` only writes at the end.
     for _ in 0..200 {
-        wal.append(drop, next, 200, batch(drop, next, 20_000))
+        wal.append(drop, store::Offset(next), 200, batch(drop, next, 20_000))
             .unwrap();
         next += 200;
     }
-    wal.append(keep, 0, 1, batch(keep, 0, 100)).unwrap();
+    wal.append(keep, store::Offset(0), 1, batch(keep, 0, 100))
+        .unwrap();
     let before = store.stats();
     assert!(before.segment_count >= 5, "{before:?}");
-    wal.trim(drop, 100 * 200).unwrap();
-    let error = wal.read(drop, 0, 100).unwrap_err();
+    wal.trim(drop, store::Offset(100 * 200)).unwrap();
+    let error = wal.read(drop, store::Offset(0), 100).unwrap_err();
     assert!(
         matches!(
             error,
             Error::OffsetTrimmed {
-                start_offset: 20_000,
+                start_offset: store::Offset(20_000),
                 ..
             }
         ),
@@ -161,7 +183,7 @@ fn trimmed_offsets_are_refused_and_segments_are_reclaimed() {
     );
     // Data above the trim point still reads back.
     assert_eq!(
-        wal.read(drop, 20_000, 1).unwrap()[0],
+        wal.read(drop, store::Offset(20_000), 1).unwrap()[0],
         batch(drop, 20_000, 20_000)
     );
     store.request_checkpoint().unwrap();
@@ -181,6 +203,9 @@ fn trimmed_offsets_are_refused_and_segments_are_reclaimed() {
     store.shutdown();
     let (store, mut wal) = Store::open_sync(config).unwrap();
     assert!(wal.index(drop).is_none());
-    assert_eq!(wal.read(keep, 0, 100).unwrap(), vec![batch(keep, 0, 100)]);
+    assert_eq!(
+        wal.read(keep, store::Offset(0), 100).unwrap(),
+        vec![batch(keep, 0, 100)]
+    );
     store.shutdown();
 }

@@ -6,51 +6,7 @@ use bytes::BufMut;
 use crate::codec::{put_optional_u64, put_string, EncodeError, Reader};
 use crate::error::DecodeError;
 
-/// Identifies a stream; assigned by the placement manager.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StreamId(pub u64);
-
-/// Position of a range within its stream: 0, 1, 2, ...
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RangeIndex(pub u32);
-
-/// A record's position in its stream. Offsets are dense per stream. `u64::MAX` is reserved as
-/// "absent" on the wire, so the largest valid offset is [`Offset::MAX`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Offset(pub u64);
-
-/// Writer epoch: raising it fences every older writer of a stream. `u64::MAX` is reserved as
-/// "absent" on the wire.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Epoch(pub u64);
-
-/// Identifies a data node; allocated once by the placement manager (ALLOCATE_ID).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(pub u32);
-
-impl Offset {
-    /// The largest offset that can be sent (`u64::MAX` means "absent" on the wire).
-    pub const MAX: Offset = Offset(u64::MAX - 1);
-
-    /// `self + count`, or `None` if that would overflow the valid offset space.
-    pub fn checked_add(self, count: u64) -> Option<Offset> {
-        self.0
-            .checked_add(count)
-            .filter(|&value| value <= Offset::MAX.0)
-            .map(Offset)
-    }
-}
-
-macro_rules! display_inner {
-    ($($name:ident),*) => {$(
-        impl std::fmt::Display for $name {
-            fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                std::fmt::Display::fmt(&self.0, formatter)
-            }
-        }
-    )*};
-}
-display_inner!(StreamId, RangeIndex, Offset, Epoch, NodeId);
+pub use ids::{Epoch, NodeId, Offset, RangeIndex, RangeKey, StreamId};
 
 /// Longest `host:port` address accepted on the wire, in bytes.
 pub const MAX_ADDRESS_BYTES: usize = 255;

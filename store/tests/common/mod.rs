@@ -21,8 +21,8 @@ pub fn small_config(path: &Path) -> StoreConfig {
 
 /// Deterministic batch contents for (range, base offset), `len` bytes.
 pub fn batch(range: RangeKey, base_offset: u64, len: usize) -> Bytes {
-    let mut state = range.stream_id.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ (range.range_index as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+    let mut state = range.stream_id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (range.range_index.0 as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
         ^ base_offset.wrapping_mul(0x1656_67B1_9E37_79F9)
         ^ len as u64;
     let mut bytes = Vec::with_capacity(len);
