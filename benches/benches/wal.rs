@@ -193,7 +193,7 @@ fn run_store(
             let key = RangeKey::new(StreamId(range), RangeIndex(0));
             let base = next_offset[range as usize];
             let ticket = wal
-                .submit_append(key, base, 1, payload.clone())
+                .submit_append(key, store::Offset(base), 1, payload.clone())
                 .expect("submit append");
             next_offset[range as usize] += 1;
             submitted_at.insert(ticket, Instant::now());

@@ -93,6 +93,17 @@ impl RangeKey {
     }
 }
 
+macro_rules! into_inner {
+    ($($name:ident: $inner:ty),*) => {$(
+        impl From<$name> for $inner {
+            fn from(value: $name) -> $inner {
+                value.0
+            }
+        }
+    )*};
+}
+into_inner!(StreamId: u64, RangeIndex: u32, Offset: u64, Epoch: u64, NodeId: u32);
+
 macro_rules! display_inner {
     ($($name:ident),*) => {$(
         impl fmt::Display for $name {
@@ -132,7 +143,7 @@ mod tests {
 
     #[test]
     fn range_keys_order_by_stream_then_index() {
-        let mut keys = vec![
+        let mut keys = [
             RangeKey::new(StreamId(2), RangeIndex(0)),
             RangeKey::new(StreamId(1), RangeIndex(3)),
             RangeKey::new(StreamId(1), RangeIndex(1)),

@@ -59,11 +59,10 @@ impl Operation {
 pub enum Stage {
     /// Frame decoded until the owning worker starts the append (includes mailbox hops).
     AppendQueue,
-    /// Handed to the store until the store reports it written and synced (the store reports
-    /// write and sync as one completion unless it splits them).
+    /// Handed to the store until the store reports it durable: its group written and, under
+    /// `sync: always`, synced. The split between write and sync time is in the store's
+    /// counters (`es_wal_group_write_seconds_total`, `es_wal_data_sync_seconds_total`).
     AppendWrite,
-    /// Time the append's group spent in its data sync, when the store reports it.
-    AppendSync,
     /// Durable until the response is queued on the connection.
     AppendReply,
     /// Frame decoded until the response is queued.
@@ -77,10 +76,9 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 9] = [
+    pub const ALL: [Stage; 8] = [
         Stage::AppendQueue,
         Stage::AppendWrite,
-        Stage::AppendSync,
         Stage::AppendReply,
         Stage::AppendTotal,
         Stage::FetchQueue,
@@ -93,7 +91,6 @@ impl Stage {
         match self {
             Stage::AppendQueue => ("append", "queue"),
             Stage::AppendWrite => ("append", "write"),
-            Stage::AppendSync => ("append", "sync"),
             Stage::AppendReply => ("append", "reply"),
             Stage::AppendTotal => ("append", "total"),
             Stage::FetchQueue => ("fetch", "queue"),
@@ -203,6 +200,12 @@ pub struct StoreGauges {
     pub wal_bytes_capacity: u64,
     pub cache_bytes_used: u64,
     pub cache_bytes_capacity: u64,
+    /// Group writes completed, and their time in all (submission to completion).
+    pub group_writes: u64,
+    pub group_write_micros: u64,
+    /// Data syncs completed, and their time in all (submission to completion).
+    pub data_syncs: u64,
+    pub data_sync_micros: u64,
 }
 
 /// Store gauges as last published by the thread that owns the store.
@@ -212,6 +215,10 @@ pub struct PublishedStoreGauges {
     wal_bytes_capacity: AtomicU64,
     cache_bytes_used: AtomicU64,
     cache_bytes_capacity: AtomicU64,
+    group_writes: AtomicU64,
+    group_write_micros: AtomicU64,
+    data_syncs: AtomicU64,
+    data_sync_micros: AtomicU64,
 }
 
 impl PublishedStoreGauges {
@@ -224,6 +231,13 @@ impl PublishedStoreGauges {
             .store(gauges.cache_bytes_used, Ordering::Relaxed);
         self.cache_bytes_capacity
             .store(gauges.cache_bytes_capacity, Ordering::Relaxed);
+        self.group_writes
+            .store(gauges.group_writes, Ordering::Relaxed);
+        self.group_write_micros
+            .store(gauges.group_write_micros, Ordering::Relaxed);
+        self.data_syncs.store(gauges.data_syncs, Ordering::Relaxed);
+        self.data_sync_micros
+            .store(gauges.data_sync_micros, Ordering::Relaxed);
     }
 
     pub fn load(&self) -> StoreGauges {
@@ -232,6 +246,10 @@ impl PublishedStoreGauges {
             wal_bytes_capacity: self.wal_bytes_capacity.load(Ordering::Relaxed),
             cache_bytes_used: self.cache_bytes_used.load(Ordering::Relaxed),
             cache_bytes_capacity: self.cache_bytes_capacity.load(Ordering::Relaxed),
+            group_writes: self.group_writes.load(Ordering::Relaxed),
+            group_write_micros: self.group_write_micros.load(Ordering::Relaxed),
+            data_syncs: self.data_syncs.load(Ordering::Relaxed),
+            data_sync_micros: self.data_sync_micros.load(Ordering::Relaxed),
         }
     }
 }
@@ -424,6 +442,34 @@ impl Registry {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
+        let counters = [
+            (
+                "es_wal_group_writes_total",
+                "WAL group writes completed.",
+                store.group_writes as f64,
+            ),
+            (
+                "es_wal_group_write_seconds_total",
+                "Time WAL group writes took, submission to completion, summed.",
+                store.group_write_micros as f64 / 1e6,
+            ),
+            (
+                "es_wal_data_syncs_total",
+                "WAL data syncs completed.",
+                store.data_syncs as f64,
+            ),
+            (
+                "es_wal_data_sync_seconds_total",
+                "Time WAL data syncs took, submission to completion, summed.",
+                store.data_sync_micros as f64 / 1e6,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
         out
     }
 }
@@ -469,6 +515,10 @@ mod tests {
 
         let text = registry.render(StoreGauges {
             wal_bytes_used: 4096,
+            group_writes: 5,
+            group_write_micros: 500_000,
+            data_syncs: 3,
+            data_sync_micros: 250_000,
             ..StoreGauges::default()
         });
         assert_eq!(
@@ -487,6 +537,10 @@ mod tests {
         assert_eq!(line_value(&text, "es_connections_open"), 2.0);
         assert_eq!(line_value(&text, "es_mailbox_depth{worker=\"1\"}"), 7.0);
         assert_eq!(line_value(&text, "es_wal_bytes_used"), 4096.0);
+        assert_eq!(line_value(&text, "es_wal_data_syncs_total"), 3.0);
+        assert_eq!(line_value(&text, "es_wal_data_sync_seconds_total"), 0.25);
+        assert_eq!(line_value(&text, "es_wal_group_writes_total"), 5.0);
+        assert_eq!(line_value(&text, "es_wal_group_write_seconds_total"), 0.5);
     }
 
     #[test]
@@ -494,15 +548,15 @@ mod tests {
         let registry = Registry::new(2);
         registry
             .worker(0)
-            .latency(Stage::AppendSync, Duration::from_micros(3));
+            .latency(Stage::AppendWrite, Duration::from_micros(3));
         registry
             .worker(1)
-            .latency(Stage::AppendSync, Duration::from_micros(100));
+            .latency(Stage::AppendWrite, Duration::from_micros(100));
         registry
             .worker(1)
-            .latency(Stage::AppendSync, Duration::from_secs(3600));
+            .latency(Stage::AppendWrite, Duration::from_secs(3600));
         let text = registry.render(StoreGauges::default());
-        let labels = "operation=\"append\",stage=\"sync\"";
+        let labels = "operation=\"append\",stage=\"write\"";
         assert_eq!(
             line_value(
                 &text,

@@ -24,10 +24,7 @@
 
 use std::collections::VecDeque;
 
-/// Offset of a record within its stream.
-pub type Offset = u64;
-/// Writer fencing token of a stream.
-pub type Epoch = u64;
+use ids::{Epoch, Offset};
 
 /// Why an APPEND was refused; each maps to its own protocol error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,198 +354,236 @@ mod tests {
 
     #[test]
     fn append_in_order_becomes_durable_and_confirmed() {
-        let mut range = RangeState::new(1, 100);
-        let first = range.try_append(1, 100, 10).unwrap();
-        assert_eq!(range.next(), 110);
-        assert_eq!(range.durable_end(), 100);
-        let second = range.try_append(1, 110, 5).unwrap();
+        let mut range = RangeState::new(Epoch(1), Offset(100));
+        let first = range.try_append(Epoch(1), Offset(100), 10).unwrap();
+        assert_eq!(range.next(), Offset(110));
+        assert_eq!(range.durable_end(), Offset(100));
+        let second = range.try_append(Epoch(1), Offset(110), 5).unwrap();
         assert_eq!(range.complete_append(first), Completion::Advanced);
-        assert_eq!(range.durable_end(), 110);
+        assert_eq!(range.durable_end(), Offset(110));
         // Nothing is confirmed until the writer says so.
-        assert_eq!(range.fetch_limit(), 100);
-        range.report_confirmed(115);
+        assert_eq!(range.fetch_limit(), Offset(100));
+        range.report_confirmed(Offset(115));
         assert_eq!(
             range.confirmed(),
-            110,
+            Offset(110),
             "confirmed never above the durable end"
         );
         assert_eq!(range.complete_append(second), Completion::Advanced);
-        assert_eq!(range.confirmed(), 115);
+        assert_eq!(range.confirmed(), Offset(115));
         assert!(range.in_flight_is_empty());
     }
 
     #[test]
     fn out_of_order_completions_advance_only_the_contiguous_prefix() {
-        let mut range = RangeState::new(1, 0);
-        let first = range.try_append(1, 0, 1).unwrap();
-        let second = range.try_append(1, 1, 1).unwrap();
-        let third = range.try_append(1, 2, 1).unwrap();
+        let mut range = RangeState::new(Epoch(1), Offset(0));
+        let first = range.try_append(Epoch(1), Offset(0), 1).unwrap();
+        let second = range.try_append(Epoch(1), Offset(1), 1).unwrap();
+        let third = range.try_append(Epoch(1), Offset(2), 1).unwrap();
         assert_eq!(range.complete_append(second), Completion::Waiting);
-        assert_eq!(range.durable_end(), 0);
+        assert_eq!(range.durable_end(), Offset(0));
         assert_eq!(range.complete_append(first), Completion::Advanced);
-        assert_eq!(range.durable_end(), 2);
+        assert_eq!(range.durable_end(), Offset(2));
         assert_eq!(range.complete_append(third), Completion::Advanced);
-        assert_eq!(range.durable_end(), 3);
+        assert_eq!(range.durable_end(), Offset(3));
     }
 
     #[test]
     fn duplicates_and_gaps_are_distinguished() {
-        let mut range = RangeState::new(1, 0);
-        let ticket = range.try_append(1, 0, 10).unwrap();
+        let mut range = RangeState::new(Epoch(1), Offset(0));
+        let ticket = range.try_append(Epoch(1), Offset(0), 10).unwrap();
         assert_eq!(
-            range.try_append(1, 0, 10),
-            Err(AppendRejection::DuplicateInFlight { next: 10 })
+            range.try_append(Epoch(1), Offset(0), 10),
+            Err(AppendRejection::DuplicateInFlight { next: Offset(10) })
         );
         range.complete_append(ticket);
         assert_eq!(
-            range.try_append(1, 0, 10),
-            Err(AppendRejection::DuplicateDurable { durable_end: 10 })
+            range.try_append(Epoch(1), Offset(0), 10),
+            Err(AppendRejection::DuplicateDurable {
+                durable_end: Offset(10)
+            })
         );
         assert_eq!(
-            range.try_append(1, 5, 5),
-            Err(AppendRejection::DuplicateDurable { durable_end: 10 })
+            range.try_append(Epoch(1), Offset(5), 5),
+            Err(AppendRejection::DuplicateDurable {
+                durable_end: Offset(10)
+            })
         );
         assert_eq!(
-            range.try_append(1, 11, 1),
-            Err(AppendRejection::Gap { next: 10 })
+            range.try_append(Epoch(1), Offset(11), 1),
+            Err(AppendRejection::Gap { next: Offset(10) })
         );
-        range.try_append(1, 10, 10).unwrap();
+        range.try_append(Epoch(1), Offset(10), 10).unwrap();
         // Straddles the durable end: part of it is still in flight.
         assert_eq!(
-            range.try_append(1, 5, 10),
-            Err(AppendRejection::DuplicateInFlight { next: 20 })
+            range.try_append(Epoch(1), Offset(5), 10),
+            Err(AppendRejection::DuplicateInFlight { next: Offset(20) })
         );
-        assert_eq!(range.next(), 20, "a rejected append changes nothing");
+        assert_eq!(
+            range.next(),
+            Offset(20),
+            "a rejected append changes nothing"
+        );
     }
 
     #[test]
     fn empty_overflowing_and_below_start_batches_are_out_of_range() {
-        let mut range = RangeState::new(1, 50);
+        let mut range = RangeState::new(Epoch(1), Offset(50));
         assert_eq!(
-            range.try_append(1, 50, 0),
-            Err(AppendRejection::OutOfRange { start: 50 })
+            range.try_append(Epoch(1), Offset(50), 0),
+            Err(AppendRejection::OutOfRange { start: Offset(50) })
         );
         assert_eq!(
-            range.try_append(1, 40, 5),
-            Err(AppendRejection::OutOfRange { start: 50 })
+            range.try_append(Epoch(1), Offset(40), 5),
+            Err(AppendRejection::OutOfRange { start: Offset(50) })
         );
         assert_eq!(
-            range.try_append(1, u64::MAX, 2),
-            Err(AppendRejection::OutOfRange { start: 50 })
+            range.try_append(Epoch(1), Offset(u64::MAX), 2),
+            Err(AppendRejection::OutOfRange { start: Offset(50) })
         );
     }
 
     #[test]
     fn stale_epoch_is_refused_and_newer_epoch_fences_the_old_writer() {
-        let mut range = RangeState::new(5, 0);
+        let mut range = RangeState::new(Epoch(5), Offset(0));
         assert_eq!(
-            range.try_append(4, 0, 1),
-            Err(AppendRejection::StaleEpoch { current: 5 })
+            range.try_append(Epoch(4), Offset(0), 1),
+            Err(AppendRejection::StaleEpoch { current: Epoch(5) })
         );
-        range.try_append(6, 0, 1).unwrap();
-        assert_eq!(range.epoch(), 6);
+        range.try_append(Epoch(6), Offset(0), 1).unwrap();
+        assert_eq!(range.epoch(), Epoch(6));
         assert_eq!(
-            range.try_append(5, 1, 1),
-            Err(AppendRejection::StaleEpoch { current: 6 })
+            range.try_append(Epoch(5), Offset(1), 1),
+            Err(AppendRejection::StaleEpoch { current: Epoch(6) })
         );
-        assert_eq!(range.seal(5, None), SealOutcome::StaleEpoch { current: 6 });
+        assert_eq!(
+            range.seal(Epoch(5), None),
+            SealOutcome::StaleEpoch { current: Epoch(6) }
+        );
         assert!(!range.is_sealed());
     }
 
     #[test]
     fn seal_waits_for_in_flight_appends_then_fixes_the_end() {
-        let mut range = RangeState::new(1, 0);
-        let ticket = range.try_append(1, 0, 4).unwrap();
-        assert_eq!(range.seal(1, None), SealOutcome::Draining);
+        let mut range = RangeState::new(Epoch(1), Offset(0));
+        let ticket = range.try_append(Epoch(1), Offset(0), 4).unwrap();
+        assert_eq!(range.seal(Epoch(1), None), SealOutcome::Draining);
         assert!(range.is_sealed());
         assert_eq!(
-            range.try_append(1, 4, 1),
-            Err(AppendRejection::Sealed { end: 4 })
+            range.try_append(Epoch(1), Offset(4), 1),
+            Err(AppendRejection::Sealed { end: Offset(4) })
         );
         range.complete_append(ticket);
-        assert_eq!(range.seal(1, None), SealOutcome::Sealed { end: 4 });
-        assert_eq!(range.end(), Some(4));
         assert_eq!(
-            range.seal(1, None),
-            SealOutcome::Sealed { end: 4 },
+            range.seal(Epoch(1), None),
+            SealOutcome::Sealed { end: Offset(4) }
+        );
+        assert_eq!(range.end(), Some(Offset(4)));
+        assert_eq!(
+            range.seal(Epoch(1), None),
+            SealOutcome::Sealed { end: Offset(4) },
             "sealing is idempotent"
         );
         assert_eq!(
-            range.try_append(1, 4, 1),
-            Err(AppendRejection::Sealed { end: 4 })
+            range.try_append(Epoch(1), Offset(4), 1),
+            Err(AppendRejection::Sealed { end: Offset(4) })
         );
     }
 
     #[test]
     fn sealed_range_is_readable_to_its_end_without_confirmation() {
-        let mut range = RangeState::new(1, 0);
-        let ticket = range.try_append(1, 0, 4).unwrap();
+        let mut range = RangeState::new(Epoch(1), Offset(0));
+        let ticket = range.try_append(Epoch(1), Offset(0), 4).unwrap();
         range.complete_append(ticket);
-        assert_eq!(range.classify_fetch(0), FetchBounds::Wait);
-        assert_eq!(range.seal(1, None), SealOutcome::Sealed { end: 4 });
-        assert_eq!(range.classify_fetch(0), FetchBounds::Ready { limit: 4 });
-        assert_eq!(range.classify_fetch(4), FetchBounds::EndOfRange { end: 4 });
+        assert_eq!(range.classify_fetch(Offset(0)), FetchBounds::Wait);
+        assert_eq!(
+            range.seal(Epoch(1), None),
+            SealOutcome::Sealed { end: Offset(4) }
+        );
+        assert_eq!(
+            range.classify_fetch(Offset(0)),
+            FetchBounds::Ready { limit: Offset(4) }
+        );
+        assert_eq!(
+            range.classify_fetch(Offset(4)),
+            FetchBounds::EndOfRange { end: Offset(4) }
+        );
     }
 
     #[test]
     fn seal_at_a_requested_end_bounds_reads() {
-        let mut range = RangeState::new(1, 0);
-        let first = range.try_append(1, 0, 4).unwrap();
-        let second = range.try_append(1, 4, 4).unwrap();
+        let mut range = RangeState::new(Epoch(1), Offset(0));
+        let first = range.try_append(Epoch(1), Offset(0), 4).unwrap();
+        let second = range.try_append(Epoch(1), Offset(4), 4).unwrap();
         range.complete_append(first);
         range.complete_append(second);
-        assert_eq!(range.seal(2, Some(4)), SealOutcome::Sealed { end: 4 });
-        assert_eq!(range.fetch_limit(), 4);
-        assert_eq!(range.classify_fetch(4), FetchBounds::EndOfRange { end: 4 });
+        assert_eq!(
+            range.seal(Epoch(2), Some(Offset(4))),
+            SealOutcome::Sealed { end: Offset(4) }
+        );
+        assert_eq!(range.fetch_limit(), Offset(4));
+        assert_eq!(
+            range.classify_fetch(Offset(4)),
+            FetchBounds::EndOfRange { end: Offset(4) }
+        );
         // A lagging replica sealed past its durable end serves what it has and waits for the rest.
-        let mut lagging = RangeState::new(1, 0);
-        lagging.seal(1, Some(10));
-        assert_eq!(lagging.classify_fetch(0), FetchBounds::Wait);
+        let mut lagging = RangeState::new(Epoch(1), Offset(0));
+        lagging.seal(Epoch(1), Some(Offset(10)));
+        assert_eq!(lagging.classify_fetch(Offset(0)), FetchBounds::Wait);
     }
 
     #[test]
     fn fetch_below_start_is_out_of_range() {
-        let range = RangeState::new(1, 10);
-        assert_eq!(range.classify_fetch(9), FetchBounds::OutOfRange);
-        assert_eq!(range.classify_fetch(10), FetchBounds::Wait);
+        let range = RangeState::new(Epoch(1), Offset(10));
+        assert_eq!(range.classify_fetch(Offset(9)), FetchBounds::OutOfRange);
+        assert_eq!(range.classify_fetch(Offset(10)), FetchBounds::Wait);
     }
 
     #[test]
     fn failed_append_rolls_back_next_and_drops_later_batches() {
-        let mut range = RangeState::new(1, 0);
-        let first = range.try_append(1, 0, 2).unwrap();
-        let failed = range.try_append(1, 2, 2).unwrap();
-        let later = range.try_append(1, 4, 2).unwrap();
+        let mut range = RangeState::new(Epoch(1), Offset(0));
+        let first = range.try_append(Epoch(1), Offset(0), 2).unwrap();
+        let failed = range.try_append(Epoch(1), Offset(2), 2).unwrap();
+        let later = range.try_append(Epoch(1), Offset(4), 2).unwrap();
         assert_eq!(range.fail_append(failed), vec![later]);
-        assert_eq!(range.next(), 2);
+        assert_eq!(range.next(), Offset(2));
         assert_eq!(range.complete_append(first), Completion::Advanced);
-        assert_eq!(range.durable_end(), 2);
+        assert_eq!(range.durable_end(), Offset(2));
         assert!(range.in_flight_is_empty());
         // The writer retries from the failed offset; a late completion of the dropped batch at
         // offset 4 must not count for the retried batch at the same offset.
-        let retried = range.try_append(1, 2, 2).unwrap();
-        let retried_later = range.try_append(1, 4, 2).unwrap();
+        let retried = range.try_append(Epoch(1), Offset(2), 2).unwrap();
+        let retried_later = range.try_append(Epoch(1), Offset(4), 2).unwrap();
         assert_eq!(range.complete_append(later), Completion::Dropped);
         assert_eq!(range.complete_append(retried), Completion::Advanced);
-        assert_eq!(range.durable_end(), 4);
+        assert_eq!(range.durable_end(), Offset(4));
         assert_eq!(range.complete_append(retried_later), Completion::Advanced);
-        assert_eq!(range.durable_end(), 6);
+        assert_eq!(range.durable_end(), Offset(6));
     }
 
     #[test]
     fn recovered_range_resumes_at_its_durable_end() {
-        let range = RangeState::recovered(3, 0, 42, None, 0);
-        assert_eq!(range.next(), 42);
-        assert_eq!(range.fetch_limit(), 0, "nothing confirmed before the crash");
-        let confirmed = RangeState::recovered(3, 0, 42, None, 40);
+        let range = RangeState::recovered(Epoch(3), Offset(0), Offset(42), None, Offset(0));
+        assert_eq!(range.next(), Offset(42));
+        assert_eq!(
+            range.fetch_limit(),
+            Offset(0),
+            "nothing confirmed before the crash"
+        );
+        let confirmed = RangeState::recovered(Epoch(3), Offset(0), Offset(42), None, Offset(40));
         assert_eq!(
             confirmed.fetch_limit(),
-            40,
+            Offset(40),
             "confirmed offset persisted at shutdown"
         );
-        let beyond = RangeState::recovered(3, 0, 42, None, 50);
-        assert_eq!(beyond.fetch_limit(), 42, "never above the durable end");
-        let sealed = RangeState::recovered(3, 0, 42, Some(42), 0);
-        assert_eq!(sealed.fetch_limit(), 42);
+        let beyond = RangeState::recovered(Epoch(3), Offset(0), Offset(42), None, Offset(50));
+        assert_eq!(
+            beyond.fetch_limit(),
+            Offset(42),
+            "never above the durable end"
+        );
+        let sealed =
+            RangeState::recovered(Epoch(3), Offset(0), Offset(42), Some(Offset(42)), Offset(0));
+        assert_eq!(sealed.fetch_limit(), Offset(42));
     }
 }

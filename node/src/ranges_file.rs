@@ -31,6 +31,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use ids::{Epoch, Offset, RangeIndex, RangeKey, StreamId};
+
 const MAGIC: &[u8; 8] = b"ESRANGE2";
 const FILE_SIZE: usize = 64;
 const CRC_AT: usize = 60;
@@ -38,31 +40,36 @@ const FLAG_SEALED: u32 = 1;
 const SUFFIX: &str = ".range";
 const TEMP_SUFFIX: &str = ".range.tmp";
 
+/// The file holding range `key`: `<stream>-<index>.range` (a file name cannot hold the `/` of
+/// the range's display form).
+pub fn file_name(key: RangeKey) -> String {
+    format!("{}-{}{SUFFIX}", key.stream_id, key.range_index)
+}
+
 /// What is persisted about one range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RangeRecord {
-    pub stream_id: u64,
-    pub range_index: u64,
-    pub epoch: u64,
-    pub start: u64,
+    pub key: RangeKey,
+    pub epoch: Epoch,
+    pub start: Offset,
     /// `Some(end)` once sealed.
-    pub end: Option<u64>,
+    pub end: Option<Offset>,
     /// Highest offset the writer confirmed, as last persisted; the start when unknown.
-    pub confirmed: u64,
+    pub confirmed: Offset,
 }
 
 impl RangeRecord {
     fn encode(&self) -> [u8; FILE_SIZE] {
         let mut bytes = [0u8; FILE_SIZE];
         bytes[0..8].copy_from_slice(MAGIC);
-        bytes[8..16].copy_from_slice(&self.stream_id.to_le_bytes());
-        bytes[16..24].copy_from_slice(&self.range_index.to_le_bytes());
-        bytes[24..32].copy_from_slice(&self.epoch.to_le_bytes());
-        bytes[32..40].copy_from_slice(&self.start.to_le_bytes());
+        bytes[8..16].copy_from_slice(&self.key.stream_id.0.to_le_bytes());
+        bytes[16..24].copy_from_slice(&u64::from(self.key.range_index.0).to_le_bytes());
+        bytes[24..32].copy_from_slice(&self.epoch.0.to_le_bytes());
+        bytes[32..40].copy_from_slice(&self.start.0.to_le_bytes());
         let flags = if self.end.is_some() { FLAG_SEALED } else { 0 };
         bytes[40..44].copy_from_slice(&flags.to_le_bytes());
-        bytes[44..52].copy_from_slice(&self.end.unwrap_or(0).to_le_bytes());
-        bytes[52..60].copy_from_slice(&self.confirmed.to_le_bytes());
+        bytes[44..52].copy_from_slice(&self.end.map_or(0, |end| end.0).to_le_bytes());
+        bytes[52..60].copy_from_slice(&self.confirmed.0.to_le_bytes());
         let checksum = crc32c::crc32c(&bytes[0..CRC_AT]);
         bytes[CRC_AT..FILE_SIZE].copy_from_slice(&checksum.to_le_bytes());
         bytes
@@ -87,20 +94,19 @@ impl RangeRecord {
         if flags & !FLAG_SEALED != 0 {
             return Err(format!("unknown flags {flags:#x}"));
         }
-        let record = RangeRecord {
-            stream_id: word(8),
-            range_index: word(16),
-            epoch: word(24),
-            start: word(32),
-            end: (flags & FLAG_SEALED != 0).then(|| word(44)),
-            confirmed: word(52),
-        };
-        if u32::try_from(record.range_index).is_err() {
-            return Err(format!(
+        let range_index = u32::try_from(word(16)).map_err(|_| {
+            format!(
                 "range index {} does not fit the protocol's 32 bits",
-                record.range_index
-            ));
-        }
+                word(16)
+            )
+        })?;
+        let record = RangeRecord {
+            key: RangeKey::new(StreamId(word(8)), RangeIndex(range_index)),
+            epoch: Epoch(word(24)),
+            start: Offset(word(32)),
+            end: (flags & FLAG_SEALED != 0).then(|| Offset(word(44))),
+            confirmed: Offset(word(52)),
+        };
         if record.confirmed < record.start {
             return Err(format!(
                 "confirmed offset {} below start {}",
@@ -116,7 +122,7 @@ impl RangeRecord {
     }
 
     fn file_name(&self) -> String {
-        format!("{}-{}{SUFFIX}", self.stream_id, self.range_index)
+        file_name(self.key)
     }
 }
 
@@ -193,14 +199,11 @@ impl RangeCatalog {
             let bytes = fs::read(&path).map_err(|error| fail(&path, error.to_string()))?;
             let record = RangeRecord::decode(&bytes).map_err(|reason| fail(&path, reason))?;
             if record.file_name() != name {
-                return Err(fail(
-                    &path,
-                    format!("holds range {}-{}", record.stream_id, record.range_index),
-                ));
+                return Err(fail(&path, format!("holds range {}", record.key)));
             }
             records.push(record);
         }
-        records.sort_by_key(|record| (record.stream_id, record.range_index));
+        records.sort_by_key(|record| record.key);
         Ok(records)
     }
 
@@ -230,14 +233,13 @@ fn sync_directory(path: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    fn open_record(stream_id: u64, range_index: u64) -> RangeRecord {
+    fn open_record(stream_id: u64, range_index: u32) -> RangeRecord {
         RangeRecord {
-            stream_id,
-            range_index,
-            epoch: 3,
-            start: 100,
+            key: RangeKey::new(StreamId(stream_id), RangeIndex(range_index)),
+            epoch: Epoch(3),
+            start: Offset(100),
             end: None,
-            confirmed: 100,
+            confirmed: Offset(100),
         }
     }
 
@@ -249,8 +251,8 @@ mod tests {
         catalog.save(&open_record(7, 1)).unwrap();
         catalog.save(&open_record(2, 0)).unwrap();
         let sealed = RangeRecord {
-            end: Some(150),
-            epoch: 4,
+            end: Some(Offset(150)),
+            epoch: Epoch(4),
             ..open_record(7, 1)
         };
         catalog.save(&sealed).unwrap();
@@ -296,8 +298,13 @@ mod tests {
     fn range_index_beyond_32_bits_is_an_error() {
         let data = tempfile::tempdir().unwrap();
         let catalog = RangeCatalog::open(data.path()).unwrap();
-        let record = open_record(3, 1 << 32);
-        catalog.save(&record).unwrap();
+        catalog.save(&open_record(3, 0)).unwrap();
+        // Hand-made file whose range index field holds 2^32: no protocol range has that index.
+        let mut bytes = open_record(3, 0).encode();
+        bytes[16..24].copy_from_slice(&(1u64 << 32).to_le_bytes());
+        let checksum = crc32c::crc32c(&bytes[0..CRC_AT]);
+        bytes[CRC_AT..FILE_SIZE].copy_from_slice(&checksum.to_le_bytes());
+        fs::write(data.path().join("ranges/3-0.range"), bytes).unwrap();
         let error = catalog.load().unwrap_err();
         assert!(error.reason.contains("does not fit"), "{error}");
     }
@@ -316,18 +323,17 @@ mod tests {
             .load()
             .unwrap_err()
             .reason
-            .contains("holds range 1-0"));
+            .contains("holds range 1/0"));
     }
 
     #[test]
     fn encoding_is_stable() {
         let record = RangeRecord {
-            stream_id: 1,
-            range_index: 2,
-            epoch: 3,
-            start: 4,
-            end: Some(5),
-            confirmed: 5,
+            key: RangeKey::new(StreamId(1), RangeIndex(2)),
+            epoch: Epoch(3),
+            start: Offset(4),
+            end: Some(Offset(5)),
+            confirmed: Offset(5),
         };
         let bytes = record.encode();
         assert_eq!(&bytes[0..8], b"ESRANGE2");

@@ -107,7 +107,7 @@ pub fn run(config: Config) -> Result<(), String> {
         )
     })?;
     let (mut store, worker_stores) = store::Store::open(config.store_config(), workers, |key| {
-        owner_of(wire::StreamId(key.stream_id), workers)
+        owner_of(key.stream_id, workers)
     })
     .map_err(|error| format!("cannot open the store: {error}"))?;
     // Only after the store holds the directory lock: a second node on the same directory
@@ -163,7 +163,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let drained_workers = Arc::new(AtomicUsize::new(0));
     let mut records_by_worker: Vec<Vec<RangeRecord>> = (0..workers).map(|_| Vec::new()).collect();
     for record in records {
-        records_by_worker[owner_of(wire::StreamId(record.stream_id), workers)].push(record);
+        records_by_worker[owner_of(record.key.stream_id, workers)].push(record);
     }
     let mut controls = Vec::with_capacity(workers);
     let mut threads = Vec::with_capacity(workers);
@@ -229,6 +229,10 @@ pub fn run(config: Config) -> Result<(), String> {
                     wal_bytes_capacity: stats.disk_usage_bytes,
                     cache_bytes_used: stats.block_cache_bytes,
                     cache_bytes_capacity: config.store.cache_size_bytes,
+                    group_writes: stats.groups,
+                    group_write_micros: stats.group_write_micros,
+                    data_syncs: stats.data_syncs,
+                    data_sync_micros: stats.data_sync_micros,
                 });
                 runtime::time::sleep(Duration::from_millis(100)).await;
             }
@@ -332,22 +336,18 @@ async fn worker_main(setup: WorkerSetup) -> Result<(), String> {
         peers,
     ));
     for record in &records {
-        let key = (
-            wire::StreamId(record.stream_id),
-            wire::RangeIndex(record.range_index as u32),
-        );
-        let durable_end = worker.storage.durable_end(key).unwrap_or(record.start);
+        let durable_end = worker
+            .storage
+            .durable_end(record.key)
+            .unwrap_or(record.start);
         worker.install_range(record, durable_end);
     }
     for key in worker.storage.ranges() {
         if !worker.contains_range(key) {
             log::warn!(
-                "worker {index}: the WAL holds data of range {}-{} but no range file names it; \
-                 its data is not served (restore ranges/{}-{}.range to serve it)",
-                key.0,
-                key.1,
-                key.0,
-                key.1
+                "worker {index}: the WAL holds data of range {key} but no range file names it; \
+                 its data is not served (restore ranges/{} to serve it)",
+                crate::ranges_file::file_name(key)
             );
         }
     }

@@ -1,10 +1,8 @@
 //! The worker's view of the store: append batches of a range, read them back, and what the
 //! store recovered at start. `store::Error` is mapped to protocol error codes here, in one place.
 
-use std::time::Duration;
-
 use bytes::{Bytes, BytesMut};
-use wire::ErrorCode;
+use wire::{ErrorCode, Offset};
 
 use crate::worker::{RangeKey, Reply};
 
@@ -39,21 +37,9 @@ impl From<store::Error> for StorageError {
     }
 }
 
-/// Timing the store reports for an append.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AppendTiming {
-    /// Time the append's group spent in its data sync, when the store reports it (it does
-    /// not yet: write and sync are one completion).
-    pub sync: Option<Duration>,
-}
-
 /// One worker's handle on the store.
 pub struct Storage {
     handle: store::StoreHandle,
-}
-
-fn store_key(key: RangeKey) -> store::RangeKey {
-    store::RangeKey::new(key.0 .0, key.1 .0)
 }
 
 impl Storage {
@@ -61,16 +47,9 @@ impl Storage {
         Storage { handle }
     }
 
-    /// The store learns of a range with its first append; nothing to do at creation.
-    pub fn open_range(&self, _key: RangeKey, _start: u64) -> Result<(), StorageError> {
-        Ok(())
-    }
-
     /// One past the last offset the store holds durably for the range, if it holds any.
-    pub fn durable_end(&self, key: RangeKey) -> Option<u64> {
-        self.handle
-            .index(store_key(key))
-            .map(|summary| summary.next_offset)
+    pub fn durable_end(&self, key: RangeKey) -> Option<Offset> {
+        self.handle.index(key).map(|summary| summary.next_offset)
     }
 
     /// Appends the batches (one APPEND payload) covering `count` offsets from `base`; resolves
@@ -78,14 +57,12 @@ impl Storage {
     pub async fn append(
         &self,
         key: RangeKey,
-        base: u64,
+        base: Offset,
         count: u32,
         batches: Bytes,
-    ) -> Result<AppendTiming, StorageError> {
-        self.handle
-            .append(store_key(key), base, count, batches)
-            .await?;
-        Ok(AppendTiming::default())
+    ) -> Result<(), StorageError> {
+        self.handle.append(key, base, count, batches).await?;
+        Ok(())
     }
 
     /// Whole appended payloads from the one holding `start`, about `max_bytes` of them. The
@@ -93,11 +70,10 @@ impl Storage {
     pub async fn read(
         &self,
         key: RangeKey,
-        start: u64,
-        _limit: u64,
+        start: Offset,
         max_bytes: usize,
     ) -> Result<Bytes, StorageError> {
-        let mut pieces = self.handle.read(store_key(key), start, max_bytes).await?;
+        let mut pieces = self.handle.read(key, start, max_bytes).await?;
         match pieces.len() {
             0 => Ok(Bytes::new()),
             1 => Ok(pieces.pop().expect("one piece")),
@@ -117,12 +93,7 @@ impl Storage {
         self.handle
             .ranges()
             .into_iter()
-            .map(|(key, _)| {
-                (
-                    wire::StreamId(key.stream_id),
-                    wire::RangeIndex(key.range_index),
-                )
-            })
+            .map(|(key, _)| key)
             .collect()
     }
 

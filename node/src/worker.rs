@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wire::msg::{ErrorResponse, Request, Response};
-use wire::{ErrorCode, RangeIndex, StreamId};
+use wire::{ErrorCode, Offset, StreamId};
 
 use crate::config::Config;
 use crate::handler;
@@ -27,7 +27,7 @@ use crate::ranges_file::{RangeCatalog, RangeRecord};
 use crate::storage::Storage;
 
 /// A range's identity.
-pub type RangeKey = (StreamId, RangeIndex);
+pub use wire::RangeKey;
 
 /// What a handler produces: the response header and its payload (batches for FETCH, echo
 /// bytes for PING). `Send`, so it can travel back to the worker that owns the connection.
@@ -57,9 +57,13 @@ impl Reply {
         Reply::new(Response::Error(ErrorResponse::new(code, message)))
     }
 
-    pub fn error_with_detail(code: ErrorCode, detail: u64, message: impl Into<String>) -> Reply {
+    pub fn error_with_detail(
+        code: ErrorCode,
+        detail: impl Into<u64>,
+        message: impl Into<String>,
+    ) -> Reply {
         Reply::new(Response::Error(
-            ErrorResponse::new(code, message).with_detail(detail),
+            ErrorResponse::new(code, message).with_detail(detail.into()),
         ))
     }
 
@@ -143,7 +147,7 @@ impl Worker {
     }
 
     /// Installs a range recovered at start (from the range files and the store).
-    pub fn install_range(&self, record: &RangeRecord, durable_end: u64) {
+    pub fn install_range(&self, record: &RangeRecord, durable_end: Offset) {
         let state = RangeState::recovered(
             record.epoch,
             record.start,
@@ -151,12 +155,8 @@ impl Worker {
             record.end,
             record.confirmed,
         );
-        let key = (
-            StreamId(record.stream_id),
-            RangeIndex(record.range_index as u32),
-        );
         self.ranges.borrow_mut().insert(
-            key,
+            record.key,
             RangeEntry {
                 state,
                 changed: Notify::default(),
@@ -169,8 +169,7 @@ impl Worker {
     /// What the range file of `key` should hold now.
     pub fn range_record(&self, key: RangeKey) -> Option<RangeRecord> {
         self.with_range(key, |entry| RangeRecord {
-            stream_id: key.0 .0,
-            range_index: u64::from(key.1 .0),
+            key,
             epoch: entry.state.epoch(),
             start: entry.state.start(),
             end: entry.state.end(),
@@ -194,10 +193,8 @@ impl Worker {
             if let Some(record) = self.range_record(key) {
                 if let Err(error) = self.catalog.save(&record) {
                     log::warn!(
-                        "worker {}: cannot persist the confirmed offset of range {}-{}: {error}",
-                        self.index,
-                        key.0,
-                        key.1
+                        "worker {}: cannot persist the confirmed offset of range {key}: {error}",
+                        self.index
                     );
                 }
             }
@@ -248,7 +245,7 @@ impl Worker {
         let ranges = self.ranges.borrow();
         let mut records: Vec<wire::Range> = ranges
             .iter()
-            .filter(|(key, _)| stream.is_none_or(|wanted| key.0 == wanted))
+            .filter(|(key, _)| stream.is_none_or(|wanted| key.stream_id == wanted))
             .map(|(key, entry)| handler::describe_range::record(*key, &entry.state))
             .collect();
         records.sort_by_key(|range| (range.stream_id, range.index));

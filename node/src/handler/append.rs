@@ -18,7 +18,7 @@ use crate::worker::{RangeKey, Reply, Worker};
 /// The offsets an APPEND payload covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchSpan {
-    pub base: u64,
+    pub base: Offset,
     pub count: u32,
 }
 
@@ -30,7 +30,7 @@ pub fn check_batches(request: &AppendRequest, payload: &Bytes) -> Result<BatchSp
             "APPEND carries no record batch",
         ));
     }
-    let mut span: Option<(u64, u64)> = None;
+    let mut span: Option<(Offset, Offset)> = None;
     for batch in BatchIter::new(payload.clone()) {
         let batch = batch.map_err(|error| {
             Reply::error(
@@ -65,13 +65,11 @@ pub fn check_batches(request: &AppendRequest, payload: &Bytes) -> Result<BatchSp
         }
         let end = header
             .base_offset
-            .0
             .checked_add(u64::from(header.record_count))
-            .filter(|end| *end <= Offset::MAX.0)
             .ok_or_else(|| Reply::error(ErrorCode::InvalidArgument, "batch offsets overflow"))?;
         span = match span {
-            None => Some((header.base_offset.0, end)),
-            Some((base, previous_end)) if previous_end == header.base_offset.0 => Some((base, end)),
+            None => Some((header.base_offset, end)),
+            Some((base, previous_end)) if previous_end == header.base_offset => Some((base, end)),
             Some((_, previous_end)) => {
                 return Err(Reply::error(
                     ErrorCode::InvalidArgument,
@@ -84,7 +82,7 @@ pub fn check_batches(request: &AppendRequest, payload: &Bytes) -> Result<BatchSp
         };
     }
     let (base, end) = span.expect("a non-empty payload yields a batch or an error");
-    let count = u32::try_from(end - base).map_err(|_| {
+    let count = u32::try_from(end.saturating_distance_from(base)).map_err(|_| {
         Reply::error(
             ErrorCode::InvalidArgument,
             "one APPEND may cover at most 2^32-1 offsets",
@@ -94,7 +92,7 @@ pub fn check_batches(request: &AppendRequest, payload: &Bytes) -> Result<BatchSp
 }
 
 fn rejection_reply(key: RangeKey, rejection: AppendRejection) -> Reply {
-    let range = format!("{}-{}", key.0, key.1);
+    let range = key.to_string();
     match rejection {
         AppendRejection::Sealed { end } => Reply::error_with_detail(
             ErrorCode::RangeSealed,
@@ -134,7 +132,7 @@ fn persist_epoch(worker: &Worker, key: RangeKey) -> Result<(), Reply> {
         return Ok(());
     };
     worker.catalog.save(&record).map_err(|error| {
-        log::error!("worker {}: cannot persist the epoch of range {}-{}: {error}", worker.index, key.0, key.1);
+        log::error!("worker {}: cannot persist the epoch of range {}: {error}", worker.index, key);
         Reply::error(
             ErrorCode::StorageUnavailable,
             format!("the batch is durable but the range's new epoch could not be persisted: {error}; retry"),
@@ -148,7 +146,7 @@ pub async fn handle(
     payload: Bytes,
     received: Instant,
 ) -> Reply {
-    let key = (request.stream_id, request.range_index);
+    let key = RangeKey::new(request.stream_id, request.range_index);
     let started = Instant::now();
     worker
         .metrics
@@ -166,18 +164,18 @@ pub async fn handle(
     let claimed = worker.with_range(key, |entry| {
         // A fenced writer's report is ignored: only the current writer knows what is confirmed.
         let previous_epoch = entry.state.epoch();
-        let current_writer = request.epoch.0 >= previous_epoch;
+        let current_writer = request.epoch >= previous_epoch;
         if let Some(confirmed) = request.confirmed_offset.filter(|_| current_writer) {
             let before = entry.state.fetch_limit();
-            entry.state.report_confirmed(confirmed.0);
+            entry.state.report_confirmed(confirmed);
             if entry.state.fetch_limit() != before {
                 entry.changed.notify();
             }
         }
         entry
             .state
-            .try_append(request.epoch.0, span.base, span.count)
-            .map(|ticket| (ticket, request.epoch.0 > previous_epoch))
+            .try_append(request.epoch, span.base, span.count)
+            .map(|ticket| (ticket, request.epoch > previous_epoch))
     });
     let (ticket, epoch_raised) = match claimed {
         None => return super::range_not_found(key),
@@ -194,9 +192,6 @@ pub async fn handle(
     worker
         .metrics
         .latency(Stage::AppendWrite, durable_at - started);
-    if let Some(sync) = written.as_ref().ok().and_then(|timing| timing.sync) {
-        worker.metrics.latency(Stage::AppendSync, sync);
-    }
     if let Err(error) = written {
         worker.with_range(key, |entry| {
             entry.state.fail_append(ticket);
@@ -250,8 +245,8 @@ pub async fn handle(
         }
     }
     let reply = Reply::new(Response::Append(AppendResponse {
-        base_offset: Offset(span.base),
-        next_offset: Offset(batch_end),
+        base_offset: span.base,
+        next_offset: batch_end,
     }));
     worker
         .metrics

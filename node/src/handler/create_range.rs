@@ -5,10 +5,10 @@ use wire::ErrorCode;
 
 use crate::range::RangeState;
 use crate::ranges_file::RangeRecord;
-use crate::worker::{Reply, Worker};
+use crate::worker::{RangeKey, Reply, Worker};
 
 pub fn handle(worker: &Worker, request: CreateRangeRequest) -> Reply {
-    let key = (request.stream_id, request.range_index);
+    let key = RangeKey::new(request.stream_id, request.range_index);
     if worker.is_shutting_down() {
         return Reply::error(
             ErrorCode::ShuttingDown,
@@ -18,7 +18,7 @@ pub fn handle(worker: &Worker, request: CreateRangeRequest) -> Reply {
     if worker.contains_range(key) {
         return Reply::error(
             ErrorCode::RangeAlreadyExists,
-            format!("range {}-{} already exists on this node", key.0, key.1),
+            format!("range {} already exists on this node", key),
         );
     }
     if request.start_offset.0 > wire::Offset::MAX.0 || request.epoch.0 == u64::MAX {
@@ -28,30 +28,24 @@ pub fn handle(worker: &Worker, request: CreateRangeRequest) -> Reply {
         );
     }
     let record = RangeRecord {
-        stream_id: key.0 .0,
-        range_index: u64::from(key.1 .0),
-        epoch: request.epoch.0,
-        start: request.start_offset.0,
+        key,
+        epoch: request.epoch,
+        start: request.start_offset,
         end: None,
-        confirmed: request.start_offset.0,
+        confirmed: request.start_offset,
     };
-    if let Err(error) = worker.storage.open_range(key, request.start_offset.0) {
-        return error.reply();
-    }
     // Persist before answering: a range acknowledged as created survives a restart.
     if let Err(error) = worker.catalog.save(&record) {
         log::error!(
-            "worker {}: cannot persist range {}-{}: {error}",
-            worker.index,
-            key.0,
-            key.1
+            "worker {}: cannot persist range {key}: {error}",
+            worker.index
         );
         return Reply::error(
             ErrorCode::StorageUnavailable,
-            format!("cannot persist range {}-{}: {error}", key.0, key.1),
+            format!("cannot persist range {key}: {error}"),
         );
     }
-    let state = RangeState::new(request.epoch.0, request.start_offset.0);
+    let state = RangeState::new(request.epoch, request.start_offset);
     let mut range = super::describe_range::record(key, &state);
     range.replicas = request.replicas;
     worker.insert_range(key, state);

@@ -1,13 +1,12 @@
 //! DESCRIBE_RANGE: the range record as this replica sees it.
 
 use wire::msg::{DescribeRangeRequest, DescribeRangeResponse, Response};
-use wire::{Epoch, Offset};
 
 use crate::range::RangeState;
 use crate::worker::{RangeKey, Reply, Worker};
 
 pub fn handle(worker: &Worker, request: DescribeRangeRequest) -> Reply {
-    let key = (request.stream_id, request.range_index);
+    let key = RangeKey::new(request.stream_id, request.range_index);
     match worker.with_range(key, |entry| record(key, &entry.state)) {
         Some(range) => Reply::new(Response::DescribeRange(DescribeRangeResponse { range })),
         None => super::range_not_found(key),
@@ -18,13 +17,13 @@ pub fn handle(worker: &Worker, request: DescribeRangeRequest) -> Reply {
 /// durable here), `confirmed_offset` the readable bound of an open range.
 pub fn record(key: RangeKey, state: &RangeState) -> wire::Range {
     wire::Range {
-        stream_id: key.0,
-        index: key.1,
-        epoch: Epoch(state.epoch()),
-        start_offset: Offset(state.start()),
-        end_offset: state.end().map(Offset),
-        next_offset: Some(Offset(state.durable_end())),
-        confirmed_offset: Some(Offset(state.confirmed())),
+        stream_id: key.stream_id,
+        index: key.range_index,
+        epoch: state.epoch(),
+        start_offset: state.start(),
+        end_offset: state.end(),
+        next_offset: Some(state.durable_end()),
+        confirmed_offset: Some(state.confirmed()),
         replicas: Vec::new(),
     }
 }

@@ -13,7 +13,7 @@ use wire::{BatchIter, ErrorCode, Offset};
 
 use crate::metrics::Stage;
 use crate::range::FetchBounds;
-use crate::worker::{Reply, Worker};
+use crate::worker::{RangeKey, Reply, Worker};
 
 /// Longest long-poll a node grants (`docs/protocol.md` §8).
 pub const MAX_WAIT_MS: u32 = 30_000;
@@ -21,7 +21,7 @@ pub const MAX_WAIT_MS: u32 = 30_000;
 const FRAME_HEADROOM_BYTES: usize = 4096;
 
 pub async fn handle(worker: &Worker, request: FetchRequest, received: Instant) -> Reply {
-    let key = (request.stream_id, request.range_index);
+    let key = RangeKey::new(request.stream_id, request.range_index);
     let started = Instant::now();
     worker
         .metrics
@@ -37,7 +37,7 @@ pub async fn handle(worker: &Worker, request: FetchRequest, received: Instant) -
     let max_bytes = (request.max_bytes as usize).min(frame_budget);
     let wait = Duration::from_millis(u64::from(request.max_wait_ms.min(MAX_WAIT_MS)));
     let deadline = started + wait;
-    let start = request.start_offset.0;
+    let start = request.start_offset;
 
     loop {
         let step = worker.with_range(key, |entry| {
@@ -52,24 +52,18 @@ pub async fn handle(worker: &Worker, request: FetchRequest, received: Instant) -
             FetchBounds::OutOfRange => {
                 let range_start = worker
                     .with_range(key, |entry| entry.state.start())
-                    .unwrap_or(0);
+                    .unwrap_or_default();
                 return Reply::error_with_detail(
                     ErrorCode::OffsetOutOfRange,
-                    range_start,
-                    format!(
-                        "offset {start} is below the start {range_start} of range {}-{}",
-                        key.0, key.1
-                    ),
+                    range_start.0,
+                    format!("offset {start} is below the start {range_start} of range {key}"),
                 );
             }
             FetchBounds::EndOfRange { end } if start > end => {
                 return Reply::error_with_detail(
                     ErrorCode::OffsetOutOfRange,
-                    end,
-                    format!(
-                        "offset {start} is past the end {end} of sealed range {}-{}",
-                        key.0, key.1
-                    ),
+                    end.0,
+                    format!("offset {start} is past the end {end} of sealed range {key}"),
                 );
             }
             FetchBounds::EndOfRange { .. } => {
@@ -78,7 +72,7 @@ pub async fn handle(worker: &Worker, request: FetchRequest, received: Instant) -
             FetchBounds::Ready { limit } => {
                 worker.metrics.latency(Stage::FetchWait, started.elapsed());
                 let read_started = Instant::now();
-                let data = match worker.storage.read(key, start, limit, max_bytes).await {
+                let data = match worker.storage.read(key, start, max_bytes).await {
                     Ok(data) => data,
                     Err(error) => return error.reply(),
                 };
@@ -108,9 +102,9 @@ pub async fn handle(worker: &Worker, request: FetchRequest, received: Instant) -
 
 fn response_header(state: &crate::range::RangeState) -> FetchResponse {
     FetchResponse {
-        confirmed_offset: Some(Offset(state.fetch_limit())),
-        next_offset: Offset(state.durable_end()),
-        end_offset: state.end().map(Offset),
+        confirmed_offset: Some(state.fetch_limit()),
+        next_offset: state.durable_end(),
+        end_offset: state.end(),
     }
 }
 
@@ -125,7 +119,7 @@ fn finish(worker: &Worker, header: FetchResponse, payload: Bytes, received: Inst
 /// Keeps the whole batches of `data` that end above `start` and at or below `limit`, stopping
 /// before `max_bytes` is exceeded (but always keeping the first batch). `data` is what the store
 /// returned: whole appends, which may begin with batches below `start`.
-pub fn select_batches(data: Bytes, start: u64, limit: u64, max_bytes: usize) -> Bytes {
+pub fn select_batches(data: Bytes, start: Offset, limit: Offset, max_bytes: usize) -> Bytes {
     let mut first: Option<usize> = None;
     let mut end = 0usize;
     let mut position = 0usize;
@@ -133,7 +127,7 @@ pub fn select_batches(data: Bytes, start: u64, limit: u64, max_bytes: usize) -> 
         let Ok(batch) = batch else { break };
         let header = batch.header();
         let length = header.batch_len();
-        let batch_end = header.next_offset().0;
+        let batch_end = header.next_offset();
         let batch_start = position;
         position += length;
         if batch_end <= start {
@@ -180,29 +174,43 @@ mod tests {
     fn batches_below_start_and_above_limit_are_dropped() {
         let (first, second, third) = (batch(0, 2), batch(2, 2), batch(4, 2));
         let data = concat(&[&first, &second, &third]);
-        assert_eq!(select_batches(data.clone(), 0, 6, 1 << 20), data);
         assert_eq!(
-            select_batches(data.clone(), 3, 6, 1 << 20),
+            select_batches(data.clone(), Offset(0), Offset(6), 1 << 20),
+            data
+        );
+        assert_eq!(
+            select_batches(data.clone(), Offset(3), Offset(6), 1 << 20),
             concat(&[&second, &third])
         );
-        assert_eq!(select_batches(data.clone(), 2, 4, 1 << 20), second);
         assert_eq!(
-            select_batches(data.clone(), 0, 3, 1 << 20),
+            select_batches(data.clone(), Offset(2), Offset(4), 1 << 20),
+            second
+        );
+        assert_eq!(
+            select_batches(data.clone(), Offset(0), Offset(3), 1 << 20),
             first,
             "a batch crossing the limit waits"
         );
-        assert!(select_batches(data, 6, 8, 1 << 20).is_empty());
+        assert!(select_batches(data, Offset(6), Offset(8), 1 << 20).is_empty());
     }
 
     #[test]
     fn max_bytes_keeps_at_least_one_batch() {
         let (first, second) = (batch(0, 2), batch(2, 2));
         let data = concat(&[&first, &second]);
-        assert_eq!(select_batches(data.clone(), 0, 4, 1), first);
+        assert_eq!(select_batches(data.clone(), Offset(0), Offset(4), 1), first);
         assert_eq!(
-            select_batches(data.clone(), 0, 4, first.len() + second.len()),
+            select_batches(
+                data.clone(),
+                Offset(0),
+                Offset(4),
+                first.len() + second.len()
+            ),
             data
         );
-        assert_eq!(select_batches(data, 0, 4, first.len() + 1), first);
+        assert_eq!(
+            select_batches(data, Offset(0), Offset(4), first.len() + 1),
+            first
+        );
     }
 }

@@ -74,9 +74,6 @@ pub fn operation_of(request: &Request) -> Operation {
 pub fn range_not_found(key: crate::worker::RangeKey) -> Reply {
     Reply::error(
         ErrorCode::RangeNotFound,
-        format!(
-            "range {}-{} is not on this node; create it first or ask the placement manager",
-            key.0, key.1
-        ),
+        format!("range {key} is not on this node; create it first or ask the placement manager"),
     )
 }

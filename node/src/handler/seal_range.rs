@@ -6,26 +6,26 @@
 //! the raised epoch are persisted before the answer.
 
 use wire::msg::{Response, SealRangeRequest, SealRangeResponse};
-use wire::{ErrorCode, Offset};
+use wire::ErrorCode;
 
 use crate::range::SealOutcome;
-use crate::worker::{Reply, Worker};
+use crate::worker::{RangeKey, Reply, Worker};
 
 pub async fn handle(worker: &Worker, request: SealRangeRequest) -> Reply {
-    let key = (request.stream_id, request.range_index);
-    let requested_end = request.end_offset.map(|offset| offset.0);
+    let key = RangeKey::new(request.stream_id, request.range_index);
+    let requested_end = request.end_offset;
     loop {
         let step = worker.with_range(key, |entry| {
             if let Some(end) = entry.state.end() {
                 if requested_end.is_some_and(|requested| requested != end) {
                     return Err(Reply::error_with_detail(
                         ErrorCode::RangeSealed,
-                        end,
-                        format!("range {}-{} is already sealed at {end}", key.0, key.1),
+                        end.0,
+                        format!("range {key} is already sealed at {end}"),
                     ));
                 }
             }
-            let outcome = entry.state.seal(request.epoch.0, requested_end);
+            let outcome = entry.state.seal(request.epoch, requested_end);
             if outcome == SealOutcome::Draining {
                 return Ok((outcome, Some(entry.changed.notified())));
             }
@@ -41,7 +41,7 @@ pub async fn handle(worker: &Worker, request: SealRangeRequest) -> Reply {
             SealOutcome::StaleEpoch { current } => {
                 return Reply::error_with_detail(
                     ErrorCode::StaleEpoch,
-                    current,
+                    current.0,
                     format!(
                         "epoch {} is below the range's epoch {current}: this writer is fenced",
                         request.epoch
@@ -60,19 +60,15 @@ pub async fn handle(worker: &Worker, request: SealRangeRequest) -> Reply {
                 };
                 if let Err(error) = worker.catalog.save(&record) {
                     log::error!(
-                        "worker {}: cannot persist seal of {}-{}: {error}",
-                        worker.index,
-                        key.0,
-                        key.1
+                        "worker {}: cannot persist seal of {key}: {error}",
+                        worker.index
                     );
                     return Reply::error(
                         ErrorCode::StorageUnavailable,
                         format!("sealed in memory but not persisted: {error}; retry the seal"),
                     );
                 }
-                return Reply::new(Response::SealRange(SealRangeResponse {
-                    end_offset: Offset(end),
-                }));
+                return Reply::new(Response::SealRange(SealRangeResponse { end_offset: end }));
             }
         }
     }
