@@ -142,8 +142,7 @@ fn cpu_count() -> usize {
 /// then (see docs/benchmark-store.md).
 fn pin_client() {
     if pinned() {
-        if let Err(error) = benches::affinity::pin_current_thread(env_or("WAL_BENCH_CLIENT_CPU", 1))
-        {
+        if let Err(error) = runtime::thread::pin_current_thread(env_or("WAL_BENCH_CLIENT_CPU", 1)) {
             eprintln!("cannot pin the client thread: {error}");
         }
     }
@@ -193,7 +192,7 @@ fn run_store(
             let key = RangeKey::new(StreamId(range), RangeIndex(0));
             let base = next_offset[range as usize];
             let ticket = wal
-                .submit_append(key, base, 1, payload.clone())
+                .submit_append(key, store::Offset(base), 1, payload.clone())
                 .expect("submit append");
             next_offset[range as usize] += 1;
             submitted_at.insert(ticket, Instant::now());

@@ -17,7 +17,6 @@
 //! (the IO thread: group commit, reads, block cache, segment preparation and retention),
 //! `worker` (worker side), `sync` (blocking handle).
 
-mod aligned;
 mod checkpoint;
 pub mod config;
 mod error;
@@ -186,7 +185,9 @@ impl Store {
             .name("store-io".to_string())
             .spawn(move || {
                 if let Some(cpu) = cpu {
-                    pin_current_thread(cpu);
+                    if let Err(error) = runtime::thread::pin_current_thread(cpu) {
+                        log::warn!("store: pinning the IO thread to CPU {cpu} failed: {error}");
+                    }
                 }
                 wal.run();
             })
@@ -269,20 +270,5 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.stop(Control::Shutdown);
-    }
-}
-
-fn pin_current_thread(cpu: usize) {
-    // SAFETY: `set` is a plain bit set on a zeroed cpu_set_t living on this stack frame.
-    let result = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if result != 0 {
-        log::warn!(
-            "store: pinning the IO thread to CPU {cpu} failed: {}",
-            std::io::Error::last_os_error()
-        );
     }
 }

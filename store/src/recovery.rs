@@ -13,7 +13,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::aligned::AlignedBuf;
 use crate::checkpoint;
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
@@ -21,6 +20,7 @@ use crate::index::{BatchIndex, Index, IndexEntry};
 use crate::layout::{open_direct, read_at, segment_path, write_at};
 use crate::record::{self, Invalid, RecordHeader, RecordKind, HEADER_BYTES, RECORD_ALIGN};
 use crate::{WalPosition, PAGE_BYTES};
+use runtime::buf::AlignedBuf;
 
 /// What recovery did, for logs, stats and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -40,7 +40,6 @@ use io_uring::{opcode, squeue, types, IoUring};
 use runtime::mailbox::{Receiver, Sender, TryRecvError};
 use slab::Slab;
 
-use crate::aligned::AlignedBuf;
 use crate::checkpoint;
 use crate::config::{PrewriteMode, StoreConfig, SyncMode};
 use crate::error::{Error, Result};
@@ -49,6 +48,7 @@ use crate::layout::{self, PREWRITE_CHUNK_BYTES};
 use crate::message::{Completion, Control, Extent, Outcome, Request, SharedStats};
 use crate::record::{self, RecordHeader, RecordKind, HEADER_BYTES};
 use crate::{Offset, RangeKey, WalPosition, PAGE_BYTES};
+use runtime::buf::AlignedBuf;
 
 const KIND_SHIFT: u32 = 56;
 const OP_EVENTFD: u64 = 1;
