@@ -13,20 +13,23 @@
 //! ```
 //!
 //! Module map: [`config`] (settings), `layout` (directory, lock, properties, segment files),
-//! `record` (WAL record format), `index` (per-range index), `checkpoint`, `recovery`, `wal`
-//! (the IO thread: group commit, reads, block cache, segment preparation and retention),
-//! `worker` (worker side), `sync` (blocking handle).
+//! `record` (WAL record format), `index` (per-range index), `checkpoint` (file format, writer
+//! thread), `checkpoint_schedule` (when the IO thread checkpoints), `recovery`, `io_thread`
+//! (the IO thread: `mod.rs` its loop, `ring`, `mailboxes`, `staging`, `group`, `group_commit`,
+//! `sync_policy`, `reads`, `block_cache`, `segments`), `worker` (worker side), `sync` (blocking
+//! handle).
 
 mod checkpoint;
+mod checkpoint_schedule;
 pub mod config;
 mod error;
 mod index;
+mod io_thread;
 mod layout;
 mod message;
 pub mod record;
 mod recovery;
 mod sync;
-mod wal;
 mod worker;
 
 use std::sync::Arc;
@@ -168,7 +171,7 @@ impl Store {
         }
         let (control, control_receiver) = mailbox::channel(16).map_err(mailbox_error)?;
         let stats = Arc::new(SharedStats::default());
-        let wal = wal::Wal::new(wal::WalSetup {
+        let io_thread = io_thread::IoThread::new(io_thread::IoThreadSetup {
             config: config.clone(),
             index: recovered.index,
             durable: recovered.tail,
@@ -189,7 +192,7 @@ impl Store {
                         log::warn!("store: pinning the IO thread to CPU {cpu} failed: {error}");
                     }
                 }
-                wal.run();
+                io_thread.run();
             })
             .map_err(|error| Error::io("starting the store IO thread", &error))?;
         Ok((

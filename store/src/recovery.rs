@@ -265,8 +265,8 @@ impl SegmentReader {
 /// How far past the first bad record a crash can have left written bytes: the groups that may
 /// be in flight together, each up to `max_group_bytes` plus the pages it rewrites or pads.
 pub(crate) fn torn_window_bytes(config: &StoreConfig) -> u64 {
-    let groups = crate::wal::MAX_GROUPS_IN_FLIGHT as u64;
-    crate::wal::MAX_BYTES_IN_FLIGHT_GROUPS as u64 * config.max_group_bytes as u64
+    let groups = crate::io_thread::MAX_GROUPS_IN_FLIGHT as u64;
+    crate::io_thread::MAX_BYTES_IN_FLIGHT_GROUPS as u64 * config.max_group_bytes as u64
         + groups * 2 * PAGE_BYTES as u64
 }
 
