@@ -14,12 +14,14 @@ use io_uring::{opcode, types};
 use runtime::buf::AlignedBuf;
 
 use super::group::{
-    Group, CHUNK_BITS, MAX_BYTES_IN_FLIGHT_GROUPS, PIPELINE_MIN_GROUP_BYTES, WRITE_CHUNK_BYTES,
-    ZEROS,
+    chunk_extent, chunk_of, chunk_value, may_submit, page_padding_end, write_len, Group, InFlight,
+    LastGroup, WRITE_CHUNK_BYTES, ZEROS,
 };
 use super::ring::{user_data, OP_GROUP_SYNC, OP_GROUP_WRITE};
+use super::sync_policy::{
+    advance_synced, is_durable, may_retire, may_start_sync, plan_sync, GroupProgress, SyncPlan,
+};
 use super::IoThread;
-use crate::config::SyncMode;
 use crate::error::Error;
 use crate::index::{BatchIndex, IndexEntry};
 use crate::message::Outcome;
@@ -41,6 +43,17 @@ pub(super) struct InFlightGroup {
     pub(super) submitted: Instant,
 }
 
+impl InFlightGroup {
+    pub(super) fn progress(&self) -> GroupProgress {
+        GroupProgress {
+            sequence: self.sequence,
+            written: self.written,
+            failed: self.error.is_some(),
+            segment_start: self.segment_start,
+        }
+    }
+}
+
 /// The data sync in flight: one `fdatasync` per segment file with unsynced groups.
 pub(super) struct SyncInFlight {
     /// Makes every group up to this sequence durable.
@@ -53,22 +66,26 @@ pub(super) struct SyncInFlight {
 impl IoThread {
     /// True when a group staged now could be submitted at once.
     pub(super) fn could_submit(&self) -> bool {
-        match self.in_flight.back() {
-            None => true,
-            Some(last) => {
-                let in_flight_bytes: usize = self
-                    .in_flight
-                    .iter()
-                    .map(|in_flight| in_flight.write_len)
-                    .sum();
-                self.in_flight.len() < self.max_groups_in_flight
-                    && in_flight_bytes + self.staging.used_bytes()
-                        <= MAX_BYTES_IN_FLIGHT_GROUPS * self.config.max_group_bytes
-                    && self.dirty_until == 0
-                    && (last.written
-                        || self.staging.page_start >= last.group.page_start + last.write_len as u64)
-            }
-        }
+        let in_flight = InFlight {
+            groups: self.in_flight.len(),
+            write_bytes: self
+                .in_flight
+                .iter()
+                .map(|in_flight| in_flight.write_len)
+                .sum(),
+            last: self.in_flight.back().map(|last| LastGroup {
+                written: last.written,
+                write_end: last.group.page_start + last.write_len as u64,
+            }),
+            dirty_until: self.dirty_until,
+        };
+        may_submit(
+            &in_flight,
+            self.staging.page_start,
+            self.staging.used_bytes(),
+            self.max_groups_in_flight,
+            self.config.max_group_bytes,
+        )
     }
 
     pub(super) fn maybe_submit_group(&mut self) -> bool {
@@ -92,42 +109,43 @@ impl IoThread {
         );
         let segment_start = self.segment_start(group.page_start);
         let segment_end = segment_start + self.segment_size;
-        if !group.sealed
-            && group.used_bytes() >= PIPELINE_MIN_GROUP_BYTES
-            && group.end % PAGE_BYTES as u64 != 0
-        {
+        let padded_end = page_padding_end(
+            group.page_start,
+            group.end,
+            group.sealed,
+            segment_end,
+            group.buffer.len(),
+        );
+        if let Some(target) = padded_end {
             // Under load, end the group on a page boundary with a padding record, so the next
             // group can be written while this one is still in flight.
-            let target = (group.end + HEADER_BYTES as u64).next_multiple_of(PAGE_BYTES as u64);
-            if target <= segment_end && (target - group.page_start) as usize <= group.buffer.len() {
-                let payload_len = (target - group.end) as usize - HEADER_BYTES;
-                let header = RecordHeader {
-                    kind: RecordKind::PagePadding,
-                    payload_len: payload_len as u32,
-                    count: 0,
-                    position: group.end,
-                    range: RangeKey::default(),
-                    offset: Offset(0),
-                };
-                let at = (group.end - group.page_start) as usize;
-                let end = (target - group.page_start) as usize;
-                record::encode(
-                    &mut group.buffer[at..end],
-                    segment_start,
-                    &header,
-                    &ZEROS[..payload_len],
-                );
-                group.end = target;
-            }
+            let payload_len = (target - group.end) as usize - HEADER_BYTES;
+            let header = RecordHeader {
+                kind: RecordKind::PagePadding,
+                payload_len: payload_len as u32,
+                count: 0,
+                position: group.end,
+                range: RangeKey::default(),
+                offset: Offset(0),
+            };
+            let at = (group.end - group.page_start) as usize;
+            let end = (target - group.page_start) as usize;
+            record::encode(
+                &mut group.buffer[at..end],
+                segment_start,
+                &header,
+                &ZEROS[..payload_len],
+            );
+            group.end = target;
         }
         let used = group.used_bytes();
-        let mut write_len = used.next_multiple_of(PAGE_BYTES);
-        if self.dirty_until > group.page_start {
-            // A failed group may have reached the disk after all: overwrite its whole extent
-            // with zeros so none of its records can turn up behind the new tail.
-            let dirty = (self.dirty_until.min(segment_end) - group.page_start) as usize;
-            write_len = write_len.max(dirty.next_multiple_of(PAGE_BYTES).min(group.buffer.len()));
-        }
+        let write_len = write_len(
+            group.page_start,
+            used,
+            self.dirty_until,
+            segment_end,
+            group.buffer.len(),
+        );
         group.buffer[used..write_len].fill(0);
         if group.sealed {
             self.reset_staging(segment_end, &[]);
@@ -143,24 +161,28 @@ impl IoThread {
         };
         let fd = segment.fd.as_raw_fd();
         let file_offset = group.page_start - segment_start;
-        debug_assert_eq!(file_offset % PAGE_BYTES as u64, 0);
-        debug_assert!(file_offset + write_len as u64 <= self.segment_size);
+        // A misplaced write would overwrite acknowledged records or another segment's.
+        assert_eq!(
+            file_offset % PAGE_BYTES as u64,
+            0,
+            "group writes start on a page"
+        );
+        assert!(
+            file_offset + write_len as u64 <= self.segment_size,
+            "group write of {write_len} bytes at {file_offset} runs past its segment"
+        );
         let sequence = self.groups_submitted;
         self.groups_submitted += 1;
         // The group goes out as several writes in flight together (none shares a page with
         // another), which keeps more of the device's queue busy than one large write.
         let chunks = write_len.div_ceil(WRITE_CHUNK_BYTES);
         for chunk in 0..chunks {
-            let at = chunk * WRITE_CHUNK_BYTES;
-            let len = WRITE_CHUNK_BYTES.min(write_len - at);
+            let (at, len) = chunk_extent(write_len, chunk);
             let pointer = group.buffer[at..].as_mut_ptr();
             let write = opcode::Write::new(types::Fd(fd), pointer, len as u32)
                 .offset(file_offset + at as u64)
                 .build()
-                .user_data(user_data(
-                    OP_GROUP_WRITE,
-                    (sequence << CHUNK_BITS) | chunk as u64,
-                ));
+                .user_data(user_data(OP_GROUP_WRITE, chunk_value(sequence, chunk)));
             // SAFETY: the group buffer moves into `self.in_flight` below and stays there until
             // every write completion of the group has been reaped (`retire_groups` pops only
             // written groups).
@@ -186,8 +208,7 @@ impl IoThread {
     }
 
     pub(super) fn on_group_write(&mut self, value: u64, result: i32) {
-        let sequence = value >> CHUNK_BITS;
-        let chunk = (value & ((1 << CHUNK_BITS) - 1)) as usize;
+        let (sequence, chunk) = chunk_of(value);
         let result = match chunk {
             0 => self
                 .config
@@ -200,8 +221,7 @@ impl IoThread {
         let Some(in_flight) = self.in_flight_group(sequence) else {
             return;
         };
-        let at = chunk * WRITE_CHUNK_BYTES;
-        let expected = WRITE_CHUNK_BYTES.min(in_flight.write_len - at);
+        let (at, expected) = chunk_extent(in_flight.write_len, chunk);
         let position = in_flight.group.page_start + at as u64;
         if in_flight.error.is_none() {
             if result < 0 {
@@ -242,31 +262,19 @@ impl IoThread {
     /// before it started, so acknowledgements flow while later groups are still being written
     /// and at most one sync waits at a time.
     pub(super) fn maybe_submit_sync(&mut self) {
-        if self.config.sync != SyncMode::Always
-            || self.halting
-            || self.sync_in_flight.is_some()
-            || self.failure.is_some()
-        {
+        if !may_start_sync(
+            self.config.sync,
+            self.halting,
+            self.sync_in_flight.is_some(),
+            self.failure.is_some(),
+        ) {
             return;
         }
-        let mut target = None;
-        let mut files: Vec<WalPosition> = Vec::new();
-        for in_flight in &self.in_flight {
-            if !in_flight.written || in_flight.error.is_some() {
-                break;
-            }
-            if self
-                .synced_through
-                .is_some_and(|synced| in_flight.sequence <= synced)
-            {
-                continue;
-            }
-            target = Some(in_flight.sequence);
-            if !files.contains(&in_flight.segment_start) {
-                files.push(in_flight.segment_start);
-            }
-        }
-        let Some(target) = target else {
+        let plan = plan_sync(
+            self.in_flight.iter().map(InFlightGroup::progress),
+            self.synced_through,
+        );
+        let Some(SyncPlan { through, files }) = plan else {
             return;
         };
         let mut awaiting = 0;
@@ -283,7 +291,7 @@ impl IoThread {
             awaiting += 1;
         }
         self.sync_in_flight = Some(SyncInFlight {
-            through: target,
+            through,
             submitted: Instant::now(),
             awaiting,
             error: None,
@@ -319,7 +327,17 @@ impl IoThread {
                     self.failure = Some(error);
                 }
             }
-            None => self.synced_through = Some(sync.through),
+            None => {
+                // The sync was issued after the writes of every group it covers completed.
+                assert!(
+                    self.in_flight
+                        .iter()
+                        .take_while(|in_flight| in_flight.sequence <= sync.through)
+                        .all(|in_flight| in_flight.written),
+                    "a data sync covered a group whose write had not completed"
+                );
+                self.synced_through = Some(advance_synced(self.synced_through, sync.through));
+            }
         }
         self.retire_groups();
         self.maybe_submit_sync();
@@ -330,20 +348,20 @@ impl IoThread {
     /// group behind it too (their records would follow a hole), and everything staged once the
     /// last one is done.
     pub(super) fn retire_groups(&mut self) {
-        let sync_always = self.config.sync == SyncMode::Always;
         while let Some(front) = self.in_flight.front() {
-            let durable = !sync_always
-                || self
-                    .synced_through
-                    .is_some_and(|synced| front.sequence <= synced);
-            let failed = front.error.is_some() || self.failure.is_some();
-            if !front.written || !(durable || failed) {
+            if !may_retire(
+                self.config.sync,
+                self.synced_through,
+                front.progress(),
+                self.failure.is_some(),
+            ) {
                 break;
             }
             let Some(InFlightGroup {
                 group,
                 error,
                 write_len,
+                sequence,
                 ..
             }) = self.in_flight.pop_front()
             else {
@@ -351,7 +369,13 @@ impl IoThread {
             };
             match error.or_else(|| self.failure.clone()) {
                 Some(error) => self.fail_group(group, write_len, error),
-                None => self.finish_group(group, write_len),
+                None => {
+                    assert!(
+                        is_durable(self.config.sync, self.synced_through, sequence),
+                        "group {sequence} acknowledged before a sync covered it"
+                    );
+                    self.finish_group(group, write_len);
+                }
             }
         }
         if self.in_flight.is_empty() {
@@ -393,7 +417,7 @@ impl IoThread {
             .wal_bytes_written
             .fetch_add(write_len as u64, Ordering::Relaxed);
         self.stats.groups.fetch_add(1, Ordering::Relaxed);
-        debug_assert_eq!(group.start, self.durable, "groups complete in WAL order");
+        assert_eq!(group.start, self.durable, "groups complete in WAL order");
         if written_until >= self.dirty_until {
             self.dirty_until = 0;
         }
@@ -407,6 +431,10 @@ impl IoThread {
             self.tail_page
                 .extend_from_slice(&group.buffer[used - keep..used]);
         }
+        assert!(
+            self.durable >= group.start,
+            "the durable position never moves back"
+        );
         self.stats
             .durable_position
             .store(self.durable, Ordering::Relaxed);

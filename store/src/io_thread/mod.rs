@@ -44,9 +44,10 @@ mod reads;
 mod ring;
 mod segments;
 mod staging;
+mod sync_policy;
 
 use block_cache::BlockCache;
-use group::{Group, GROUP_BUFFER_BUDGET_BYTES};
+use group::Group;
 use group_commit::{InFlightGroup, SyncInFlight};
 use mailboxes::WorkerPort;
 use reads::{BlockLoad, PendingRead};
@@ -228,9 +229,7 @@ impl IoThread {
             staging,
             in_flight: VecDeque::new(),
             groups_submitted: 0,
-            max_groups_in_flight: (GROUP_BUFFER_BUDGET_BYTES / group_capacity)
-                .saturating_sub(1)
-                .clamp(2, MAX_GROUPS_IN_FLIGHT),
+            max_groups_in_flight: group::max_groups_in_flight(group_capacity),
             sync_in_flight: None,
             synced_through: None,
             dirty_until: 0,

@@ -3,7 +3,7 @@
 //! in the current segment (appends keep out of the segment's reserve, so trims and deletes
 //! still fit when the disk is full). A request that does not fit goes back to wait.
 
-use super::group::GroupEntry;
+use super::group::{fit, Fit, GroupEntry};
 use super::IoThread;
 use crate::error::Error;
 use crate::index::BatchIndex;
@@ -19,7 +19,13 @@ pub(crate) fn reserve_bytes(segment_size_bytes: u64) -> u64 {
 
 impl IoThread {
     pub(super) fn reset_staging(&mut self, position: WalPosition, prefix: &[u8]) {
-        debug_assert_eq!(prefix.len() as u64, position % PAGE_BYTES as u64);
+        // The prefix is rewritten in place ahead of the new records: a wrong one would overwrite
+        // acknowledged bytes of the tail page.
+        assert_eq!(
+            prefix.len() as u64,
+            position % PAGE_BYTES as u64,
+            "the tail page prefix must end at the staging position"
+        );
         let page_start = position - prefix.len() as u64;
         self.staging.buffer[..prefix.len()].copy_from_slice(prefix);
         self.staging.page_start = page_start;
@@ -79,25 +85,31 @@ impl IoThread {
         }
         let segment_end = segment_start + self.segment_size;
         let length = record::record_length(payload.len());
-        let limit = match kind {
-            RecordKind::Append => segment_end - reserve_bytes(self.segment_size),
-            _ => segment_end,
-        };
-        if position + length > limit {
-            let next_ready = self.segments.contains_key(&segment_end);
-            if next_ready {
-                self.seal_staging();
+        let fits = fit(
+            position,
+            length,
+            kind == RecordKind::Append,
+            segment_end,
+            reserve_bytes(self.segment_size),
+            self.staging.used_bytes(),
+            self.config.max_group_bytes,
+        );
+        match fits {
+            Fit::Fits => {}
+            Fit::GroupFull => return Some(request),
+            Fit::SegmentFull => {
+                let next_ready = self.segments.contains_key(&segment_end);
+                if next_ready {
+                    self.seal_staging();
+                    return Some(request);
+                }
+                if self.full_since.is_some() {
+                    self.complete(worker, slot, Err(self.full_error()));
+                    return None;
+                }
+                self.segment_wanted = true;
                 return Some(request);
             }
-            if self.full_since.is_some() {
-                self.complete(worker, slot, Err(self.full_error()));
-                return None;
-            }
-            self.segment_wanted = true;
-            return Some(request);
-        }
-        if self.staging.used_bytes() + length as usize > self.config.max_group_bytes {
-            return Some(request);
         }
         match kind {
             RecordKind::Append => {
@@ -156,7 +168,7 @@ impl IoThread {
 
     /// Ends the staging group's segment with a padding record.
     pub(super) fn seal_staging(&mut self) {
-        debug_assert!(!self.staging.sealed);
+        assert!(!self.staging.sealed, "a group is sealed once");
         let position = self.staging.end;
         let segment_start = self.segment_start(position);
         let segment_end = segment_start + self.segment_size;
