@@ -100,6 +100,9 @@ pub(crate) struct IoThread {
     /// polls); it is polled, never waited on, while `polled_in_flight` is not zero.
     poll_ring: Option<IoUring>,
     polled_in_flight: usize,
+    /// Completions reaped while an entry waited for room in a submission queue, dispatched
+    /// first at the next turn.
+    reaped: Vec<(u64, i32)>,
     /// What the polled ring carries: probed at start, since a kernel may poll one and refuse
     /// the other (reads from a device without poll queues fail with EOPNOTSUPP).
     polled: PolledOps,
@@ -218,6 +221,7 @@ impl IoThread {
             ring,
             poll_ring,
             polled_in_flight: 0,
+            reaped: Vec::new(),
             polled,
             ports,
             control,
@@ -296,7 +300,8 @@ impl IoThread {
                 break;
             }
             // Polled I/O completes only when polled: no sleeping while any is in flight.
-            let sleep = !progress && self.polled_in_flight == 0 && self.arm_all();
+            let sleep =
+                !progress && self.polled_in_flight == 0 && self.reaped.is_empty() && self.arm_all();
             self.submit_and_reap(sleep);
             if sleep {
                 self.disarm_all();

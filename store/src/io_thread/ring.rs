@@ -42,13 +42,24 @@ impl IoThread {
     /// # Safety
     /// Every buffer the entry points to must stay alive until its completion is reaped.
     pub(super) unsafe fn push(&mut self, entry: &squeue::Entry) {
+        let mut retry = SubmitRetry::default();
         loop {
             // SAFETY: forwarded from the caller.
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
                 return;
             }
-            if let Err(error) = self.ring.submit() {
-                log::error!("store: io_uring submit failed: {error}");
+            let submitted = self.ring.submit().map_err(errno_of);
+            // Completions reaped now are dispatched at the next turn: handlers may be halfway
+            // through their own bookkeeping while they push. Reaping frees the completion
+            // queue, so a kernel refusing entries for lack of room there (EBUSY) recovers.
+            self.reaped.extend(
+                self.ring
+                    .completion()
+                    .map(|completion| (completion.user_data(), completion.result())),
+            );
+            if let SubmitStep::GiveUp { errno } = retry.after_submit(submitted) {
+                self.give_up(entry, errno);
+                return;
             }
         }
     }
@@ -64,16 +75,41 @@ impl IoThread {
             unsafe { self.push(entry) };
             return;
         };
+        let mut retry = SubmitRetry::default();
         loop {
             // SAFETY: forwarded from the caller.
             if unsafe { poll_ring.submission().push(entry) }.is_ok() {
                 self.polled_in_flight += 1;
                 return;
             }
-            if let Err(error) = poll_ring.submit() {
-                log::error!("store: polled io_uring submit failed: {error}");
+            let submitted = poll_ring.submit().map_err(errno_of);
+            // As in `push`: reaped now, dispatched at the next turn.
+            let before = self.reaped.len();
+            self.reaped.extend(
+                poll_ring
+                    .completion()
+                    .map(|completion| (completion.user_data(), completion.result())),
+            );
+            let reaped = self.reaped.len() - before;
+            self.polled_in_flight -= reaped.min(self.polled_in_flight);
+            self.stats
+                .polled_completions
+                .fetch_add(reaped as u64, Ordering::Relaxed);
+            if let SubmitStep::GiveUp { errno } = retry.after_submit(submitted) {
+                self.give_up(entry, errno);
+                return;
             }
         }
+    }
+
+    /// The kernel keeps refusing entries: the operation completes with `errno` at the next turn
+    /// instead, through the same handler a kernel failure would reach. It never reached the
+    /// kernel, so its buffers are free as soon as that handler releases them.
+    fn give_up(&mut self, entry: &squeue::Entry, errno: i32) {
+        log::error!(
+            "store: io_uring keeps refusing submissions (errno {errno}); failing the operation"
+        );
+        self.reaped.push((entry.get_user_data(), -errno));
     }
 
     /// Submits what the polled ring holds and reaps what completed, polling the device once.
@@ -128,11 +164,13 @@ impl IoThread {
                 log::error!("store: io_uring wait failed: {error}");
             }
         }
-        let entries: Vec<(u64, i32)> = self
-            .ring
-            .completion()
-            .map(|entry| (entry.user_data(), entry.result()))
-            .collect();
+        // Completions reaped while pushing came first.
+        let mut entries = std::mem::take(&mut self.reaped);
+        entries.extend(
+            self.ring
+                .completion()
+                .map(|entry| (entry.user_data(), entry.result())),
+        );
         for (data, result) in entries {
             self.dispatch(data, result);
         }
@@ -319,4 +357,109 @@ pub(super) fn device_polls(path: &std::path::Path) -> Option<bool> {
     let read = |path: PathBuf| std::fs::read_to_string(path).ok();
     let value = read(base.join("queue/io_poll")).or_else(|| read(base.join("../queue/io_poll")))?;
     Some(value.trim() == "1")
+}
+
+fn errno_of(error: std::io::Error) -> i32 {
+    error.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Failed submissions in a row (the queue still full after each) before an entry is given up.
+pub(super) const MAX_SUBMIT_ATTEMPTS: u32 = 1024;
+
+/// What to do after a full submission queue and one `submit()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SubmitStep {
+    /// Reap completions and try to push again.
+    Retry,
+    /// Stop: the operation fails with this errno.
+    GiveUp { errno: i32 },
+}
+
+/// The retry policy for pushing onto a full submission queue. Completions are reaped between
+/// attempts (that clears a completion queue overflow, EBUSY); a submit that moved entries to
+/// the kernel is progress and starts the count again; an interrupted or refused one (EINTR,
+/// EAGAIN, EBUSY, or nothing submitted) counts, and after `MAX_SUBMIT_ATTEMPTS` of them in a row
+/// the entry is given up; any other error gives up at once. So a kernel that keeps refusing
+/// fails operations (which their owners report as I/O errors) instead of spinning the IO thread
+/// forever.
+#[derive(Debug, Default)]
+pub(super) struct SubmitRetry {
+    refusals: u32,
+}
+
+impl SubmitRetry {
+    /// `submitted` is what `submit()` returned: entries handed to the kernel, or an errno.
+    pub(super) fn after_submit(
+        &mut self,
+        submitted: std::result::Result<usize, i32>,
+    ) -> SubmitStep {
+        let errno = match submitted {
+            Ok(entries) if entries > 0 => {
+                self.refusals = 0;
+                return SubmitStep::Retry;
+            }
+            Ok(_) => libc::EBUSY,
+            Err(errno) if [libc::EINTR, libc::EAGAIN, libc::EBUSY].contains(&errno) => errno,
+            Err(errno) => return SubmitStep::GiveUp { errno },
+        };
+        self.refusals += 1;
+        if self.refusals >= MAX_SUBMIT_ATTEMPTS {
+            SubmitStep::GiveUp { errno }
+        } else {
+            SubmitStep::Retry
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_keeps_kind_and_value_apart() {
+        let data = user_data(OP_GROUP_WRITE, (1 << KIND_SHIFT) - 1);
+        assert_eq!(data >> KIND_SHIFT, OP_GROUP_WRITE);
+        assert_eq!(data & ((1 << KIND_SHIFT) - 1), (1 << KIND_SHIFT) - 1);
+    }
+
+    #[test]
+    fn a_kernel_that_keeps_refusing_is_given_up_on() {
+        for errno in [libc::EBUSY, libc::EAGAIN, libc::EINTR] {
+            let mut retry = SubmitRetry::default();
+            for _ in 1..MAX_SUBMIT_ATTEMPTS {
+                assert_eq!(retry.after_submit(Err(errno)), SubmitStep::Retry);
+            }
+            assert_eq!(retry.after_submit(Err(errno)), SubmitStep::GiveUp { errno });
+        }
+    }
+
+    #[test]
+    fn nothing_submitted_counts_as_a_refusal() {
+        let mut retry = SubmitRetry::default();
+        for _ in 1..MAX_SUBMIT_ATTEMPTS {
+            assert_eq!(retry.after_submit(Ok(0)), SubmitStep::Retry);
+        }
+        assert_eq!(
+            retry.after_submit(Ok(0)),
+            SubmitStep::GiveUp { errno: libc::EBUSY }
+        );
+    }
+
+    #[test]
+    fn progress_starts_the_count_again() {
+        let mut retry = SubmitRetry::default();
+        for _ in 0..2 * MAX_SUBMIT_ATTEMPTS {
+            assert_eq!(retry.after_submit(Err(libc::EBUSY)), SubmitStep::Retry);
+            assert_eq!(retry.after_submit(Ok(3)), SubmitStep::Retry);
+        }
+    }
+
+    #[test]
+    fn other_errors_give_up_at_once() {
+        let mut retry = SubmitRetry::default();
+        assert_eq!(
+            retry.after_submit(Err(libc::EBADF)),
+            SubmitStep::GiveUp { errno: libc::EBADF }
+        );
+    }
 }
