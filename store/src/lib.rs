@@ -23,6 +23,8 @@ mod checkpoint;
 mod checkpoint_schedule;
 pub mod config;
 mod error;
+#[cfg(feature = "fault-injection")]
+mod fault_injection;
 mod index;
 mod io_thread;
 mod layout;
@@ -39,6 +41,8 @@ use runtime::mailbox::{self, Sender};
 
 pub use config::{PrewriteMode, StoreConfig, SyncMode, UringConfig};
 pub use error::{Error, Result};
+#[cfg(feature = "fault-injection")]
+pub use fault_injection::FaultInjection;
 pub use index::{BatchIndex, IndexEntry, RangeSummary};
 pub use layout::{FORMAT_VERSION, SEGMENT_FILL_BYTE};
 pub use message::StoreStats;

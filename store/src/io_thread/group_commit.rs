@@ -209,15 +209,11 @@ impl IoThread {
 
     pub(super) fn on_group_write(&mut self, value: u64, result: i32) {
         let (sequence, chunk) = chunk_of(value);
-        let result = match chunk {
-            0 => self
-                .config
-                .inject_group_write_results
-                .iter()
-                .find(|(group, _)| *group == sequence)
-                .map_or(result, |(_, injected)| *injected),
-            _ => result,
-        };
+        #[cfg(feature = "fault-injection")]
+        let result = self
+            .config
+            .faults
+            .group_write_result(sequence, chunk, result);
         let Some(in_flight) = self.in_flight_group(sequence) else {
             return;
         };

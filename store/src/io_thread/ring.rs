@@ -241,7 +241,7 @@ pub(super) fn build_poll_ring(config: &StoreConfig) -> Option<(IoUring, PolledOp
         return None;
     }
     let polls = device_polls(&config.path);
-    if polls != Some(true) && !uring.iopoll_without_poll_queues {
+    if polls != Some(true) && !polling_forced(config) {
         log::warn!(
             "store: uring iopoll requested but the device of {} has no poll queues ({}); WAL I/O \
              completes by interrupt",
@@ -286,7 +286,7 @@ pub(super) fn build_poll_ring(config: &StoreConfig) -> Option<(IoUring, PolledOp
         if polls == Some(true) {
             ""
         } else {
-            " on a device without poll queues (iopoll-without-poll-queues)"
+            " on a device without poll queues (forced by fault injection)"
         },
         describe(polled.writes),
         describe(polled.reads)
@@ -357,6 +357,17 @@ pub(super) fn device_polls(path: &std::path::Path) -> Option<bool> {
     let read = |path: PathBuf| std::fs::read_to_string(path).ok();
     let value = read(base.join("queue/io_poll")).or_else(|| read(base.join("../queue/io_poll")))?;
     Some(value.trim() == "1")
+}
+
+/// The polled ring is used even where the device has no poll queues (a test setting).
+#[cfg(feature = "fault-injection")]
+fn polling_forced(config: &StoreConfig) -> bool {
+    config.faults.iopoll_without_poll_queues
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn polling_forced(_: &StoreConfig) -> bool {
+    false
 }
 
 fn errno_of(error: std::io::Error) -> i32 {
