@@ -76,19 +76,16 @@ impl IoThread {
         let wanted = std::mem::take(&mut self.segment_wanted);
         if self.prewrite.is_none() {
             let current = self.segment_start(self.staging.end.max(self.durable));
-            let current_missing = !self.segments.contains_key(&current);
-            if !current_missing && self.ready_ahead() >= self.config.preallocated_segments {
-                return false;
-            }
-            if let Some(since) = self.full_since {
-                if since.elapsed() < FULL_RETRY {
-                    return false;
-                }
-            }
-            let start = if current_missing {
-                current
-            } else {
-                self.next_segment_to_prepare()
+            let next = prepare_next(
+                self.segments.contains_key(&current),
+                self.ready_ahead(),
+                self.config.preallocated_segments,
+                self.full_since.map(|since| since.elapsed()),
+            );
+            let start = match next {
+                None => return false,
+                Some(Prepare::Current) => current,
+                Some(Prepare::Ahead) => self.next_segment_to_prepare(),
             };
             match layout::create_segment_file(&self.wal_directory, start, self.segment_size) {
                 Ok((fd, temporary)) => {
@@ -113,12 +110,16 @@ impl IoThread {
                 }
             }
         }
-        let idle_mode = self.config.prewrite == PrewriteMode::Idle;
-        if idle_mode && wanted && self.ready_ahead() == 0 {
-            return self.publish_unwritten();
-        }
-        if idle_mode && self.appends_busy() {
-            return false;
+        let step = prewrite_step(
+            self.config.prewrite,
+            wanted,
+            self.ready_ahead(),
+            self.appends_busy(),
+        );
+        match step {
+            PrewriteStep::PublishUnwritten => return self.publish_unwritten(),
+            PrewriteStep::Wait => return false,
+            PrewriteStep::WriteThrough => {}
         }
         let segment_size = self.segment_size;
         let Some(prewrite) = self.prewrite.as_mut() else {
@@ -294,18 +295,18 @@ impl IoThread {
     pub(super) fn reclaim_segments(&mut self) {
         let mut reclaimable = Vec::new();
         for (&start, segment) in &self.segments {
-            let end = start + self.segment_size;
-            if end > self.durable {
-                break;
+            let verdict = reclaim_verdict(
+                start + self.segment_size,
+                self.durable,
+                !segment.ranges.is_empty() || segment.reads_in_flight > 0,
+                self.checkpoints.position(),
+            );
+            match verdict {
+                Reclaim::Stop => break,
+                Reclaim::Keep => {}
+                Reclaim::AfterCheckpoint => self.checkpoints.want(),
+                Reclaim::Now => reclaimable.push(start),
             }
-            if !segment.ranges.is_empty() || segment.reads_in_flight > 0 {
-                continue;
-            }
-            if end > self.checkpoints.position() {
-                self.checkpoints.want();
-                continue;
-            }
-            reclaimable.push(start);
         }
         for start in reclaimable {
             let Some(segment) = self.segments.remove(&start) else {
@@ -318,13 +319,14 @@ impl IoThread {
             // With `prewrite: idle` a recycled file also replaces a segment still being
             // prepared (nothing of it is in flight), which would otherwise block recycling
             // for as long as appends keep its write-through waiting.
-            let replaceable = self.config.prewrite == PrewriteMode::Idle
-                && self
-                    .prewrite
+            let (recycle, replaceable) = recycle_choice(
+                self.config.prewrite,
+                self.prewrite
                     .as_ref()
-                    .is_some_and(|prewrite| !prewrite.in_flight && !prewrite.syncing);
-            let recycle = self.ready_ahead() < 2 * self.config.preallocated_segments
-                && (self.prewrite.is_none() || replaceable);
+                    .map(|prewrite| prewrite.in_flight || prewrite.syncing),
+                self.ready_ahead(),
+                self.config.preallocated_segments,
+            );
             if recycle && replaceable {
                 if let Some(prewrite) = self.prewrite.take() {
                     drop(prewrite.fd);
@@ -372,5 +374,231 @@ impl IoThread {
             }
         }
         self.publish_segment_stats();
+    }
+}
+
+/// Which segment to prepare next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Prepare {
+    /// The one the log is in (it reached a segment that is not ready).
+    Current,
+    /// The next after the last ready one.
+    Ahead,
+}
+
+/// Whether to start preparing a segment: the one the log needs now, or one ahead while fewer
+/// than `preallocated` are ready beyond the current one; not while a full disk's retry delay
+/// (`FULL_RETRY` since the last failure, `since_full`) runs.
+pub(super) fn prepare_next(
+    current_ready: bool,
+    ready_ahead: usize,
+    preallocated: usize,
+    since_full: Option<Duration>,
+) -> Option<Prepare> {
+    if current_ready && ready_ahead >= preallocated {
+        return None;
+    }
+    if since_full.is_some_and(|since| since < FULL_RETRY) {
+        return None;
+    }
+    Some(if current_ready {
+        Prepare::Ahead
+    } else {
+        Prepare::Current
+    })
+}
+
+/// What the segment being prepared does this turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PrewriteStep {
+    /// `prewrite: idle` and the log waits for it with nothing else ready: used as allocated
+    /// (unwritten extents), its write-through abandoned.
+    PublishUnwritten,
+    /// `prewrite: idle` and appends are staged or in flight: the write-through waits.
+    Wait,
+    /// Go on writing it through (the next filler chunk, or the final sync).
+    WriteThrough,
+}
+
+/// With `prewrite: always` a segment is always written through before use; with `idle` the
+/// write-through runs only while no appends are busy, and a segment the log needs first is
+/// used as it stands.
+pub(super) fn prewrite_step(
+    mode: PrewriteMode,
+    wanted: bool,
+    ready_ahead: usize,
+    appends_busy: bool,
+) -> PrewriteStep {
+    if mode == PrewriteMode::Idle && wanted && ready_ahead == 0 {
+        PrewriteStep::PublishUnwritten
+    } else if mode == PrewriteMode::Idle && appends_busy {
+        PrewriteStep::Wait
+    } else {
+        PrewriteStep::WriteThrough
+    }
+}
+
+/// What to do with a segment when looking for space to reclaim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reclaim {
+    /// It is not wholly durable yet: neither is any segment after it.
+    Stop,
+    /// It still holds live batches or is being read.
+    Keep,
+    /// Free, but recovery may still read it: it waits for a checkpoint past its end.
+    AfterCheckpoint,
+    /// Free and below the last checkpoint.
+    Now,
+}
+
+/// A segment ending at `end` is reclaimed once it lies wholly below the durable position, holds
+/// no live batch, is not being read, and the last checkpoint covers it (recovery never reads
+/// below the checkpoint).
+pub(super) fn reclaim_verdict(
+    end: WalPosition,
+    durable: WalPosition,
+    in_use: bool,
+    checkpoint_position: WalPosition,
+) -> Reclaim {
+    if end > durable {
+        Reclaim::Stop
+    } else if in_use {
+        Reclaim::Keep
+    } else if end > checkpoint_position {
+        Reclaim::AfterCheckpoint
+    } else {
+        Reclaim::Now
+    }
+}
+
+/// Whether a reclaimed segment is recycled (renamed to a future segment: it needs no
+/// write-through) rather than deleted, and whether it replaces the segment being prepared.
+/// Up to twice the pool is kept by recycling. With `prewrite: idle` a recycled file replaces a
+/// segment still being prepared when nothing of it is in flight (`prewrite_busy`), which would
+/// otherwise block recycling for as long as appends keep its write-through waiting.
+pub(super) fn recycle_choice(
+    mode: PrewriteMode,
+    prewrite_busy: Option<bool>,
+    ready_ahead: usize,
+    preallocated: usize,
+) -> (bool, bool) {
+    let replaceable = mode == PrewriteMode::Idle && prewrite_busy == Some(false);
+    let recycle = ready_ahead < 2 * preallocated && (prewrite_busy.is_none() || replaceable);
+    (recycle, replaceable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_current_segment_comes_first_then_the_pool_ahead() {
+        assert_eq!(prepare_next(false, 0, 2, None), Some(Prepare::Current));
+        assert_eq!(prepare_next(false, 5, 2, None), Some(Prepare::Current));
+        assert_eq!(prepare_next(true, 1, 2, None), Some(Prepare::Ahead));
+        assert_eq!(prepare_next(true, 2, 2, None), None);
+    }
+
+    #[test]
+    fn a_full_disk_is_retried_only_after_the_delay() {
+        let soon = Some(FULL_RETRY - Duration::from_millis(1));
+        assert_eq!(prepare_next(false, 0, 2, soon), None);
+        assert_eq!(
+            prepare_next(false, 0, 2, Some(FULL_RETRY)),
+            Some(Prepare::Current)
+        );
+    }
+
+    #[test]
+    fn idle_mode_uses_a_needed_segment_unwritten() {
+        assert_eq!(
+            prewrite_step(PrewriteMode::Idle, true, 0, true),
+            PrewriteStep::PublishUnwritten
+        );
+        // Another segment is ready: the log takes that one, this one goes on being prepared.
+        assert_eq!(
+            prewrite_step(PrewriteMode::Idle, true, 1, true),
+            PrewriteStep::Wait
+        );
+    }
+
+    #[test]
+    fn idle_mode_writes_through_only_while_appends_are_idle() {
+        assert_eq!(
+            prewrite_step(PrewriteMode::Idle, false, 0, true),
+            PrewriteStep::Wait
+        );
+        assert_eq!(
+            prewrite_step(PrewriteMode::Idle, false, 0, false),
+            PrewriteStep::WriteThrough
+        );
+    }
+
+    #[test]
+    fn always_mode_always_writes_through() {
+        assert_eq!(
+            prewrite_step(PrewriteMode::Always, true, 0, true),
+            PrewriteStep::WriteThrough
+        );
+        assert_eq!(
+            prewrite_step(PrewriteMode::Always, false, 0, true),
+            PrewriteStep::WriteThrough
+        );
+    }
+
+    #[test]
+    fn segments_are_reclaimed_only_below_durable_and_checkpoint_and_unused() {
+        let segment = 1 << 20;
+        assert_eq!(
+            reclaim_verdict(segment, segment - 1, false, segment),
+            Reclaim::Stop
+        );
+        assert_eq!(
+            reclaim_verdict(segment, segment, true, segment),
+            Reclaim::Keep
+        );
+        assert_eq!(
+            reclaim_verdict(segment, 3 * segment, false, segment - 1),
+            Reclaim::AfterCheckpoint
+        );
+        assert_eq!(
+            reclaim_verdict(segment, 3 * segment, false, segment),
+            Reclaim::Now
+        );
+    }
+
+    #[test]
+    fn recycling_keeps_up_to_twice_the_pool() {
+        assert_eq!(
+            recycle_choice(PrewriteMode::Always, None, 3, 2),
+            (true, false)
+        );
+        assert_eq!(
+            recycle_choice(PrewriteMode::Always, None, 4, 2),
+            (false, false)
+        );
+    }
+
+    #[test]
+    fn a_segment_being_prepared_blocks_recycling_unless_idle_and_quiet() {
+        // `always`: the write-through in progress is kept, the freed segment deleted.
+        assert_eq!(
+            recycle_choice(PrewriteMode::Always, Some(false), 0, 2),
+            (false, false)
+        );
+        // `idle`: a quiet one is replaced by the recycled file, a busy one is not.
+        assert_eq!(
+            recycle_choice(PrewriteMode::Idle, Some(false), 0, 2),
+            (true, true)
+        );
+        assert_eq!(
+            recycle_choice(PrewriteMode::Idle, Some(true), 0, 2),
+            (false, false)
+        );
+        // No recycling past the pool, but a quiet one still counts as replaceable.
+        assert_eq!(
+            recycle_choice(PrewriteMode::Idle, Some(false), 4, 2),
+            (false, true)
+        );
     }
 }
