@@ -63,3 +63,67 @@ impl BlockCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(capacity_bytes: usize) -> BlockCache {
+        BlockCache {
+            blocks: HashMap::new(),
+            bytes: 0,
+            capacity_bytes,
+            tick: 0,
+        }
+    }
+
+    fn block(len: usize) -> Bytes {
+        Bytes::from(vec![7u8; len])
+    }
+
+    #[test]
+    fn a_block_shorter_than_needed_is_a_miss() {
+        let mut cache = cache(1 << 20);
+        cache.insert(0, block(4096));
+        assert!(cache.get(0, 4096).is_some());
+        assert!(cache.get(0, 4097).is_none());
+        assert!(cache.get(4096, 1).is_none());
+    }
+
+    #[test]
+    fn the_least_recently_used_block_is_evicted_first() {
+        let mut cache = cache(3 * 4096);
+        cache.insert(0, block(4096));
+        cache.insert(4096, block(4096));
+        cache.insert(8192, block(4096));
+        assert!(cache.get(0, 1).is_some());
+        cache.insert(12288, block(4096));
+        assert!(cache.get(4096, 1).is_none(), "the oldest unused block goes");
+        assert!(cache.get(0, 1).is_some());
+        assert_eq!(cache.bytes, 3 * 4096);
+    }
+
+    #[test]
+    fn replacing_a_block_counts_its_bytes_once_and_oversized_blocks_are_not_kept() {
+        let mut cache = cache(3 * 4096);
+        cache.insert(0, block(1000));
+        cache.insert(0, block(4096));
+        assert_eq!(cache.bytes, 4096);
+        cache.insert(8192, block(4 * 4096));
+        assert!(cache.get(8192, 1).is_none());
+        assert_eq!(cache.bytes, 4096);
+    }
+
+    #[test]
+    fn a_reclaimed_segment_leaves_the_cache() {
+        let mut cache = cache(1 << 20);
+        cache.insert(0, block(4096));
+        cache.insert(1 << 16, block(4096));
+        cache.insert(1 << 17, block(4096));
+        cache.remove_segment(1 << 16, 1 << 17);
+        assert!(cache.get(0, 1).is_some());
+        assert!(cache.get(1 << 16, 1).is_none());
+        assert!(cache.get(1 << 17, 1).is_some());
+        assert_eq!(cache.bytes, 2 * 4096);
+    }
+}
