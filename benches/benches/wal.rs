@@ -82,7 +82,7 @@ fn store_config(path: &Path) -> StoreConfig {
     // queues (the IO thread then spins while writes are in flight).
     if env_or("WAL_BENCH_IOPOLL", 0) != 0 {
         config.uring.iopoll = true;
-        config.uring.iopoll_without_poll_queues = true;
+        config.faults.iopoll_without_poll_queues = true;
     }
     // As a data node is deployed: the IO thread on a core of its own, the client (the
     // worker's part) on the other; see `pin_client`.
@@ -142,8 +142,7 @@ fn cpu_count() -> usize {
 /// then (see docs/benchmark-store.md).
 fn pin_client() {
     if pinned() {
-        if let Err(error) = benches::affinity::pin_current_thread(env_or("WAL_BENCH_CLIENT_CPU", 1))
-        {
+        if let Err(error) = runtime::thread::pin_current_thread(env_or("WAL_BENCH_CLIENT_CPU", 1)) {
             eprintln!("cannot pin the client thread: {error}");
         }
     }

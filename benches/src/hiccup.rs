@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::affinity;
 use crate::report::new_histogram;
+use runtime::thread::pin_current_thread;
 
 const PROBE_SLEEP: Duration = Duration::from_millis(1);
 
@@ -35,7 +35,7 @@ impl HiccupProbe {
                 .name("hiccup-probe".into())
                 .spawn(move || {
                     if let Some(cpu) = cpu {
-                        if let Err(error) = affinity::pin_current_thread(cpu) {
+                        if let Err(error) = pin_current_thread(cpu) {
                             log::warn!("hiccup probe: cannot pin to cpu {cpu}: {error}");
                         }
                     }

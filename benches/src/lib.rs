@@ -2,7 +2,6 @@
 //! summaries, the hiccup probe, the server-side metrics view, process CPU and memory, and the
 //! raw disk baseline.
 
-pub mod affinity;
 pub mod hiccup;
 pub mod metrics;
 pub mod procstat;

@@ -266,6 +266,15 @@ impl AlignedBuf {
         }
     }
 
+    /// A buffer of `len` bytes rounded up to whole 4096-byte pages (at least one page), all of
+    /// it initialised (zeroed): its length is its capacity. What the store's O_DIRECT writes,
+    /// reads and filler use.
+    pub fn zeroed(len: usize) -> Self {
+        let mut buf = Self::new(len);
+        buf.len = buf.capacity;
+        buf
+    }
+
     /// Bytes in the initialised part.
     pub fn len(&self) -> usize {
         self.len
@@ -330,6 +339,12 @@ impl DerefMut for AlignedBuf {
     }
 }
 
+impl AsRef<[u8]> for AlignedBuf {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
         let layout = Layout::from_size_align(self.capacity, self.alignment).expect("valid layout");
@@ -389,6 +404,17 @@ mod tests {
         buf.extend_from_slice(b"abc");
         assert_eq!(&buf[..], b"abc");
         assert_eq!(buf.bytes_init(), 3);
+    }
+
+    #[test]
+    fn zeroed_buf_is_whole_pages_all_initialised() {
+        let mut buf = AlignedBuf::zeroed(5000);
+        assert_eq!((buf.len(), buf.capacity()), (8192, 8192));
+        assert_eq!(buf.stable_ptr() as usize % DIRECT_IO_ALIGNMENT, 0);
+        assert!(buf.iter().all(|&byte| byte == 0));
+        buf[8191] = 7;
+        assert_eq!(buf.as_ref()[8191], 7);
+        assert_eq!(AlignedBuf::zeroed(0).len(), DIRECT_IO_ALIGNMENT);
     }
 
     #[test]

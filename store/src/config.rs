@@ -44,10 +44,6 @@ pub struct UringConfig {
     /// stay on the interrupt-driven ring). Probed at start; falls back to interrupts (with a log
     /// line) where the device has no poll queues.
     pub iopoll: bool,
-    /// Use the polled ring even where the device reports no poll queues. The kernel then
-    /// completes the I/O by interrupt and the IO thread still reaps it by polling: for testing
-    /// the polled path on machines without poll queues, not for production.
-    pub iopoll_without_poll_queues: bool,
     /// Submission queue entries.
     pub queue_depth: u32,
 }
@@ -59,7 +55,6 @@ impl Default for UringConfig {
             sqpoll_cpu: None,
             sqpoll_idle_ms: 10,
             iopoll: false,
-            iopoll_without_poll_queues: false,
             queue_depth: 256,
         }
     }
@@ -95,10 +90,10 @@ pub struct StoreConfig {
     pub checkpoint_interval_ms: u64,
     /// CPU the IO thread is pinned to.
     pub io_thread_cpu: Option<usize>,
-    /// Fault injection for tests: (n, result) makes the n-th group write (from 0) complete
-    /// with `result` (a negative errno, or a short byte count) after the real write ran.
+    /// Faults injected by the store's own tests (feature `fault-injection`).
+    #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
-    pub inject_group_write_results: Vec<(u64, i32)>,
+    pub faults: crate::FaultInjection,
 }
 
 impl StoreConfig {
@@ -118,7 +113,8 @@ impl StoreConfig {
             read_block_size_bytes: 1 << 20,
             checkpoint_interval_ms: 60_000,
             io_thread_cpu: None,
-            inject_group_write_results: Vec::new(),
+            #[cfg(feature = "fault-injection")]
+            faults: crate::FaultInjection::default(),
         }
     }
 

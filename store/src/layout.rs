@@ -16,11 +16,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::aligned::AlignedBuf;
 use crate::checkpoint::sync_directory;
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::WalPosition;
+use runtime::buf::AlignedBuf;
 
 /// Version of the on-disk format written by this code.
 pub const FORMAT_VERSION: u32 = 1;

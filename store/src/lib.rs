@@ -13,21 +13,25 @@
 //! ```
 //!
 //! Module map: [`config`] (settings), `layout` (directory, lock, properties, segment files),
-//! `record` (WAL record format), `index` (per-range index), `checkpoint`, `recovery`, `wal`
-//! (the IO thread: group commit, reads, block cache, segment preparation and retention),
-//! `worker` (worker side), `sync` (blocking handle).
+//! `record` (WAL record format), `index` (per-range index), `checkpoint` (file format, writer
+//! thread), `checkpoint_schedule` (when the IO thread checkpoints), `recovery`, `io_thread`
+//! (the IO thread: `mod.rs` its loop, `ring`, `mailboxes`, `staging`, `group`, `group_commit`,
+//! `sync_policy`, `reads`, `block_cache`, `segments`), `worker` (worker side), `sync` (blocking
+//! handle).
 
-mod aligned;
 mod checkpoint;
+mod checkpoint_schedule;
 pub mod config;
 mod error;
+#[cfg(feature = "fault-injection")]
+mod fault_injection;
 mod index;
+mod io_thread;
 mod layout;
 mod message;
 pub mod record;
 mod recovery;
 mod sync;
-mod wal;
 mod worker;
 
 use std::sync::Arc;
@@ -37,6 +41,8 @@ use runtime::mailbox::{self, Sender};
 
 pub use config::{PrewriteMode, StoreConfig, SyncMode, UringConfig};
 pub use error::{Error, Result};
+#[cfg(feature = "fault-injection")]
+pub use fault_injection::FaultInjection;
 pub use index::{BatchIndex, IndexEntry, RangeSummary};
 pub use layout::{FORMAT_VERSION, SEGMENT_FILL_BYTE};
 pub use message::StoreStats;
@@ -169,7 +175,7 @@ impl Store {
         }
         let (control, control_receiver) = mailbox::channel(16).map_err(mailbox_error)?;
         let stats = Arc::new(SharedStats::default());
-        let wal = wal::Wal::new(wal::WalSetup {
+        let io_thread = io_thread::IoThread::new(io_thread::IoThreadSetup {
             config: config.clone(),
             index: recovered.index,
             durable: recovered.tail,
@@ -186,9 +192,11 @@ impl Store {
             .name("store-io".to_string())
             .spawn(move || {
                 if let Some(cpu) = cpu {
-                    pin_current_thread(cpu);
+                    if let Err(error) = runtime::thread::pin_current_thread(cpu) {
+                        log::warn!("store: pinning the IO thread to CPU {cpu} failed: {error}");
+                    }
                 }
-                wal.run();
+                io_thread.run();
             })
             .map_err(|error| Error::io("starting the store IO thread", &error))?;
         Ok((
@@ -269,20 +277,5 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.stop(Control::Shutdown);
-    }
-}
-
-fn pin_current_thread(cpu: usize) {
-    // SAFETY: `set` is a plain bit set on a zeroed cpu_set_t living on this stack frame.
-    let result = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if result != 0 {
-        log::warn!(
-            "store: pinning the IO thread to CPU {cpu} failed: {}",
-            std::io::Error::last_os_error()
-        );
     }
 }

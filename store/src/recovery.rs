@@ -13,7 +13,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::aligned::AlignedBuf;
 use crate::checkpoint;
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
@@ -21,6 +20,7 @@ use crate::index::{BatchIndex, Index, IndexEntry};
 use crate::layout::{open_direct, read_at, segment_path, write_at};
 use crate::record::{self, Invalid, RecordHeader, RecordKind, HEADER_BYTES, RECORD_ALIGN};
 use crate::{WalPosition, PAGE_BYTES};
+use runtime::buf::AlignedBuf;
 
 /// What recovery did, for logs, stats and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -265,8 +265,8 @@ impl SegmentReader {
 /// How far past the first bad record a crash can have left written bytes: the groups that may
 /// be in flight together, each up to `max_group_bytes` plus the pages it rewrites or pads.
 pub(crate) fn torn_window_bytes(config: &StoreConfig) -> u64 {
-    let groups = crate::wal::MAX_GROUPS_IN_FLIGHT as u64;
-    crate::wal::MAX_BYTES_IN_FLIGHT_GROUPS as u64 * config.max_group_bytes as u64
+    let groups = crate::io_thread::MAX_GROUPS_IN_FLIGHT as u64;
+    crate::io_thread::MAX_BYTES_IN_FLIGHT_GROUPS as u64 * config.max_group_bytes as u64
         + groups * 2 * PAGE_BYTES as u64
 }
 

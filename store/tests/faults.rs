@@ -12,7 +12,7 @@ fn failed_group_writes_fail_their_appends_and_leave_no_trace() {
     let directory = tempfile::tempdir().unwrap();
     let mut config = small_config(directory.path());
     // Group 3 fails with EIO, group 6 is a short write.
-    config.inject_group_write_results = vec![(3, -EIO), (6, 512)];
+    config.faults.group_write_results = vec![(3, -EIO), (6, 512)];
     let (store, mut wal) = Store::open_sync(config.clone()).unwrap();
     let ranges: Vec<RangeKey> = (0..4)
         .map(|n| RangeKey::new(StreamId(n), RangeIndex(0)))

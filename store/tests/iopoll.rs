@@ -1,7 +1,7 @@
 //! Polled I/O (`uring.iopoll`): WAL writes and block reads on a second ring set up with IOPOLL.
 //!
 //! The test machine's disk has no poll queues, so the polled ring is forced with
-//! `iopoll_without_poll_queues`: the kernel completes the I/O by interrupt and the IO thread
+//! `faults.iopoll_without_poll_queues`: the kernel completes the I/O by interrupt and the IO thread
 //! reaps it by polling, which exercises the same code path a polling NVMe device would.
 
 mod common;
@@ -17,7 +17,7 @@ fn polled_config(path: &std::path::Path) -> StoreConfig {
     let mut config = small_config(path);
     config.sync = SyncMode::Always;
     config.uring.iopoll = true;
-    config.uring.iopoll_without_poll_queues = true;
+    config.faults.iopoll_without_poll_queues = true;
     // Reads after the restart must come from the disk, not from memory.
     config.cache_size_bytes = 256 << 10;
     config
@@ -116,7 +116,7 @@ fn polled_ring_carries_writes_and_reads_across_segments_and_restarts() {
 fn iopoll_on_a_device_without_poll_queues_falls_back_to_interrupts() {
     let directory = tempfile::tempdir().unwrap();
     let mut config = polled_config(directory.path());
-    config.uring.iopoll_without_poll_queues = false;
+    config.faults.iopoll_without_poll_queues = false;
     let polls = device_polls(directory.path());
     let (store, mut wal) = Store::open_sync(config).expect("open");
     let range = RangeKey::new(StreamId(9), RangeIndex(0));
