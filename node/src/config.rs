@@ -456,7 +456,6 @@ impl Config {
             sqpoll_cpu: section.uring.sqpoll_cpu.map(|cpu| cpu as u32),
             sqpoll_idle_ms: section.uring.sqpoll_idle_ms,
             iopoll: section.uring.iopoll,
-            iopoll_without_poll_queues: false,
             queue_depth: section.uring.entries,
         };
         // One group write must carry the largest APPEND a frame can hold (plus a record header
