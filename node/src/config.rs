@@ -9,23 +9,26 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use store::StoreConfig;
 
 /// Largest number of worker threads a node accepts.
 pub const MAX_WORKERS: usize = 64;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct Config {
     pub server: ServerConfig,
-    pub store: StoreSection,
+    /// `store`: the write-ahead log and its IO thread, read straight into the store's own
+    /// type, so its keys, defaults and documentation live in `store::config`.
+    pub store: StoreConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
 }
 
 /// `server`: network and worker threads.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct ServerConfig {
     /// Address the node accepts client connections on.
@@ -48,90 +51,8 @@ pub struct ServerConfig {
     pub grace_period_ms: u64,
 }
 
-/// How the write-ahead log makes appends durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SyncMode {
-    /// An append is acknowledged only after its group's data sync completed.
-    Always,
-    /// An append is acknowledged once written; a machine crash may lose acknowledged batches.
-    Never,
-}
-
-impl fmt::Display for SyncMode {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(match self {
-            SyncMode::Always => "always",
-            SyncMode::Never => "never",
-        })
-    }
-}
-
-/// How a new WAL segment is prepared when no recycled one is ready.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PrewriteMode {
-    /// Write every new segment through before use: the disk writes every byte twice until
-    /// segments are recycled.
-    Always,
-    /// Write new segments through only while no appends are pending; under load use them as
-    /// allocated (the default).
-    Idle,
-}
-
-impl fmt::Display for PrewriteMode {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(match self {
-            PrewriteMode::Always => "always",
-            PrewriteMode::Idle => "idle",
-        })
-    }
-}
-
-/// `store`: the write-ahead log and its IO thread.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-pub struct StoreSection {
-    /// Data directory; relative paths are taken from the working directory.
-    pub path: PathBuf,
-    /// Size of one WAL segment file; a multiple of 4 KiB.
-    pub segment_size_bytes: u64,
-    /// Segments created and written through ahead of use.
-    pub preallocated_segments: usize,
-    /// `always` or `never`.
-    pub sync: SyncMode,
-    /// `idle` or `always`: when new segments are written through before use.
-    pub prewrite: PrewriteMode,
-    /// Memory for recently written and read blocks.
-    pub cache_size_bytes: u64,
-    /// Requests one worker may have queued to the IO thread (the SPSC ring size).
-    pub queue_depth: usize,
-    /// CPU the IO thread is pinned to; unpinned when unset.
-    pub io_cpu: Option<usize>,
-    /// Period of index checkpoints (one is also written at clean shutdown).
-    pub checkpoint_interval_ms: u64,
-    /// io_uring modes of the IO thread.
-    pub uring: UringConfig,
-}
-
-/// `store.uring`: kernel polling modes of the IO thread's ring.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-pub struct UringConfig {
-    /// Submission entries of the IO thread's ring.
-    pub entries: u32,
-    /// A kernel thread polls the submission queue (costs a core while busy).
-    pub sqpoll: bool,
-    /// Idle time after which the SQPOLL thread sleeps.
-    pub sqpoll_idle_ms: u32,
-    /// CPU for the SQPOLL kernel thread; the kernel chooses when unset.
-    pub sqpoll_cpu: Option<usize>,
-    /// Poll the device for completions instead of interrupts (needs O_DIRECT and driver support).
-    pub iopoll: bool,
-}
-
 /// `metrics`: the Prometheus text endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct MetricsConfig {
     /// Serve `GET /metrics` when true.
@@ -141,7 +62,7 @@ pub struct MetricsConfig {
 }
 
 /// `log`: what gets logged.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct LogConfig {
     /// `error`, `warn`, `info`, `debug`, `trace` or `off`; `RUST_LOG` overrides it.
@@ -160,35 +81,6 @@ impl Default for ServerConfig {
             max_frame_size_bytes: 16 * 1024 * 1024,
             idle_timeout_ms: 300_000,
             grace_period_ms: 5_000,
-        }
-    }
-}
-
-impl Default for StoreSection {
-    fn default() -> Self {
-        StoreSection {
-            path: PathBuf::from("./data"),
-            segment_size_bytes: 64 * 1024 * 1024,
-            preallocated_segments: 2,
-            sync: SyncMode::Always,
-            prewrite: PrewriteMode::Idle,
-            cache_size_bytes: 64 * 1024 * 1024,
-            queue_depth: 1024,
-            io_cpu: None,
-            checkpoint_interval_ms: 60_000,
-            uring: UringConfig::default(),
-        }
-    }
-}
-
-impl Default for UringConfig {
-    fn default() -> Self {
-        UringConfig {
-            entries: 256,
-            sqpoll: false,
-            sqpoll_idle_ms: 10,
-            sqpoll_cpu: None,
-            iopoll: false,
         }
     }
 }
@@ -349,16 +241,18 @@ impl Config {
                 store.preallocated_segments
             ));
         }
-        if !(2..=65_536).contains(&store.queue_depth) || !store.queue_depth.is_power_of_two() {
+        if !(2..=65_536).contains(&store.worker_queue_capacity)
+            || !store.worker_queue_capacity.is_power_of_two()
+        {
             problems.push(format!(
-                "store.queue-depth: expected a power of two in 2..=65536, found {}",
-                store.queue_depth
+                "store.worker-queue-capacity: expected a power of two in 2..=65536, found {}",
+                store.worker_queue_capacity
             ));
         }
-        if let Some(cpu) = store.io_cpu {
+        if let Some(cpu) = store.io_thread_cpu {
             if cpu >= cpus {
                 problems.push(format!(
-                    "store.io-cpu: expected a CPU number 0..{cpus}, found {cpu}"
+                    "store.io-thread-cpu: expected a CPU number 0..{cpus}, found {cpu}"
                 ));
             }
         }
@@ -369,14 +263,14 @@ impl Config {
             ));
         }
         let uring = &store.uring;
-        if !(16..=32_768).contains(&uring.entries) || !uring.entries.is_power_of_two() {
+        if !(16..=32_768).contains(&uring.queue_depth) || !uring.queue_depth.is_power_of_two() {
             problems.push(format!(
-                "store.uring.entries: expected a power of two in 16..=32768, found {}",
-                uring.entries
+                "store.uring.queue-depth: expected a power of two in 16..=32768, found {}",
+                uring.queue_depth
             ));
         }
         if let Some(cpu) = uring.sqpoll_cpu {
-            if cpu >= cpus {
+            if cpu as usize >= cpus {
                 problems.push(format!(
                     "store.uring.sqpoll-cpu: expected a CPU number 0..{cpus}, found {cpu}"
                 ));
@@ -400,6 +294,16 @@ impl Config {
                 "log.level: expected one of error, warn, info, debug, trace, off, found {:?}",
                 self.log.level
             ));
+        }
+        if problems.is_empty() {
+            // The store's own checks, on the values the node hands it; the node's checks above
+            // are stricter, so this only reports what they do not cover.
+            if let Err(error) = self.store_config().validate() {
+                problems.push(match error {
+                    store::Error::Config(message) => message,
+                    other => other.to_string(),
+                });
+            }
         }
         if problems.is_empty() {
             Ok(())
@@ -437,46 +341,25 @@ impl Config {
 }
 
 impl Config {
-    /// The store's configuration for this node's `store` section.
-    pub fn store_config(&self) -> store::StoreConfig {
-        let section = &self.store;
-        let mut config = store::StoreConfig::new(&section.path);
-        config.segment_size_bytes = section.segment_size_bytes;
-        config.preallocated_segments = section.preallocated_segments;
-        config.sync = match section.sync {
-            SyncMode::Always => store::SyncMode::Always,
-            SyncMode::Never => store::SyncMode::Never,
-        };
-        config.prewrite = match section.prewrite {
-            PrewriteMode::Always => store::PrewriteMode::Always,
-            PrewriteMode::Idle => store::PrewriteMode::Idle,
-        };
-        config.uring = store::UringConfig {
-            sqpoll: section.uring.sqpoll,
-            sqpoll_cpu: section.uring.sqpoll_cpu.map(|cpu| cpu as u32),
-            sqpoll_idle_ms: section.uring.sqpoll_idle_ms,
-            iopoll: section.uring.iopoll,
-            queue_depth: section.uring.entries,
-        };
+    /// The store's configuration: the `store` section plus the two sizes the node derives.
+    pub fn store_config(&self) -> StoreConfig {
+        let mut config = self.store.clone();
         // One group write must carry the largest APPEND a frame can hold (plus a record header
-        // and a partial page), and the store allows at most half a segment per group.
+        // and a partial page); the store allows at most half a segment and 1 GiB per group.
         const PAGE: u64 = 4096;
         let frame_need = (self.server.max_frame_size_bytes as u64 + 2 * PAGE).div_ceil(PAGE) * PAGE;
         let group = frame_need
             .max(config.max_group_bytes as u64)
-            .min(section.segment_size_bytes / 2);
+            .min(config.segment_size_bytes / 2)
+            .min(1 << 30);
         config.max_group_bytes = (group - group % PAGE) as usize;
-        config.worker_queue_capacity = section.queue_depth;
-        config.cache_size_bytes = section.cache_size_bytes as usize;
-        // The read block must divide the segment size: the largest power of two up to 1 MiB
-        // that does.
-        let mut block = 1u64 << 20;
-        while section.segment_size_bytes % block != 0 {
+        // The read block must divide the segment size: the largest power of two up to the
+        // store's default block that does.
+        let mut block = config.read_block_size_bytes as u64;
+        while block > PAGE && config.segment_size_bytes % block != 0 {
             block /= 2;
         }
         config.read_block_size_bytes = block as usize;
-        config.checkpoint_interval_ms = section.checkpoint_interval_ms;
-        config.io_thread_cpu = section.io_cpu;
         config
     }
 }
@@ -516,6 +399,7 @@ fn online_cpus() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use store::{PrewriteMode, SyncMode};
 
     fn shipped() -> String {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/data-node.yaml");
@@ -555,10 +439,10 @@ mod tests {
             "sync:",
             "prewrite:",
             "cache-size-bytes:",
-            "queue-depth:",
-            "io-cpu:",
+            "worker-queue-capacity:",
+            "io-thread-cpu:",
             "checkpoint-interval-ms:",
-            "entries:",
+            "queue-depth:",
             "sqpoll:",
             "sqpoll-idle-ms:",
             "sqpoll-cpu:",
@@ -629,7 +513,7 @@ mod tests {
     #[test]
     fn bad_values_are_named_with_expected_form() {
         let text = "server:\n  workers: 0\n  listen: nowhere\n  max-frame-size-bytes: 10\n\
-                    store:\n  segment-size-bytes: 1000\n  queue-depth: 3\n\
+                    store:\n  segment-size-bytes: 1000\n  worker-queue-capacity: 3\n\
                     metrics:\n  addr: \"x\"\nlog:\n  level: loud\n";
         let config = Config::parse(text, "test").unwrap();
         let ConfigError::Invalid(problems) = config.validate().unwrap_err() else {
@@ -650,7 +534,7 @@ mod tests {
             "{all}"
         );
         assert!(
-            all.contains("store.queue-depth: expected a power of two"),
+            all.contains("store.worker-queue-capacity: expected a power of two"),
             "{all}"
         );
         assert!(all.contains("metrics.addr: expected host:port"), "{all}");
@@ -673,5 +557,180 @@ mod tests {
         assert_eq!(config.worker_cpu(0), Some(0));
         assert_eq!(config.worker_cpu(1), Some(1));
         assert_eq!(config.worker_cpu(2), Some(0));
+    }
+
+    /// The dotted keys (`store.uring.sqpoll`) of every leaf in a YAML mapping.
+    fn leaf_keys(value: &serde_yaml_ng::Value, prefix: &str, keys: &mut Vec<String>) {
+        match value {
+            serde_yaml_ng::Value::Mapping(mapping) => {
+                for (key, child) in mapping {
+                    let key = key.as_str().expect("string keys");
+                    let path = if prefix.is_empty() {
+                        key.to_string()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    leaf_keys(child, &path, keys);
+                }
+            }
+            _ => keys.push(prefix.to_string()),
+        }
+    }
+
+    fn shipped_keys() -> Vec<String> {
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&shipped()).unwrap();
+        let mut keys = Vec::new();
+        leaf_keys(&value, "", &mut keys);
+        keys
+    }
+
+    #[test]
+    fn shipped_values_are_the_defaults_and_cover_every_key() {
+        // The one deliberate difference: one worker (the default is one per CPU), so that on a
+        // 2-core machine the IO thread has the other core.
+        let mut expected = Config::default();
+        expected.server.workers = 1;
+        let config = Config::parse(&shipped(), "etc/data-node.yaml").unwrap();
+        assert_eq!(config, expected);
+
+        // Every key the code reads is in the file, and the file has no key the code lacks
+        // (unknown keys are refused anyway; this also catches a key the file leaves out).
+        let mut from_code = Vec::new();
+        leaf_keys(
+            &serde_yaml_ng::to_value(Config::default()).unwrap(),
+            "",
+            &mut from_code,
+        );
+        let mut in_file = shipped_keys();
+        from_code.sort();
+        in_file.sort();
+        assert_eq!(from_code, in_file);
+        // Test-only fault injection is not a key.
+        assert!(
+            !shipped().contains("inject"),
+            "etc/ mentions fault injection"
+        );
+        assert!(!shipped().contains("without-poll-queues"));
+        let error = Config::parse(
+            "store:\n  uring:\n    iopoll-without-poll-queues: true\n",
+            "test.yaml",
+        )
+        .unwrap_err();
+        assert!(matches!(error, ConfigError::Parse { .. }), "{error}");
+        let error =
+            Config::parse("store:\n  inject-group-write-results: []\n", "test.yaml").unwrap_err();
+        assert!(matches!(error, ConfigError::Parse { .. }), "{error}");
+    }
+
+    /// Dotted keys (`store.segment-size-bytes`) a message names.
+    fn named_keys(message: &str) -> Vec<String> {
+        message
+            .split(|c: char| {
+                !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+            })
+            .map(|token| token.trim_end_matches('.'))
+            .filter(|token| {
+                ["server.", "store.", "metrics.", "log."]
+                    .iter()
+                    .any(|section| token.starts_with(section))
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn every_validation_error_names_a_shipped_key() {
+        let keys = shipped_keys();
+        let check = |message: &str| {
+            // The message starts with the key it is about (`section.key: expected ...`), or,
+            // for a value the node derives, names the keys it is derived from.
+            let named = named_keys(message);
+            assert!(!named.is_empty(), "names no key: {message}");
+            for key in named {
+                assert!(
+                    keys.contains(&key),
+                    "{key} is not in etc/data-node.yaml: {message}"
+                );
+            }
+        };
+
+        // One bad value for each of the node's checks.
+        let node_cases = [
+            "server:\n  listen: nowhere\n",
+            "server:\n  advertised-address: nowhere\n",
+            "server:\n  workers: 0\n",
+            "server:\n  cpu-set: [100000]\n",
+            "server:\n  max-connections: 0\n",
+            "server:\n  max-in-flight-per-connection: 0\n",
+            "server:\n  max-frame-size-bytes: 10\n",
+            "server:\n  grace-period-ms: 600001\n",
+            "store:\n  path: \"\"\n",
+            "store:\n  segment-size-bytes: 1000\n",
+            "store:\n  preallocated-segments: 0\n",
+            "store:\n  worker-queue-capacity: 3\n",
+            "store:\n  io-thread-cpu: 100000\n",
+            "store:\n  checkpoint-interval-ms: 1\n",
+            "store:\n  uring:\n    queue-depth: 3\n",
+            "store:\n  uring:\n    sqpoll: true\n    sqpoll-cpu: 100000\n",
+            "store:\n  uring:\n    sqpoll-cpu: 0\n",
+            "metrics:\n  addr: x\n",
+            "log:\n  level: loud\n",
+        ];
+        for text in node_cases {
+            let config = Config::parse(text, "test").unwrap();
+            let ConfigError::Invalid(problems) = config.validate().unwrap_err() else {
+                panic!("{text}: expected validation errors");
+            };
+            for problem in &problems {
+                check(problem);
+            }
+        }
+
+        // One bad value for each of the store's checks, on a configuration the node produced.
+        let valid = Config::default().store_config();
+        valid.validate().unwrap();
+        let mut store_cases = Vec::new();
+        let mut config = valid.clone();
+        config.segment_size_bytes = 1000;
+        store_cases.push(config);
+        let mut config = valid.clone();
+        config.max_group_bytes = 1000;
+        store_cases.push(config);
+        let mut config = valid.clone();
+        config.read_block_size_bytes = 1000;
+        store_cases.push(config);
+        let mut config = valid.clone();
+        config.preallocated_segments = 0;
+        store_cases.push(config);
+        let mut config = valid.clone();
+        config.worker_queue_capacity = 0;
+        store_cases.push(config);
+        let mut config = valid.clone();
+        config.uring.queue_depth = 3;
+        store_cases.push(config);
+        for config in store_cases {
+            let store::Error::Config(message) = config.validate().unwrap_err() else {
+                panic!("expected a configuration error");
+            };
+            check(&message);
+        }
+    }
+
+    #[test]
+    fn store_keys_use_the_store_defaults() {
+        // One default per key: the node's `store` section is the store's own type.
+        let config = Config::parse("store:\n  sync: never\n", "test").unwrap();
+        let expected = StoreConfig {
+            sync: SyncMode::Never,
+            ..StoreConfig::default()
+        };
+        assert_eq!(config.store, expected);
+        let derived = config.store_config();
+        assert!(derived.max_group_bytes >= config.server.max_frame_size_bytes);
+        assert_eq!(
+            derived.segment_size_bytes % derived.read_block_size_bytes as u64,
+            0
+        );
+        derived.validate().unwrap();
     }
 }

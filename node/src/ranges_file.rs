@@ -5,8 +5,8 @@
 //! empty), its start, its epoch, whether it is sealed and where, and the confirmed offset as of
 //! the last clean shutdown (so readers of an open range need not wait for the writer's next
 //! report after a restart). A change rewrites the file
-//! atomically: write `<name>.tmp`, fsync it, rename over the old file, fsync the directory. A
-//! crash leaves either the old or the new file, never a mix; a leftover `.tmp` is deleted at
+//! atomically with `runtime::fs::write_file_durably`: write `<name>.tmp`, fsync it, rename over
+//! the old file, fsync the directory. A crash leaves either the old or the new file, never a mix; a leftover `.tmp` is deleted at
 //! start. Every file carries a CRC32C, so a damaged file stops the node with its name instead of
 //! resurrecting a wrong range.
 //!
@@ -27,8 +27,8 @@
 //! Files are per range so that workers, each owning its ranges, never write the same file.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use ids::{Epoch, Offset, RangeIndex, RangeKey, StreamId};
@@ -158,7 +158,7 @@ impl RangeCatalog {
         let directory = data_dir.join("ranges");
         if !directory.is_dir() {
             fs::create_dir_all(&directory)?;
-            sync_directory(data_dir)?;
+            runtime::fs::sync_directory(data_dir)?;
         }
         for entry in fs::read_dir(&directory)? {
             let entry = entry?;
@@ -209,24 +209,9 @@ impl RangeCatalog {
 
     /// Writes `record` durably, replacing any earlier version of the same range.
     pub fn save(&self, record: &RangeRecord) -> io::Result<()> {
-        let name = record.file_name();
-        let final_path = self.directory.join(&name);
-        let temp_path = self.directory.join(format!("{name}.tmp"));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp_path)?;
-        file.write_all(&record.encode())?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&temp_path, &final_path)?;
-        sync_directory(&self.directory)
+        let path = self.directory.join(record.file_name());
+        runtime::fs::write_file_durably(&path, &record.encode())
     }
-}
-
-fn sync_directory(path: &Path) -> io::Result<()> {
-    File::open(path)?.sync_all()
 }
 
 #[cfg(test)]
@@ -266,6 +251,11 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         let catalog = RangeCatalog::open(data.path()).unwrap();
         catalog.save(&open_record(1, 0)).unwrap();
+        // The temporary file a crash in `save` leaves: the one `write_file_durably` writes.
+        assert_eq!(
+            TEMP_SUFFIX,
+            format!("{SUFFIX}{}", runtime::fs::TEMPORARY_SUFFIX)
+        );
         let temp = data.path().join("ranges/1-0.range.tmp");
         fs::write(&temp, b"half").unwrap();
         let reopened = RangeCatalog::open(data.path()).unwrap();

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use runtime::mailbox;
 use runtime::net::TcpListener;
 use runtime::signal::{Signal, Signals};
+use store::SyncMode;
 
-use crate::config::{Config, SyncMode};
+use crate::config::Config;
 use crate::connection::{self, race, Either};
 use crate::metrics::{Registry, StoreGauges};
 use crate::ranges_file::{RangeCatalog, RangeRecord};
@@ -44,7 +45,7 @@ pub fn startup_summary(config: &Config) -> String {
     } else {
         format!("pinned to cpus {:?}", config.server.cpu_set)
     };
-    let io_pinning = match config.store.io_cpu {
+    let io_pinning = match config.store.io_thread_cpu {
         Some(cpu) => format!("io thread on cpu {cpu}"),
         None => "io thread unpinned".to_string(),
     };
@@ -228,7 +229,7 @@ pub fn run(config: Config) -> Result<(), String> {
                         .saturating_sub(stats.oldest_segment_start),
                     wal_bytes_capacity: stats.disk_usage_bytes,
                     cache_bytes_used: stats.block_cache_bytes,
-                    cache_bytes_capacity: config.store.cache_size_bytes,
+                    cache_bytes_capacity: config.store.cache_size_bytes as u64,
                     group_writes: stats.groups,
                     group_write_micros: stats.group_write_micros,
                     data_syncs: stats.data_syncs,

@@ -8,9 +8,15 @@
 //!
 //! [`File::write_at_and_sync_data`] submits a write and an fdatasync linked with IOSQE_IO_LINK:
 //! one trip through the ring, and the sync starts only after the write succeeded.
+//!
+//! Off the ring, blocking: [`write_file_durably`] (write a temporary file, fsync, rename over
+//! the target, fsync the directory) and [`rename_durably`] / [`sync_directory`], for the small
+//! files a store or node replaces whole (checkpoints, properties, range files) and for
+//! publishing segment files. They run at open, on a checkpoint thread or outside the hot path;
+//! std's blocking calls keep them usable from any thread, with or without a runtime.
 
 use std::ffi::CString;
-use std::io;
+use std::io::{self, Write};
 use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -418,4 +424,151 @@ fn write_entry<B: IoBuf>(fd: RawFd, buf: &mut B, offset: u64) -> squeue::Entry {
     opcode::Write::new(types::Fd(fd), buf.stable_ptr(), len)
         .offset(offset)
         .build()
+}
+
+/// Suffix of the temporary file [`write_file_durably`] writes next to its target; a crash can
+/// leave one behind, which the owner of the directory should delete at open.
+pub const TEMPORARY_SUFFIX: &str = ".tmp";
+
+/// Replaces the file at `path` with `bytes`, atomically and durably, blocking: writes
+/// `<path>.tmp`, fsyncs it, renames it over `path` and fsyncs the directory. After a crash the
+/// file holds either its old or its new content, never a mix; once this returns `Ok` the new
+/// content survives a crash. On an error the temporary file is removed (best effort) and the
+/// old file, if any, is untouched unless the rename already happened.
+pub fn write_file_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let temporary = temporary_path(path);
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)?;
+        file.write_all(bytes)?;
+        // Content and size durable before the rename can be: otherwise a crash could leave
+        // the new name pointing at a short or empty file.
+        file.sync_all()?;
+        drop(file);
+        rename_durably(&temporary, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
+}
+
+/// Renames `from` to `to` and fsyncs the directory of `to`, so the new name survives a crash.
+/// Both must be in the same directory (a rename is atomic only within one file system, and
+/// only the target's directory is synced). The caller makes the file's content durable first.
+pub fn rename_durably(from: &Path, to: &Path) -> io::Result<()> {
+    debug_assert_eq!(
+        directory_of(from),
+        directory_of(to),
+        "rename_durably syncs only the target's directory"
+    );
+    std::fs::rename(from, to)?;
+    sync_directory(directory_of(to))
+}
+
+/// Makes creations, renames and removals of entries in `directory` durable (fsync of the
+/// directory itself).
+pub fn sync_directory(directory: &Path) -> io::Result<()> {
+    std::fs::File::open(directory)?.sync_all()
+}
+
+/// `<path>.tmp`, next to `path`.
+fn temporary_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(TEMPORARY_SUFFIX);
+    std::path::PathBuf::from(name)
+}
+
+/// The directory holding `path`; `.` for a bare file name.
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(directory: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(directory)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn write_file_durably_creates_then_replaces_and_leaves_no_temporary() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("checkpoint");
+        write_file_durably(&path, b"first version").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"first version");
+        assert_eq!(entries(directory.path()), ["checkpoint"]);
+
+        // A shorter replacement: the old content must not show through (no truncation bug).
+        write_file_durably(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        assert_eq!(entries(directory.path()), ["checkpoint"]);
+
+        // The old file is replaced by a rename, not rewritten in place: a reader holding it open
+        // still sees the old content whole, which is what atomic replacement means to a crash.
+        let held = std::fs::read(&path).unwrap();
+        let mut open = std::fs::File::open(&path).unwrap();
+        write_file_durably(&path, b"third, longer than the ones before").unwrap();
+        let mut seen = Vec::new();
+        std::io::Read::read_to_end(&mut open, &mut seen).unwrap();
+        assert_eq!(seen, held);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"third, longer than the ones before"
+        );
+        assert_eq!(entries(directory.path()), ["checkpoint"]);
+    }
+
+    #[test]
+    fn write_file_durably_overwrites_a_leftover_temporary() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("PROPERTIES");
+        std::fs::write(
+            directory.path().join("PROPERTIES.tmp"),
+            b"left by a crash, longer",
+        )
+        .unwrap();
+        write_file_durably(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(entries(directory.path()), ["PROPERTIES"]);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file_and_no_temporary() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("range");
+        write_file_durably(&path, b"old").unwrap();
+        // The rename fails: the target is now a non-empty directory.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("inside"), b"x").unwrap();
+        assert!(write_file_durably(&path, b"new").is_err());
+        assert_eq!(entries(directory.path()), ["range"]);
+        assert!(path.is_dir());
+    }
+
+    #[test]
+    fn rename_durably_moves_the_file() {
+        let directory = tempfile::tempdir().unwrap();
+        let from = directory.path().join("0000.wal.tmp");
+        let to = directory.path().join("0000.wal");
+        std::fs::write(&from, b"segment").unwrap();
+        rename_durably(&from, &to).unwrap();
+        assert_eq!(entries(directory.path()), ["0000.wal"]);
+        assert_eq!(std::fs::read(&to).unwrap(), b"segment");
+        sync_directory(directory.path()).unwrap();
+        assert!(sync_directory(&directory.path().join("missing")).is_err());
+    }
 }

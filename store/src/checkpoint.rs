@@ -170,21 +170,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint> {
 
 /// Replaces the checkpoint file atomically and durably.
 pub(crate) fn write(directory: &Path, bytes: &[u8]) -> Result<()> {
-    let temporary = directory.join(format!("{CHECKPOINT_FILE}.tmp"));
     let target = directory.join(CHECKPOINT_FILE);
-    let result = (|| {
-        let mut file = fs::File::create(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_data()?;
-        fs::rename(&temporary, &target)?;
-        sync_directory(directory)
-    })();
-    result.map_err(|error| {
-        let _ = fs::remove_file(&temporary);
-        match error.raw_os_error() {
-            Some(errno) => Error::errno("writing the index checkpoint", errno),
-            None => Error::io("writing the index checkpoint", &error),
-        }
+    runtime::fs::write_file_durably(&target, bytes).map_err(|error| match error.raw_os_error() {
+        Some(errno) => Error::errno("writing the index checkpoint", errno),
+        None => Error::io("writing the index checkpoint", &error),
     })
 }
 

@@ -1,13 +1,22 @@
-//! Plain configuration structs. The data node maps its YAML `store:` section into these; every
-//! field has a default that runs well on a 2-core laptop.
+//! Plain configuration structs. The data node's YAML `store:` section deserializes straight into
+//! [`StoreConfig`] (with the `serde` feature): a field is named after its YAML key
+//! (`segment-size-bytes` is `segment_size_bytes`), unknown keys are refused, and every default
+//! lives in one `Default` impl here, used by serde and by [`StoreConfig::new`] alike. The
+//! defaults run well on a 2-core laptop.
+//!
+//! Fields the YAML cannot set are `#[serde(skip)]`: `node_id`, the two sizes the node derives
+//! from other keys (`max_group_bytes`, `read_block_size_bytes`), and test-only fault injection.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use crate::PAGE_BYTES;
 
-/// When an append is acknowledged.
+/// When an append is acknowledged. YAML: `always` or `never`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum SyncMode {
     /// Acknowledge after the group's data sync (the default).
     Always,
@@ -16,8 +25,11 @@ pub enum SyncMode {
     Never,
 }
 
-/// How a new WAL segment is prepared when no recycled one is ready.
+/// How a new WAL segment is prepared when no recycled one is ready (a recycled segment, written
+/// before, is always preferred). YAML: `idle` or `always`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum PrewriteMode {
     /// Every new segment is written through with filler before the log uses it. Appends then
     /// never write into unwritten extents, but the disk writes every byte twice while no
@@ -29,8 +41,31 @@ pub enum PrewriteMode {
     Idle,
 }
 
-/// The IO thread's io_uring setup.
+impl fmt::Display for SyncMode {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            SyncMode::Always => "always",
+            SyncMode::Never => "never",
+        })
+    }
+}
+
+impl fmt::Display for PrewriteMode {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            PrewriteMode::Always => "always",
+            PrewriteMode::Idle => "idle",
+        })
+    }
+}
+
+/// The IO thread's io_uring setup; YAML section `store.uring`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(deny_unknown_fields, rename_all = "kebab-case", default)
+)]
 pub struct UringConfig {
     /// A kernel thread polls the submission queue. Off by default: on a 2-core machine it would
     /// spin on the only other core.
@@ -44,7 +79,7 @@ pub struct UringConfig {
     /// stay on the interrupt-driven ring). Probed at start; falls back to interrupts (with a log
     /// line) where the device has no poll queues.
     pub iopoll: bool,
-    /// Submission queue entries.
+    /// Submission queue entries of the IO thread's ring.
     pub queue_depth: u32,
 }
 
@@ -60,16 +95,23 @@ impl Default for UringConfig {
     }
 }
 
-/// Everything the store needs to open a directory.
+/// Everything the store needs to open a directory; YAML section `store`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(deny_unknown_fields, rename_all = "kebab-case", default)
+)]
 pub struct StoreConfig {
     /// Directory holding the lock file, properties, `wal/` and checkpoints.
     pub path: PathBuf,
     /// Node id recorded in the properties file; `None` accepts whatever is on disk.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub node_id: Option<u32>,
     /// Size of every WAL segment file. Immutable once the directory exists.
     pub segment_size_bytes: u64,
-    /// Segments prepared ahead of need.
+    /// Segments kept ready ahead of the one being written, recycled ones first; how a new one
+    /// is prepared is `prewrite`'s business.
     pub preallocated_segments: usize,
     /// When new segments are written through before use.
     pub prewrite: PrewriteMode,
@@ -77,14 +119,18 @@ pub struct StoreConfig {
     pub sync: SyncMode,
     /// io_uring setup of the IO thread.
     pub uring: UringConfig,
-    /// Largest single group write; also bounds one batch.
+    /// Largest single group write; also bounds one batch. Not a YAML key: the data node
+    /// derives it from `server.max-frame-size-bytes` and `store.segment-size-bytes`.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub max_group_bytes: usize,
     /// Requests one worker may have in flight at the IO thread (mailbox capacity).
     pub worker_queue_capacity: usize,
     /// Memory for cached WAL data: half for the block cache on the IO thread, half split over
     /// the workers for the tail of recently appended batches.
     pub cache_size_bytes: usize,
-    /// Unit of disk reads (and so of read-ahead) for readers that miss the caches.
+    /// Unit of disk reads (and so of read-ahead) for readers that miss the caches. Not a YAML
+    /// key: the data node derives it from `store.segment-size-bytes`.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub read_block_size_bytes: usize,
     /// Period of index checkpoints; one is also written at clean shutdown.
     pub checkpoint_interval_ms: u64,
@@ -93,7 +139,32 @@ pub struct StoreConfig {
     /// Faults injected by the store's own tests (feature `fault-injection`).
     #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub faults: crate::FaultInjection,
+}
+
+/// The one place every store default is written: serde fills absent YAML keys from it and
+/// [`StoreConfig::new`] starts from it.
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("./data"),
+            node_id: None,
+            segment_size_bytes: 64 << 20,
+            preallocated_segments: 2,
+            prewrite: PrewriteMode::Idle,
+            sync: SyncMode::Always,
+            uring: UringConfig::default(),
+            max_group_bytes: 2 << 20,
+            worker_queue_capacity: 1024,
+            cache_size_bytes: 64 << 20,
+            read_block_size_bytes: 1 << 20,
+            checkpoint_interval_ms: 60_000,
+            io_thread_cpu: None,
+            #[cfg(feature = "fault-injection")]
+            faults: crate::FaultInjection::default(),
+        }
+    }
 }
 
 impl StoreConfig {
@@ -101,20 +172,7 @@ impl StoreConfig {
     pub fn new(path: impl Into<PathBuf>) -> StoreConfig {
         StoreConfig {
             path: path.into(),
-            node_id: None,
-            segment_size_bytes: 1 << 30,
-            preallocated_segments: 2,
-            prewrite: PrewriteMode::Idle,
-            sync: SyncMode::Always,
-            uring: UringConfig::default(),
-            max_group_bytes: 2 << 20,
-            worker_queue_capacity: 1024,
-            cache_size_bytes: 256 << 20,
-            read_block_size_bytes: 1 << 20,
-            checkpoint_interval_ms: 60_000,
-            io_thread_cpu: None,
-            #[cfg(feature = "fault-injection")]
-            faults: crate::FaultInjection::default(),
+            ..StoreConfig::default()
         }
     }
 
@@ -123,11 +181,14 @@ impl StoreConfig {
         self.max_group_bytes - crate::record::HEADER_BYTES - PAGE_BYTES
     }
 
-    pub(crate) fn validate(&self) -> Result<()> {
+    /// Checks the values the store depends on. Each error names the YAML key as the data
+    /// node's file spells it (`store.segment-size-bytes`), or, for the two fields the node
+    /// derives, the field and the keys it is derived from.
+    pub fn validate(&self) -> Result<()> {
         let page = PAGE_BYTES as u64;
         if self.segment_size_bytes < 4 * page || self.segment_size_bytes % page != 0 {
             return Err(Error::Config(format!(
-                "segment-size must be a multiple of {page} bytes and at least {} bytes, found {}",
+                "store.segment-size-bytes: expected a multiple of {page} of at least {}, found {}",
                 4 * page,
                 self.segment_size_bytes
             )));
@@ -138,8 +199,9 @@ impl StoreConfig {
             || self.max_group_bytes as u64 > self.segment_size_bytes / 2
         {
             return Err(Error::Config(format!(
-                "max-group-size must be a multiple of {page} bytes, at least {} bytes, at most \
-                 1 GiB and at most half of segment-size ({}), found {}",
+                "max_group_bytes (derived by the data node from server.max-frame-size-bytes and \
+                 store.segment-size-bytes): expected a multiple of {page} of at least {}, at most \
+                 1 GiB and at most half of store.segment-size-bytes ({}), found {}",
                 4 * page,
                 self.segment_size_bytes / 2,
                 self.max_group_bytes
@@ -148,26 +210,27 @@ impl StoreConfig {
         let block = self.read_block_size_bytes as u64;
         if block < page || block % page != 0 || self.segment_size_bytes % block != 0 {
             return Err(Error::Config(format!(
-                "read-block-size must be a multiple of {page} bytes that divides segment-size \
-                 ({}), found {block}",
+                "read_block_size_bytes (derived by the data node from store.segment-size-bytes): \
+                 expected a multiple of {page} that divides store.segment-size-bytes ({}), \
+                 found {block}",
                 self.segment_size_bytes
             )));
         }
         if self.preallocated_segments == 0 {
             return Err(Error::Config(
-                "preallocated-segments must be at least 1, found 0".to_string(),
+                "store.preallocated-segments: expected at least 1, found 0".to_string(),
             ));
         }
         if self.worker_queue_capacity == 0 || self.worker_queue_capacity > 1 << 20 {
             return Err(Error::Config(format!(
-                "worker-queue-capacity must be between 1 and {}, found {}",
+                "store.worker-queue-capacity: expected 1..={}, found {}",
                 1 << 20,
                 self.worker_queue_capacity
             )));
         }
         if self.uring.queue_depth < 16 || self.uring.queue_depth > 32768 {
             return Err(Error::Config(format!(
-                "uring queue-depth must be between 16 and 32768, found {}",
+                "store.uring.queue-depth: expected 16..=32768, found {}",
                 self.uring.queue_depth
             )));
         }

@@ -128,7 +128,8 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "batch of {batch_bytes} bytes exceeds the largest storable batch of {max_bytes} \
-                 bytes; raise store max-group-size or send smaller batches"
+                 bytes; send smaller batches, or raise max_group_bytes (the data node derives it \
+                 from server.max-frame-size-bytes, capped at half of store.segment-size-bytes)"
             ),
             Error::Corrupt { position, detail } => write!(
                 f,

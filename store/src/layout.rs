@@ -16,7 +16,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::sync_directory;
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::WalPosition;
@@ -124,14 +123,8 @@ fn parse(text: &str) -> Result<Properties> {
 
 fn write_properties(path: &Path, properties: &Properties) -> Result<()> {
     let target = path.join(PROPERTIES_FILE);
-    let temporary = path.join("PROPERTIES.tmp");
-    (|| {
-        fs::write(&temporary, render(properties))?;
-        fs::File::open(&temporary)?.sync_all()?;
-        fs::rename(&temporary, &target)?;
-        sync_directory(path)
-    })()
-    .map_err(|error| Error::io(format!("writing {}", target.display()), &error))
+    runtime::fs::write_file_durably(&target, render(properties).as_bytes())
+        .map_err(|error| Error::io(format!("writing {}", target.display()), &error))
 }
 
 /// Creates the properties file on first open; afterwards checks it against the configuration.
@@ -325,8 +318,7 @@ pub(crate) fn publish_segment(
     temporary: &Path,
     start: WalPosition,
 ) -> io::Result<()> {
-    fs::rename(temporary, segment_path(wal_directory, start))?;
-    sync_directory(wal_directory)
+    runtime::fs::rename_durably(temporary, &segment_path(wal_directory, start))
 }
 
 /// Makes an allocated (possibly not or partly written) `.tmp` segment a real one: its size and
