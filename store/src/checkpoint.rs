@@ -303,11 +303,6 @@ pub(crate) fn read(directory: &Path) -> Result<Option<Checkpoint>> {
     }
 }
 
-/// Makes renames and creations in `directory` durable.
-pub(crate) fn sync_directory(directory: &Path) -> std::io::Result<()> {
-    fs::File::open(directory)?.sync_all()
-}
-
 /// Writes the clean-shutdown marker naming checkpoint `sequence`.
 pub(crate) fn mark_clean(directory: &Path, sequence: u64) -> Result<()> {
     let path = directory.join(CLEAN_FILE);
@@ -315,7 +310,7 @@ pub(crate) fn mark_clean(directory: &Path, sequence: u64) -> Result<()> {
         let mut file = fs::File::create(&path)?;
         file.write_all(&sequence.to_le_bytes())?;
         file.sync_data()?;
-        sync_directory(directory)
+        runtime::fs::sync_directory(directory)
     })();
     result.map_err(|error| Error::io("writing the clean-shutdown marker", &error))
 }
@@ -329,7 +324,7 @@ pub(crate) fn take_clean_mark(directory: &Path, sequence: Option<u64>) -> Result
         Err(error) => return Err(Error::io("reading the clean-shutdown marker", &error)),
     };
     fs::remove_file(&path)
-        .and_then(|()| sync_directory(directory))
+        .and_then(|()| runtime::fs::sync_directory(directory))
         .map_err(|error| Error::io("removing the clean-shutdown marker", &error))?;
     Ok(bytes.len() == 8
         && Some(u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8]))) == sequence)

@@ -154,7 +154,7 @@ pub(crate) fn check_properties(config: &StoreConfig) -> Result<Properties> {
     }
     if found.segment_size_bytes != config.segment_size_bytes {
         return Err(Error::Properties {
-            key: "segment-size",
+            key: "segment-size-bytes",
             on_disk: found.segment_size_bytes.to_string(),
             configured: config.segment_size_bytes.to_string(),
         });
@@ -402,7 +402,10 @@ mod tests {
         config.node_id = Some(4);
         config.segment_size_bytes = 2 << 20;
         let error = check_properties(&config).unwrap_err();
-        assert!(error.to_string().contains("segment-size"), "{error}");
+        assert!(
+            error.to_string().contains("`segment-size-bytes`"),
+            "{error}"
+        );
     }
 
     #[test]

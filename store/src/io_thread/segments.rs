@@ -14,7 +14,6 @@ use runtime::buf::AlignedBuf;
 
 use super::ring::{user_data, OP_PREWRITE, OP_PREWRITE_SYNC};
 use super::IoThread;
-use crate::checkpoint;
 use crate::config::PrewriteMode;
 use crate::layout::{self, PREWRITE_CHUNK_BYTES};
 use crate::message::Request;
@@ -337,7 +336,7 @@ impl IoThread {
                 let new_start = self.next_segment_to_prepare();
                 let new_path = layout::segment_path(&self.wal_directory, new_start);
                 std::fs::rename(&old_path, &new_path)
-                    .and_then(|()| checkpoint::sync_directory(&self.wal_directory))
+                    .and_then(|()| runtime::fs::sync_directory(&self.wal_directory))
                     .and_then(|()| layout::open_direct(&new_path, false))
                     .map(|fd| {
                         self.segments.insert(
@@ -356,7 +355,7 @@ impl IoThread {
                     })
             } else {
                 std::fs::remove_file(&old_path)
-                    .and_then(|()| checkpoint::sync_directory(&self.wal_directory))
+                    .and_then(|()| runtime::fs::sync_directory(&self.wal_directory))
             };
             match outcome {
                 Ok(()) => {
