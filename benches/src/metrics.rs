@@ -405,36 +405,41 @@ pub fn counter_deltas(before: &Scrape, after: &Scrape) -> BTreeMap<String, f64> 
 mod tests {
     use super::*;
 
-    const PAGE_BEFORE: &str = r#"# HELP es_append_stage_seconds Append latency by stage.
-# TYPE es_append_stage_seconds histogram
-es_append_stage_seconds_bucket{stage="sync",le="0.0001"} 0
-es_append_stage_seconds_bucket{stage="sync",le="0.001"} 10
-es_append_stage_seconds_bucket{stage="sync",le="0.01"} 10
-es_append_stage_seconds_bucket{stage="sync",le="+Inf"} 10
-es_append_stage_seconds_sum{stage="sync"} 0.005
-es_append_stage_seconds_count{stage="sync"} 10
+    // Series named and labelled as the data node exports them (`node/src/metrics.rs`).
+    const PAGE_BEFORE: &str = r#"# HELP es_latency_seconds Latency of each stage of appends and fetches.
+# TYPE es_latency_seconds histogram
+es_latency_seconds_bucket{operation="append",stage="write",le="0.0001"} 0
+es_latency_seconds_bucket{operation="append",stage="write",le="0.001"} 10
+es_latency_seconds_bucket{operation="append",stage="write",le="0.01"} 10
+es_latency_seconds_bucket{operation="append",stage="write",le="+Inf"} 10
+es_latency_seconds_sum{operation="append",stage="write"} 0.005
+es_latency_seconds_count{operation="append",stage="write"} 10
 # TYPE es_requests_total counter
-es_requests_total{op="append"} 10
+es_requests_total{operation="append"} 10
+# TYPE es_wal_data_sync_seconds_total counter
+es_wal_data_sync_seconds_total 0.25
 "#;
 
-    const PAGE_AFTER: &str = r#"# TYPE es_append_stage_seconds histogram
-es_append_stage_seconds_bucket{stage="sync",le="0.0001"} 0
-es_append_stage_seconds_bucket{stage="sync",le="0.001"} 60
-es_append_stage_seconds_bucket{stage="sync",le="0.01"} 110
-es_append_stage_seconds_bucket{stage="sync",le="+Inf"} 110
-es_append_stage_seconds_sum{stage="sync"} 0.305
-es_append_stage_seconds_count{stage="sync"} 110
+    const PAGE_AFTER: &str = r#"# TYPE es_latency_seconds histogram
+es_latency_seconds_bucket{operation="append",stage="write",le="0.0001"} 0
+es_latency_seconds_bucket{operation="append",stage="write",le="0.001"} 60
+es_latency_seconds_bucket{operation="append",stage="write",le="0.01"} 110
+es_latency_seconds_bucket{operation="append",stage="write",le="+Inf"} 110
+es_latency_seconds_sum{operation="append",stage="write"} 0.305
+es_latency_seconds_count{operation="append",stage="write"} 110
 # TYPE es_requests_total counter
-es_requests_total{op="append"} 110
-es_connections 3
+es_requests_total{operation="append"} 110
+# TYPE es_wal_data_sync_seconds_total counter
+es_wal_data_sync_seconds_total 1.75
+es_connections_open 3
 "#;
 
     #[test]
     fn parses_histograms_and_samples() {
         let scrape = parse(PAGE_AFTER);
         let key = SeriesKey {
-            name: "es_append_stage_seconds".into(),
-            labels: r#"{stage="sync"}"#.into(),
+            name: "es_latency_seconds".into(),
+            labels: r#"{operation="append",stage="write"}"#.into(),
         };
         let series = &scrape.histograms[&key];
         assert_eq!(series.buckets.len(), 4);
@@ -442,7 +447,7 @@ es_connections 3
         assert!(series.buckets.last().unwrap().0.is_infinite());
         let requests = SeriesKey {
             name: "es_requests_total".into(),
-            labels: r#"{op="append"}"#.into(),
+            labels: r#"{operation="append"}"#.into(),
         };
         assert_eq!(scrape.samples[&requests], 110.0);
     }
@@ -451,20 +456,26 @@ es_connections 3
     fn quantiles_come_from_the_delta_not_the_totals() {
         let stages = stage_latencies(&parse(PAGE_BEFORE), &parse(PAGE_AFTER));
         assert_eq!(stages.len(), 1);
-        let sync = &stages[0];
-        assert_eq!(sync.count, 100.0);
+        let write = &stages[0];
+        assert_eq!(
+            write.series,
+            r#"es_latency_seconds{operation="append",stage="write"}"#
+        );
+        assert_eq!(write.count, 100.0);
         // Delta: 50 in (100us, 1ms], 50 in (1ms, 10ms]. The median sits at the top of the
         // first bucket; p90 is 80 % into the second one.
-        assert!((sync.p50_us - 1_000.0).abs() < 1.0, "{sync:?}");
-        assert!((sync.p90_us - 8_200.0).abs() < 1.0, "{sync:?}");
-        assert!((sync.mean_us - 3_000.0).abs() < 1.0, "{sync:?}");
+        assert!((write.p50_us - 1_000.0).abs() < 1.0, "{write:?}");
+        assert!((write.p90_us - 8_200.0).abs() < 1.0, "{write:?}");
+        assert!((write.mean_us - 3_000.0).abs() < 1.0, "{write:?}");
     }
 
     #[test]
     fn counters_report_their_change() {
         let deltas = counter_deltas(&parse(PAGE_BEFORE), &parse(PAGE_AFTER));
-        assert_eq!(deltas[r#"es_requests_total{op="append"}"#], 100.0);
-        assert_eq!(deltas["es_connections"], 3.0);
+        assert_eq!(deltas[r#"es_requests_total{operation="append"}"#], 100.0);
+        // Time spent in fdatasync during the run: a `_seconds_total` counter, not a histogram.
+        assert_eq!(deltas["es_wal_data_sync_seconds_total"], 1.5);
+        assert_eq!(deltas["es_connections_open"], 3.0);
     }
 
     #[test]

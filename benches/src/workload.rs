@@ -21,7 +21,7 @@ use wire::msg::{
     AppendRequest, AppendResponse, CreateRangeRequest, CreateRangeResponse, FetchRequest,
     FetchResponse, PingRequest, PingResponse,
 };
-use wire::{BatchBuilder, BatchIter, Epoch, ErrorCode, Offset, RangeIndex, StreamId};
+use wire::{BatchBuilder, BatchIter, Epoch, ErrorCode, Offset, RangeIndex, RangeKey, StreamId};
 
 use crate::report::new_histogram;
 
@@ -44,7 +44,8 @@ pub struct Plan {
     /// Payload bytes per PING or per batch.
     pub payload_bytes: usize,
     pub streams: u64,
-    pub stream_base: u64,
+    /// The first stream's id; the others follow it.
+    pub stream_base: StreamId,
     /// Requests per second over all connections (open loop); `None`: closed loop.
     pub rate: Option<f64>,
     /// Batches appended to each stream before a catch-up fetch run.
@@ -134,12 +135,23 @@ impl Recorder {
     }
 }
 
+/// Each stream of a run has one range, this one.
+const RANGE_INDEX: RangeIndex = RangeIndex(0);
+/// Every write of a run is by the first writer of its range.
+const EPOCH: Epoch = Epoch(0);
+
 /// One stream written by this connection: its id and next offset.
 struct StreamCursor {
     stream_id: StreamId,
-    next_offset: Cell<u64>,
+    next_offset: Cell<Offset>,
     /// Set after an append failed: the offsets of this stream can no longer be trusted.
     broken: Cell<bool>,
+}
+
+impl StreamCursor {
+    fn range(&self) -> RangeKey {
+        RangeKey::new(self.stream_id, RANGE_INDEX)
+    }
 }
 
 /// Streams this connection owns (every `connections`-th stream).
@@ -147,8 +159,8 @@ fn streams_of(plan: &Plan, connection_index: usize) -> Vec<StreamCursor> {
     (0..plan.streams)
         .filter(|stream| (*stream as usize) % plan.connections == connection_index)
         .map(|stream| StreamCursor {
-            stream_id: StreamId(plan.stream_base + stream),
-            next_offset: Cell::new(0),
+            stream_id: StreamId(plan.stream_base.0 + stream),
+            next_offset: Cell::new(Offset(0)),
             broken: Cell::new(false),
         })
         .collect()
@@ -222,7 +234,7 @@ async fn run_connection(
         let schedule_slot = Rc::clone(&schedule_slot);
         let next_stream = Rc::clone(&next_stream);
         loops.push(runtime::spawn(async move {
-            let mut read_positions: Vec<u64> = vec![0; streams.len()];
+            let mut read_positions: Vec<Offset> = vec![Offset(0); streams.len()];
             loop {
                 if over(&recorder) {
                     return;
@@ -334,8 +346,8 @@ async fn create_ranges(connection: &Connection, streams: &[StreamCursor]) -> Res
     for stream in streams {
         let request = CreateRangeRequest {
             stream_id: stream.stream_id,
-            range_index: RangeIndex(0),
-            epoch: Epoch(0),
+            range_index: RANGE_INDEX,
+            epoch: EPOCH,
             start_offset: Offset(0),
             replicas: Vec::new(),
         };
@@ -347,14 +359,16 @@ async fn create_ranges(connection: &Connection, streams: &[StreamCursor]) -> Res
             Ok(Ok(_)) => {}
             Ok(Err(error)) if error.code == ErrorCode::RangeAlreadyExists => {
                 return Err(format!(
-                    "range {}/0 already exists on the node; pick another --stream-base",
-                    stream.stream_id
+                    "range {} already exists on the node; pick another --stream-base",
+                    stream.range()
                 ))
             }
             Ok(Err(error)) => {
                 return Err(format!(
                     "create-range {}: {} {}",
-                    stream.stream_id, error.code, error.message
+                    stream.range(),
+                    error.code,
+                    error.message
                 ))
             }
             Err(error) => return Err(error.to_string()),
@@ -372,7 +386,8 @@ fn next_batch(
     recorder: &Recorder,
 ) -> Result<(Offset, Bytes), Failure> {
     let base = stream.next_offset.get();
-    stream.next_offset.set(base + 1);
+    let end = base + 1;
+    stream.next_offset.set(end);
     let stamped;
     let payload = if stamp && payload.len() >= 8 {
         let mut copy = payload.to_vec();
@@ -382,10 +397,10 @@ fn next_batch(
     } else {
         payload
     };
-    let batch = BatchBuilder::new(stream.stream_id, RangeIndex(0), Epoch(0), Offset(base))
+    let batch = BatchBuilder::new(stream.stream_id, RANGE_INDEX, EPOCH, base)
         .finish_with_payload(1, payload)
         .map_err(|error| Failure::Request(error.to_string()))?;
-    Ok((Offset(base + 1), batch))
+    Ok((end, batch))
 }
 
 async fn append_to(
@@ -398,8 +413,8 @@ async fn append_to(
     let (end, batch) = next_batch(stream, payload, stamp, recorder)?;
     let request = AppendRequest {
         stream_id: stream.stream_id,
-        range_index: RangeIndex(0),
-        epoch: Epoch(0),
+        range_index: RANGE_INDEX,
+        epoch: EPOCH,
         // A single replica written directly: what this append makes durable is confirmed.
         confirmed_offset: Some(end),
     };
@@ -464,7 +479,7 @@ async fn fetch_catch_up_once(
     connection: &Connection,
     streams: &[StreamCursor],
     next_stream: &Cell<usize>,
-    positions: &mut [u64],
+    positions: &mut [Offset],
 ) -> Result<Measured, Failure> {
     if streams.is_empty() {
         return Err(Failure::Connection("no stream for this connection".into()));
@@ -473,13 +488,13 @@ async fn fetch_catch_up_once(
     next_stream.set(index + 1);
     let stream = &streams[index];
     if positions[index] >= stream.next_offset.get() {
-        positions[index] = 0;
+        positions[index] = Offset(0);
     }
     let request = FetchRequest {
         stream_id: stream.stream_id,
-        range_index: RangeIndex(0),
+        range_index: RANGE_INDEX,
         max_bytes: plan.fetch_max_bytes,
-        start_offset: Offset(positions[index]),
+        start_offset: positions[index],
         max_wait_ms: 0,
     };
     let frame = connection
@@ -493,7 +508,7 @@ async fn fetch_catch_up_once(
                 let batch =
                     batch.map_err(|error| Failure::Request(format!("fetched batch: {error}")))?;
                 bytes += batch.header().payload_length as usize;
-                positions[index] = batch.header().next_offset().0;
+                positions[index] = batch.header().next_offset();
             }
             Ok(Measured::Bytes(bytes))
         }
@@ -512,7 +527,7 @@ async fn fetch_tail_once(
     streams: &[StreamCursor],
     next_stream: &Cell<usize>,
     loop_index: usize,
-    positions: &mut [u64],
+    positions: &mut [Offset],
     payload: &[u8],
     recorder: &Recorder,
 ) -> Result<Measured, Failure> {
@@ -538,16 +553,16 @@ async fn fetch_tail_once(
             streams[index]
                 .next_offset
                 .get()
-                .saturating_sub(positions[index])
+                .saturating_distance_from(positions[index])
         })
         .unwrap_or(&mine[0]);
     let stream = &streams[index];
     let start_offset = positions[index];
     let request = FetchRequest {
         stream_id: stream.stream_id,
-        range_index: RangeIndex(0),
+        range_index: RANGE_INDEX,
         max_bytes: plan.fetch_max_bytes,
-        start_offset: Offset(start_offset),
+        start_offset,
         max_wait_ms: plan.fetch_wait_ms,
     };
     let frame = connection
@@ -564,7 +579,7 @@ async fn fetch_tail_once(
                     batch.map_err(|error| Failure::Request(format!("fetched batch: {error}")))?;
                 let header = batch.header();
                 bytes += header.payload_length as usize;
-                positions[index] = positions[index].max(header.next_offset().0);
+                positions[index] = positions[index].max(header.next_offset());
                 let body = batch.payload();
                 if let Some(stamp) = body.get(..8) {
                     let sent = u64::from_le_bytes(stamp.try_into().unwrap_or([0; 8]));
@@ -635,7 +650,7 @@ mod tests {
             in_flight: 4,
             payload_bytes: 16,
             streams: 0,
-            stream_base: 0,
+            stream_base: StreamId(0),
             rate: None,
             preload_batches: 0,
             fetch_max_bytes: 1 << 20,
@@ -664,7 +679,7 @@ mod tests {
             in_flight: 2,
             payload_bytes: 0,
             streams: 0,
-            stream_base: 0,
+            stream_base: StreamId(0),
             rate: Some(500.0),
             preload_batches: 0,
             fetch_max_bytes: 1 << 20,

@@ -29,8 +29,6 @@ use crate::conn::{goaway_error, ClientError, MAX_FRAME_BYTES};
 const READ_RESERVE_BYTES: usize = 256 * 1024;
 /// Payloads at least this large are sent by vectored write instead of being copied.
 const ZERO_COPY_MIN_BYTES: usize = 4096;
-/// Requests in flight per connection when not configured otherwise.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
 /// A connection shared by the tasks of one runtime thread (wrap it in an `Rc`).
 pub struct Connection {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use wire::{Offset, Range};
+use wire::{Offset, Range, RangeKey};
 
 use crate::session::{FetchedBatch, Outcome, Reply};
 
@@ -103,9 +103,8 @@ pub fn hex_dump(prefix: &str, bytes: &[u8]) -> String {
 fn range_text(range: &Range) -> String {
     let state = if range.is_sealed() { "sealed" } else { "open" };
     let mut text = format!(
-        "range {}/{} {state} epoch={} start={} end={} next={} confirmed={}",
-        range.stream_id,
-        range.index,
+        "range {} {state} epoch={} start={} end={} next={} confirmed={}",
+        RangeKey::new(range.stream_id, range.index),
         range.epoch,
         range.start_offset,
         optional(range.end_offset, "open"),
@@ -127,10 +126,7 @@ fn batch_text(batch: &FetchedBatch) -> String {
     format!(
         "  batch offsets [{}, {}) count={} epoch={} timestamp_ms={} payload={}",
         batch.base_offset,
-        batch
-            .base_offset
-            .0
-            .saturating_add(u64::from(batch.record_count)),
+        batch.next_offset(),
         batch.record_count,
         batch.epoch,
         batch.timestamp_ms,

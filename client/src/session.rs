@@ -12,7 +12,7 @@ use wire::msg::{
     DescribeRangeResponse, FetchRequest, FetchResponse, ListRangesRequest, ListRangesResponse,
     PingRequest, SealRangeRequest, SealRangeResponse,
 };
-use wire::{ErrorCode, Message, Offset, Range, RangeIndex, StreamId};
+use wire::{ErrorCode, Message, Offset, Range, RangeIndex, RangeKey, StreamId};
 
 use crate::command::RequestCommand;
 use crate::conn::blocking::{self, Connection, Exchange};
@@ -34,6 +34,17 @@ pub struct FetchedBatch {
     pub epoch: wire::Epoch,
     pub timestamp_ms: u64,
     pub payload: Bytes,
+}
+
+impl FetchedBatch {
+    /// The offset after the batch's last: where the next read of the range starts.
+    pub fn next_offset(&self) -> Offset {
+        Offset(
+            self.base_offset
+                .0
+                .saturating_add(u64::from(self.record_count)),
+        )
+    }
 }
 
 /// The decoded answer to one command.
@@ -86,7 +97,7 @@ pub struct Outcome {
 pub struct Session {
     address: String,
     connection: Option<Connection>,
-    next_offsets: HashMap<(StreamId, RangeIndex), Offset>,
+    next_offsets: HashMap<RangeKey, Offset>,
 }
 
 impl Session {
@@ -148,7 +159,7 @@ impl Session {
                 let reply = decode(&exchange, |response: CreateRangeResponse, _| {
                     Reply::Range(response.range)
                 })?;
-                self.learn(&reply, *stream_id, *range_index);
+                self.learn(&reply, RangeKey::new(*stream_id, *range_index));
                 Ok(outcome("create-range", exchange, reply, None))
             }
             RequestCommand::Append {
@@ -160,13 +171,13 @@ impl Session {
                 base_offset,
                 confirmed_offset,
             } => {
-                let key = (*stream_id, *range_index);
+                let key = RangeKey::new(*stream_id, *range_index);
                 let mut note = None;
                 let base_offset = match base_offset.or_else(|| self.next_offsets.get(&key).copied())
                 {
                     Some(offset) => offset,
                     None => {
-                        let offset = self.ask_next_offset(*stream_id, *range_index)?;
+                        let offset = self.ask_next_offset(key)?;
                         note = Some(format!("next offset {offset} learned with describe-range"));
                         offset
                     }
@@ -197,7 +208,7 @@ impl Session {
                     base_offset: response.base_offset,
                     next_offset: response.next_offset,
                 })?;
-                self.learn(&reply, *stream_id, *range_index);
+                self.learn(&reply, RangeKey::new(*stream_id, *range_index));
                 Ok(outcome("append", exchange, reply, note))
             }
             RequestCommand::Fetch {
@@ -237,7 +248,7 @@ impl Session {
                         "FETCH returned a record batch that does not check out: {error}"
                     )));
                 }
-                self.learn(&reply, *stream_id, *range_index);
+                self.learn(&reply, RangeKey::new(*stream_id, *range_index));
                 Ok(outcome("fetch", exchange, reply, None))
             }
             RequestCommand::Seal {
@@ -270,7 +281,7 @@ impl Session {
                 let reply = decode(&exchange, |response: DescribeRangeResponse, _| {
                     Reply::Range(response.range)
                 })?;
-                self.learn(&reply, *stream_id, *range_index);
+                self.learn(&reply, RangeKey::new(*stream_id, *range_index));
                 Ok(outcome("describe-range", exchange, reply, None))
             }
             RequestCommand::ListRanges { stream_id } => {
@@ -320,14 +331,10 @@ impl Session {
     }
 
     /// DESCRIBE_RANGE to learn where the next append must start.
-    fn ask_next_offset(
-        &mut self,
-        stream_id: StreamId,
-        range_index: RangeIndex,
-    ) -> Result<Offset, ClientError> {
+    fn ask_next_offset(&mut self, key: RangeKey) -> Result<Offset, ClientError> {
         let request = DescribeRangeRequest {
-            stream_id,
-            range_index,
+            stream_id: key.stream_id,
+            range_index: key.range_index,
         };
         let exchange = self.request(&request, &[], RESPONSE_TIMEOUT)?;
         match decode(&exchange, |response: DescribeRangeResponse, _| {
@@ -335,7 +342,7 @@ impl Session {
         })? {
             Reply::Range(range) => Ok(range.next_offset.unwrap_or(range.start_offset)),
             Reply::Failed(error) => Err(ClientError::Unexpected(format!(
-                "cannot learn the next offset of range {stream_id}/{range_index}: {} {}; \
+                "cannot learn the next offset of range {key}: {} {}; \
                  give offset=N or create the range first",
                 error.code, error.message
             ))),
@@ -344,7 +351,7 @@ impl Session {
     }
 
     /// Remembers the range's next offset from whatever the reply says about it.
-    fn learn(&mut self, reply: &Reply, stream_id: StreamId, range_index: RangeIndex) {
+    fn learn(&mut self, reply: &Reply, key: RangeKey) {
         let next = match reply {
             Reply::Range(range) => range.next_offset.or(Some(range.start_offset)),
             Reply::Appended { next_offset, .. } | Reply::Fetched { next_offset, .. } => {
@@ -364,7 +371,7 @@ impl Session {
             if self.next_offsets.len() >= REMEMBERED_RANGES_MAX {
                 self.next_offsets.clear();
             }
-            self.next_offsets.insert((stream_id, range_index), next);
+            self.next_offsets.insert(key, next);
         }
     }
 }

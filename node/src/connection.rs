@@ -19,21 +19,22 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use runtime::{race, Either};
 use wire::msg::{ErrorResponse, Goaway, GoawayReason, Request, Response};
 use wire::{DecodeError, Decoder, ErrorCode, Flags, Frame, Opcode};
 
+use crate::dispatch::dispatch;
 use crate::local::Notify;
 use crate::metrics::WorkerMetrics;
-use crate::worker::{Reply, Worker};
+use crate::reply::Reply;
+use crate::worker::Worker;
 
 /// Bytes asked of the kernel per read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -277,7 +278,7 @@ fn accept_frame(
     let worker = Rc::clone(worker);
     let shared = Rc::clone(shared);
     runtime::spawn(async move {
-        let reply = worker.dispatch(request, payload, received).await;
+        let reply = dispatch(&worker, request, payload, received).await;
         if !shared.broken.get() {
             match encode_reply(opcode, request_id, reply) {
                 Ok(frames) => shared.push_response(frames),
@@ -400,29 +401,6 @@ async fn write_loop(
         }
         shared.request_done.notify();
     }
-}
-
-/// Output of [`race`].
-pub enum Either<A, B> {
-    Left(A),
-    Right(B),
-}
-
-/// Polls both futures and returns the first output; the other future is dropped (a dropped
-/// runtime operation is cancelled and its buffer kept until the kernel lets go of it).
-pub async fn race<A: Future, B: Future>(left: A, right: B) -> Either<A::Output, B::Output> {
-    let mut left = pin!(left);
-    let mut right = pin!(right);
-    std::future::poll_fn(move |context| {
-        if let Poll::Ready(output) = left.as_mut().poll(context) {
-            return Poll::Ready(Either::Left(output));
-        }
-        if let Poll::Ready(output) = right.as_mut().poll(context) {
-            return Poll::Ready(Either::Right(output));
-        }
-        Poll::Pending
-    })
-    .await
 }
 
 #[cfg(test)]

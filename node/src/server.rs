@@ -21,10 +21,12 @@ use std::time::{Duration, Instant};
 use runtime::mailbox;
 use runtime::net::TcpListener;
 use runtime::signal::{Signal, Signals};
+use runtime::{race, Either};
 use store::SyncMode;
 
 use crate::config::Config;
-use crate::connection::{self, race, Either};
+use crate::connection;
+use crate::dispatch;
 use crate::metrics::{Registry, StoreGauges};
 use crate::ranges_file::{RangeCatalog, RangeRecord};
 use crate::storage::Storage;
@@ -361,7 +363,7 @@ async fn worker_main(setup: WorkerSetup) -> Result<(), String> {
         runtime::spawn(async move {
             while let Some(message) = receiver.recv().await {
                 depths[slot].set(receiver.len());
-                worker.receive(message);
+                dispatch::receive(&worker, message);
             }
         });
     }

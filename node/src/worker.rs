@@ -1,76 +1,31 @@
-//! One worker thread's share of the node: the ranges it owns, its store handle, its mailboxes to
-//! the other workers, and the dispatch of every request its connections decode.
+//! One worker thread's share of the node: the ranges it owns, its store handle and its mailboxes
+//! to the other workers.
 //!
 //! A range belongs to exactly one worker, `hash(stream id) % workers`, so all of a stream's
 //! ranges live together and their state is touched by one thread only, without locks. A request
 //! decoded on another worker travels to the owner as a [`WorkerMessage::Request`] through the
-//! SPSC mailbox of that pair of workers; the owner runs the handler and sends the
-//! [`WorkerMessage::Reply`] back the same way, where it completes the waiting connection task.
+//! SPSC mailbox of that pair of workers ([`Worker::forward`]); the owner runs the handler and
+//! sends the [`WorkerMessage::Reply`] back the same way, where it completes the waiting
+//! connection task ([`Worker::complete_forward`]). Which requests go where is `dispatch.rs`'s
+//! decision; this file knows the state and the mailboxes, not the handlers.
 //! Everything a worker holds is behind `RefCell`s that are never borrowed across an `.await`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use wire::msg::{ErrorResponse, Request, Response};
-use wire::{ErrorCode, Offset, StreamId};
+use wire::msg::Request;
+use wire::{ErrorCode, Offset, RangeKey, StreamId};
 
 use crate::config::Config;
-use crate::handler;
 use crate::local::{self, Notify};
 use crate::metrics::{Operation, WorkerMetrics};
 use crate::range::RangeState;
 use crate::ranges_file::{RangeCatalog, RangeRecord};
+use crate::reply::Reply;
 use crate::storage::Storage;
-
-/// A range's identity.
-pub use wire::RangeKey;
-
-/// What a handler produces: the response header and its payload (batches for FETCH, echo
-/// bytes for PING). `Send`, so it can travel back to the worker that owns the connection.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    /// Boxed: response headers vary a lot in size and replies travel through mailboxes.
-    pub response: Box<Response>,
-    pub payload: Bytes,
-}
-
-impl Reply {
-    pub fn new(response: Response) -> Reply {
-        Reply {
-            response: Box::new(response),
-            payload: Bytes::new(),
-        }
-    }
-
-    pub fn with_payload(response: Response, payload: Bytes) -> Reply {
-        Reply {
-            response: Box::new(response),
-            payload,
-        }
-    }
-
-    pub fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
-        Reply::new(Response::Error(ErrorResponse::new(code, message)))
-    }
-
-    pub fn error_with_detail(
-        code: ErrorCode,
-        detail: impl Into<u64>,
-        message: impl Into<String>,
-    ) -> Reply {
-        Reply::new(Response::Error(
-            ErrorResponse::new(code, message).with_detail(detail.into()),
-        ))
-    }
-
-    pub fn is_error(&self) -> bool {
-        matches!(*self.response, Response::Error(_))
-    }
-}
 
 /// Messages between workers.
 pub enum WorkerMessage {
@@ -240,16 +195,19 @@ impl Worker {
         self.ranges.borrow().contains_key(&key)
     }
 
-    /// Every range of this worker as a wire record, in (stream, index) order.
-    pub fn describe_ranges(&self, stream: Option<StreamId>) -> Vec<wire::Range> {
-        let ranges = self.ranges.borrow();
-        let mut records: Vec<wire::Range> = ranges
+    /// `describe` applied to every range of this worker (of `stream` only, if given), in no
+    /// particular order.
+    pub fn map_ranges<T>(
+        &self,
+        stream: Option<StreamId>,
+        mut describe: impl FnMut(RangeKey, &RangeState) -> T,
+    ) -> Vec<T> {
+        self.ranges
+            .borrow()
             .iter()
             .filter(|(key, _)| stream.is_none_or(|wanted| key.stream_id == wanted))
-            .map(|(key, entry)| handler::describe_range::record(*key, &entry.state))
-            .collect();
-        records.sort_by_key(|range| (range.stream_id, range.index));
-        records
+            .map(|(key, entry)| describe(*key, &entry.state))
+            .collect()
     }
 
     /// Ranges this worker owns, for the fetch-waiter gauge.
@@ -261,53 +219,9 @@ impl Worker {
             .sum()
     }
 
-    /// Answers a decoded request: here if this worker owns its range, otherwise by forwarding.
-    pub async fn dispatch(
-        self: &Rc<Self>,
-        request: Request,
-        payload: Bytes,
-        received: Instant,
-    ) -> Reply {
-        if let Request::ListRanges(header) = &request {
-            if header.stream_id.is_none() && self.worker_count > 1 {
-                return self.list_everywhere(*header, received).await;
-            }
-        }
-        let owner = request_stream(&request).map(|stream| owner_of(stream, self.worker_count));
-        match owner {
-            Some(owner) if owner != self.index => {
-                self.forward(owner, request, payload, received).await
-            }
-            _ => handler::handle(self, request, payload, received).await,
-        }
-    }
-
-    /// LIST_RANGES for every stream: this worker's ranges and every other worker's.
-    async fn list_everywhere(
-        self: &Rc<Self>,
-        header: wire::msg::ListRangesRequest,
-        received: Instant,
-    ) -> Reply {
-        let mut ranges = self.describe_ranges(None);
-        for other in (0..self.worker_count).filter(|other| *other != self.index) {
-            let reply = self
-                .forward(other, Request::ListRanges(header), Bytes::new(), received)
-                .await;
-            match *reply.response {
-                Response::ListRanges(listed) => ranges.extend(listed.ranges),
-                _ => return reply,
-            }
-        }
-        ranges.sort_by_key(|range| (range.stream_id, range.index));
-        let reply = Reply::new(Response::ListRanges(wire::msg::ListRangesResponse {
-            ranges,
-        }));
-        self.count(Operation::ListRanges, &reply);
-        reply
-    }
-
-    async fn forward(
-        self: &Rc<Self>,
+    /// Sends `request` to worker `owner` and waits for its reply.
+    pub async fn forward(
+        &self,
         owner: usize,
         request: Request,
         payload: Bytes,
@@ -364,35 +278,16 @@ impl Worker {
         }
     }
 
-    /// Handles one message from another worker's mailbox.
-    pub fn receive(self: &Rc<Self>, message: WorkerMessage) {
-        match message {
-            WorkerMessage::Request {
-                from,
-                token,
-                request,
-                payload,
-                received,
-            } => {
-                let worker = Rc::clone(self);
-                runtime::spawn(async move {
-                    let reply = handler::handle(&worker, request, payload, received).await;
-                    if let Err(reason) = worker
-                        .send_to(from, WorkerMessage::Reply { token, reply })
-                        .await
-                    {
-                        log::warn!(
-                            "worker {}: reply to worker {from} lost: {reason}",
-                            worker.index
-                        );
-                    }
-                });
-            }
-            WorkerMessage::Reply { token, reply } => {
-                if let Some(sender) = self.pending_forwards.borrow_mut().remove(&token) {
-                    sender.send(reply);
-                }
-            }
+    /// Sends the reply to request `token`, forwarded here by worker `from`, back to it.
+    pub async fn reply_to(&self, from: usize, token: u64, reply: Reply) -> Result<(), String> {
+        self.send_to(from, WorkerMessage::Reply { token, reply })
+            .await
+    }
+
+    /// Completes the connection task waiting for the reply to the forwarded request `token`.
+    pub fn complete_forward(&self, token: u64, reply: Reply) {
+        if let Some(sender) = self.pending_forwards.borrow_mut().remove(&token) {
+            sender.send(reply);
         }
     }
 
@@ -402,19 +297,6 @@ impl Worker {
         if reply.is_error() {
             self.metrics.error(operation);
         }
-    }
-}
-
-/// The stream whose owner must handle `request`; `None` for requests any worker answers.
-fn request_stream(request: &Request) -> Option<StreamId> {
-    match request {
-        Request::Append(header) => Some(header.stream_id),
-        Request::Fetch(header) => Some(header.stream_id),
-        Request::CreateRange(header) => Some(header.stream_id),
-        Request::SealRange(header) => Some(header.stream_id),
-        Request::DescribeRange(header) => Some(header.stream_id),
-        Request::ListRanges(header) => header.stream_id,
-        _ => None,
     }
 }
 

@@ -4,6 +4,7 @@
 //!   [`yield_now`].
 //! * [`net`]: TCP with owned buffers; [`fs`]: O_DIRECT-capable files; [`time`]: sleep, timeout,
 //!   interval; [`signal`]: SIGINT/SIGTERM/SIGHUP as futures.
+//! * [`race`] / [`Either`]: wait for whichever of two futures finishes first, dropping the other.
 //! * [`spsc`]: a bounded lock-free single-producer single-consumer ring.
 //! * [`mailbox`]: an SPSC ring plus a wake-up of the consumer that is skipped while it is awake.
 //! * [`thread`]: named threads pinned to a CPU, each running its own runtime.
@@ -18,6 +19,7 @@ pub mod mailbox;
 pub mod net;
 mod op;
 mod remote;
+pub mod select;
 pub mod signal;
 pub mod spsc;
 pub mod thread;
@@ -26,3 +28,4 @@ pub mod time;
 pub use buf::{AlignedBuf, IoBuf, IoBufMut, Slice};
 pub use driver::RingMode;
 pub use executor::{spawn, stats, yield_now, Builder, JoinHandle, Runtime, Stats};
+pub use select::{race, Either};

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use crate::executor::{try_with_context, with_context};
+use crate::select::{race, Either};
 
 struct TimerEntry {
     generation: u64,
@@ -234,15 +235,11 @@ impl From<Elapsed> for std::io::Error {
 /// Runs `future` for at most `duration`. On expiry the future is dropped (cancelling any
 /// operation it had in flight) and `Err(Elapsed)` returned.
 pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Output, Elapsed> {
-    let mut future = std::pin::pin!(future);
-    let mut sleep = sleep(duration);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(output) = future.as_mut().poll(cx) {
-            return Poll::Ready(Ok(output));
-        }
-        Pin::new(&mut sleep).poll(cx).map(|()| Err(Elapsed))
-    })
-    .await
+    // The future goes on the left: if it finished at the deadline, its output is not lost.
+    match race(future, sleep(duration)).await {
+        Either::Left(output) => Ok(output),
+        Either::Right(()) => Err(Elapsed),
+    }
 }
 
 /// Ticks every `period`, starting one period from now. A tick that is late (the thread was

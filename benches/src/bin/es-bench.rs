@@ -19,8 +19,10 @@ use benches::procstat::{self, ProcessSample, ProcessUsage};
 use benches::raw_disk::{self, RawDiskOptions};
 use benches::report::{format_rate, format_us, latency_header, latency_row, LatencySummary};
 use benches::workload::{self, Kind, Plan, Recorder};
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
+use wire::StreamId;
 
 #[derive(Parser)]
 #[command(
@@ -165,8 +167,8 @@ struct StreamArgs {
     batch_bytes: usize,
     /// First stream id; ranges (stream, 0) are created from it up. Default: derived from the
     /// clock so repeated runs against one node do not collide.
-    #[arg(long)]
-    stream_base: Option<u64>,
+    #[arg(long, value_parser = clap::value_parser!(u64).map(StreamId))]
+    stream_base: Option<StreamId>,
 }
 
 #[derive(Serialize)]
@@ -337,7 +339,7 @@ fn plan(
     kind: Kind,
     payload_bytes: usize,
     streams: u64,
-    stream_base: Option<u64>,
+    stream_base: Option<StreamId>,
 ) -> Result<Plan, String> {
     let address: SocketAddr = common
         .addr
@@ -364,7 +366,7 @@ fn plan(
         let seconds = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_secs());
-        seconds * 10_000
+        StreamId(seconds * 10_000)
     });
     Ok(Plan {
         kind,

@@ -10,7 +10,8 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::builder::TypedValueParser;
+use clap::{value_parser, Parser, Subcommand};
 use client::command::{parse_hex, RequestCommand, DEFAULT_FETCH_MAX_BYTES};
 use client::output::{self, Format};
 use client::session::{Outcome, Reply, Session};
@@ -51,9 +52,11 @@ struct Target {
 #[derive(clap::Args)]
 struct RangeArgs {
     /// Stream id.
-    stream: u64,
+    #[arg(value_parser = value_parser!(u64).map(StreamId))]
+    stream: StreamId,
     /// Range index within the stream.
-    index: u32,
+    #[arg(value_parser = value_parser!(u32).map(RangeIndex))]
+    index: RangeIndex,
 }
 
 #[derive(Subcommand)]
@@ -77,15 +80,15 @@ enum CliCommand {
     CreateRange {
         #[command(flatten)]
         target: Target,
-        #[arg(long)]
-        stream: u64,
-        #[arg(long)]
-        index: u32,
+        #[arg(long, value_parser = value_parser!(u64).map(StreamId))]
+        stream: StreamId,
+        #[arg(long, value_parser = value_parser!(u32).map(RangeIndex))]
+        index: RangeIndex,
         /// First offset of the range.
-        #[arg(long, default_value_t = 0)]
-        start: u64,
-        #[arg(long, default_value_t = 0)]
-        epoch: u64,
+        #[arg(long, default_value = "0", value_parser = value_parser!(u64).map(Offset))]
+        start: Offset,
+        #[arg(long, default_value = "0", value_parser = value_parser!(u64).map(Epoch))]
+        epoch: Epoch,
     },
     /// Append one record batch.
     Append {
@@ -98,17 +101,17 @@ enum CliCommand {
         /// PAYLOAD is hex digits.
         #[arg(long)]
         hex: bool,
-        #[arg(long, default_value_t = 0)]
-        epoch: u64,
+        #[arg(long, default_value = "0", value_parser = value_parser!(u64).map(Epoch))]
+        epoch: Epoch,
         /// Offsets the batch covers.
         #[arg(long, default_value_t = 1)]
         count: u32,
         /// Base offset; default: the range's next offset, asked with DESCRIBE_RANGE.
-        #[arg(long)]
-        offset: Option<u64>,
+        #[arg(long, value_parser = value_parser!(u64).map(Offset))]
+        offset: Option<Offset>,
         /// Confirmed offset to report; default: the end of this batch.
-        #[arg(long)]
-        confirmed: Option<u64>,
+        #[arg(long, value_parser = value_parser!(u64).map(Offset))]
+        confirmed: Option<Offset>,
     },
     /// Read record batches from an offset; --follow keeps reading like `tail -f`.
     Fetch {
@@ -116,8 +119,8 @@ enum CliCommand {
         target: Target,
         #[command(flatten)]
         range: RangeArgs,
-        #[arg(long, default_value_t = 0)]
-        offset: u64,
+        #[arg(long, default_value = "0", value_parser = value_parser!(u64).map(Offset))]
+        offset: Offset,
         #[arg(long, default_value_t = DEFAULT_FETCH_MAX_BYTES)]
         max_bytes: u32,
         /// Wait up to this long for data (long poll).
@@ -133,11 +136,11 @@ enum CliCommand {
         target: Target,
         #[command(flatten)]
         range: RangeArgs,
-        #[arg(long, default_value_t = 0)]
-        epoch: u64,
+        #[arg(long, default_value = "0", value_parser = value_parser!(u64).map(Epoch))]
+        epoch: Epoch,
         /// End offset; default: the node's next offset.
-        #[arg(long)]
-        end: Option<u64>,
+        #[arg(long, value_parser = value_parser!(u64).map(Offset))]
+        end: Option<Offset>,
     },
     /// Show a range's offsets and state.
     DescribeRange {
@@ -151,7 +154,8 @@ enum CliCommand {
         #[command(flatten)]
         target: Target,
         /// Only this stream's ranges.
-        stream: Option<u64>,
+        #[arg(value_parser = value_parser!(u64).map(StreamId))]
+        stream: Option<StreamId>,
     },
     /// Send bytes typed in hex as they are and dump whatever comes back.
     Raw {
@@ -190,10 +194,10 @@ fn main() -> ExitCode {
             format,
             false,
             RequestCommand::CreateRange {
-                stream_id: StreamId(stream),
-                range_index: RangeIndex(index),
-                start_offset: Offset(start),
-                epoch: Epoch(epoch),
+                stream_id: stream,
+                range_index: index,
+                start_offset: start,
+                epoch,
             },
         ),
         CliCommand::Append {
@@ -222,13 +226,13 @@ fn main() -> ExitCode {
                 format,
                 false,
                 RequestCommand::Append {
-                    stream_id: StreamId(range.stream),
-                    range_index: RangeIndex(range.index),
+                    stream_id: range.stream,
+                    range_index: range.index,
                     payload,
-                    epoch: Epoch(epoch),
+                    epoch,
                     record_count: count,
-                    base_offset: offset.map(Offset),
-                    confirmed_offset: confirmed.map(Offset),
+                    base_offset: offset,
+                    confirmed_offset: confirmed,
                 },
             )
         }
@@ -244,9 +248,9 @@ fn main() -> ExitCode {
                 return usage_error("--max-bytes must be at least 1");
             }
             let fetch = RequestCommand::Fetch {
-                stream_id: StreamId(range.stream),
-                range_index: RangeIndex(range.index),
-                start_offset: Offset(offset),
+                stream_id: range.stream,
+                range_index: range.index,
+                start_offset: offset,
                 max_bytes,
                 max_wait_ms: wait_ms,
             };
@@ -265,10 +269,10 @@ fn main() -> ExitCode {
             format,
             false,
             RequestCommand::Seal {
-                stream_id: StreamId(range.stream),
-                range_index: RangeIndex(range.index),
-                epoch: Epoch(epoch),
-                end_offset: end.map(Offset),
+                stream_id: range.stream,
+                range_index: range.index,
+                epoch,
+                end_offset: end,
             },
         ),
         CliCommand::DescribeRange { target, range } => one_shot(
@@ -276,17 +280,15 @@ fn main() -> ExitCode {
             format,
             false,
             RequestCommand::DescribeRange {
-                stream_id: StreamId(range.stream),
-                range_index: RangeIndex(range.index),
+                stream_id: range.stream,
+                range_index: range.index,
             },
         ),
         CliCommand::ListRanges { target, stream } => one_shot(
             &target.addr,
             format,
             false,
-            RequestCommand::ListRanges {
-                stream_id: stream.map(StreamId),
-            },
+            RequestCommand::ListRanges { stream_id: stream },
         ),
         CliCommand::Raw {
             target,
@@ -401,11 +403,7 @@ fn follow_range(address: &str, format: Format, first: RequestCommand) -> ExitCod
                     print_outcome(format, &outcome, false);
                 }
                 if let Some(last) = batches.last() {
-                    offset = Offset(
-                        last.base_offset
-                            .0
-                            .saturating_add(u64::from(last.record_count)),
-                    );
+                    offset = last.next_offset();
                 }
                 if end_offset.is_some_and(|end| offset >= end) {
                     return ExitCode::SUCCESS;

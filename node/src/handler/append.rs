@@ -9,11 +9,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use wire::msg::{AppendRequest, AppendResponse, Response};
-use wire::{BatchIter, ErrorCode, Offset};
+use wire::{BatchIter, ErrorCode, Offset, RangeKey};
 
 use crate::metrics::Stage;
 use crate::range::{AppendRejection, Completion};
-use crate::worker::{RangeKey, Reply, Worker};
+use crate::reply::Reply;
+use crate::worker::Worker;
 
 /// The offsets an APPEND payload covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,11 +1,12 @@
 //! CREATE_RANGE: create the local replica of a range and persist it before answering.
 
 use wire::msg::{CreateRangeRequest, CreateRangeResponse, Response};
-use wire::ErrorCode;
+use wire::{ErrorCode, RangeKey};
 
 use crate::range::RangeState;
 use crate::ranges_file::RangeRecord;
-use crate::worker::{RangeKey, Reply, Worker};
+use crate::reply::Reply;
+use crate::worker::Worker;
 
 pub fn handle(worker: &Worker, request: CreateRangeRequest) -> Reply {
     let key = RangeKey::new(request.stream_id, request.range_index);

@@ -1,9 +1,11 @@
 //! DESCRIBE_RANGE: the range record as this replica sees it.
 
 use wire::msg::{DescribeRangeRequest, DescribeRangeResponse, Response};
+use wire::RangeKey;
 
 use crate::range::RangeState;
-use crate::worker::{RangeKey, Reply, Worker};
+use crate::reply::Reply;
+use crate::worker::Worker;
 
 pub fn handle(worker: &Worker, request: DescribeRangeRequest) -> Reply {
     let key = RangeKey::new(request.stream_id, request.range_index);

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use wire::msg::{FetchRequest, FetchResponse, Response};
-use wire::{BatchIter, ErrorCode, Offset};
+use wire::{BatchIter, ErrorCode, Offset, RangeKey};
 
 use crate::metrics::Stage;
 use crate::range::FetchBounds;
-use crate::worker::{RangeKey, Reply, Worker};
+use crate::reply::Reply;
+use crate::worker::Worker;
 
 /// Longest long-poll a node grants (`docs/protocol.md` §8).
 pub const MAX_WAIT_MS: u32 = 30_000;

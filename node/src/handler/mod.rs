@@ -1,7 +1,8 @@
 //! Request handlers, one file per operation, named like `wire::msg::<operation>`.
 //!
-//! Every handler runs on the worker that owns the request's range (see `worker.rs`) and returns
-//! a [`Reply`]; the connection that received the request encodes it under the request's id.
+//! Every handler runs on the worker that owns the request's range (`dispatch.rs` sends it there)
+//! and returns a [`Reply`]; the connection that received the request encodes it under the
+//! request's id.
 
 pub mod append;
 pub mod create_range;
@@ -17,10 +18,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use wire::msg::Request;
-use wire::ErrorCode;
+use wire::{ErrorCode, RangeKey};
 
 use crate::metrics::Operation;
-use crate::worker::{Reply, Worker};
+use crate::reply::Reply;
+use crate::worker::Worker;
 
 /// Runs the handler of `request` on this worker and counts it.
 pub async fn handle(
@@ -32,7 +34,7 @@ pub async fn handle(
     let operation = operation_of(&request);
     let reply = match request {
         Request::Ping(_) => ping::handle(payload),
-        Request::Heartbeat(header) => heartbeat::handle(worker, header),
+        Request::Heartbeat(_) => heartbeat::handle(),
         Request::CreateRange(header) => create_range::handle(worker, header),
         Request::Append(header) => append::handle(worker, header, payload, received).await,
         Request::Fetch(header) => fetch::handle(worker, header, received).await,
@@ -71,7 +73,7 @@ pub fn operation_of(request: &Request) -> Operation {
 }
 
 /// The error for a range this node does not hold.
-pub fn range_not_found(key: crate::worker::RangeKey) -> Reply {
+pub fn range_not_found(key: RangeKey) -> Reply {
     Reply::error(
         ErrorCode::RangeNotFound,
         format!("range {key} is not on this node; create it first or ask the placement manager"),

@@ -5,7 +5,7 @@ use wire::msg::ping::MAX_PING_PAYLOAD_BYTES;
 use wire::msg::{PingResponse, Response};
 use wire::ErrorCode;
 
-use crate::worker::Reply;
+use crate::reply::Reply;
 
 pub fn handle(payload: Bytes) -> Reply {
     if payload.len() > MAX_PING_PAYLOAD_BYTES {

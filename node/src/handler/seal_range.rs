@@ -6,10 +6,11 @@
 //! the raised epoch are persisted before the answer.
 
 use wire::msg::{Response, SealRangeRequest, SealRangeResponse};
-use wire::ErrorCode;
+use wire::{ErrorCode, RangeKey};
 
 use crate::range::SealOutcome;
-use crate::worker::{RangeKey, Reply, Worker};
+use crate::reply::Reply;
+use crate::worker::Worker;
 
 pub async fn handle(worker: &Worker, request: SealRangeRequest) -> Reply {
     let key = RangeKey::new(request.stream_id, request.range_index);
