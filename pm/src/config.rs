@@ -1,0 +1,376 @@
+//! The placement manager's configuration: one YAML file (`-c FILE`), every key with a default in
+//! code, the same two steps as the data node's: `serde_yaml_ng` rejects unknown keys and wrong
+//! types, then [`PmConfig::validate`] checks every value and names each bad key as
+//! `section.key: expected <form>, found <value>`. Command-line overrides go between the two.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The default address of a placement manager, standalone or embedded in a data node.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:12378";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct PmConfig {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub cluster: ClusterConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+}
+
+/// `server`: the protocol listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ServerConfig {
+    /// Address clients and data nodes reach the placement manager on.
+    pub listen: String,
+    /// Connections accepted at once; more are closed on accept.
+    pub max_connections: usize,
+    /// Requests one connection may have in flight; reading stops at this bound.
+    pub max_in_flight_per_connection: usize,
+    /// Largest frame accepted or sent, header included (placement requests are small).
+    pub max_frame_size_bytes: usize,
+    /// A connection with no request for this long is closed; 0 disables the timeout.
+    pub idle_timeout_ms: u64,
+    /// How long accepted requests may take to finish after SIGTERM/SIGINT.
+    pub grace_period_ms: u64,
+}
+
+/// `storage`: the durable command log and its snapshots.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct StorageConfig {
+    /// Directory of the log segments, snapshots and the lock file.
+    pub path: PathBuf,
+    /// Size at which a log segment file is closed and the next one started.
+    pub segment_size_bytes: u64,
+    /// A snapshot is taken (and the log before it dropped) after this many commands.
+    pub snapshot_every_commands: u64,
+}
+
+/// `cluster`: data nodes, placement and retention.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ClusterConfig {
+    /// How often data nodes are asked to heartbeat (sent back in every heartbeat answer).
+    pub heartbeat_interval_ms: u64,
+    /// A node silent for this long counts as dead: no new ranges are placed on it.
+    pub node_timeout_ms: u64,
+    /// How long a request to a data node (create, trim or delete a range) may take before the
+    /// placement manager gives up on that node.
+    pub node_request_timeout_ms: u64,
+    /// A node reporting less free disk than this gets no new ranges.
+    pub min_free_disk_bytes: u64,
+    /// How often streams are checked against their retention and data nodes against the ranges
+    /// they should hold.
+    pub maintenance_interval_ms: u64,
+}
+
+/// `metrics`: the Prometheus text endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` when true.
+    pub enabled: bool,
+    /// Address of the metrics endpoint.
+    pub addr: String,
+}
+
+/// `log`: what gets logged.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace` or `off`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: DEFAULT_LISTEN.to_string(),
+            max_connections: 1024,
+            max_in_flight_per_connection: 256,
+            max_frame_size_bytes: 1024 * 1024,
+            idle_timeout_ms: 300_000,
+            grace_period_ms: 5_000,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: PathBuf::from("./pm-data"),
+            segment_size_bytes: 64 * 1024 * 1024,
+            snapshot_every_commands: 10_000,
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            heartbeat_interval_ms: 1_000,
+            node_timeout_ms: 3_000,
+            node_request_timeout_ms: 2_000,
+            min_free_disk_bytes: 64 * 1024 * 1024,
+            maintenance_interval_ms: 5_000,
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            addr: "127.0.0.1:9912".to_string(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+        }
+    }
+}
+
+/// Why a configuration could not be used. The message names the file or key at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read { path: PathBuf, reason: String },
+    /// The text is not valid YAML for this schema (unknown key, wrong type).
+    Parse { origin: String, reason: String },
+    /// Values that parse but are out of range; one message per key.
+    Invalid(Vec<String>),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, reason } => {
+                write!(
+                    formatter,
+                    "cannot read config file {}: {reason}",
+                    path.display()
+                )
+            }
+            ConfigError::Parse { origin, reason } => write!(formatter, "{origin}: {reason}"),
+            ConfigError::Invalid(problems) => {
+                write!(formatter, "invalid configuration: {}", problems.join("; "))
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// `host:port` resolved to its first address, or `None` when it does not parse or resolve.
+pub fn parse_socket_address(text: &str) -> Option<SocketAddr> {
+    text.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| text.to_socket_addrs().ok()?.next())
+}
+
+impl PmConfig {
+    /// Reads and parses a file; call [`PmConfig::validate`] after applying overrides.
+    pub fn load(path: &Path) -> Result<PmConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: error.to_string(),
+        })?;
+        PmConfig::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses YAML text; `origin` names the text in error messages. An empty text is all defaults.
+    pub fn parse(text: &str, origin: &str) -> Result<PmConfig, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(PmConfig::default());
+        }
+        serde_yaml_ng::from_str(text).map_err(|error| ConfigError::Parse {
+            origin: origin.to_string(),
+            reason: error.to_string(),
+        })
+    }
+
+    /// Checks every value; the error lists each bad key with the expected form and what was found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, problem: String| {
+            if !ok {
+                problems.push(problem);
+            }
+        };
+        let server = &self.server;
+        check(
+            parse_socket_address(&server.listen).is_some(),
+            format!(
+                "server.listen: expected host:port like {DEFAULT_LISTEN}, found {:?}",
+                server.listen
+            ),
+        );
+        check(
+            (1..=1_000_000).contains(&server.max_connections),
+            format!(
+                "server.max-connections: expected 1..=1000000, found {}",
+                server.max_connections
+            ),
+        );
+        check(
+            (1..=65_536).contains(&server.max_in_flight_per_connection),
+            format!(
+                "server.max-in-flight-per-connection: expected 1..=65536, found {}",
+                server.max_in_flight_per_connection
+            ),
+        );
+        check(
+            (64 * 1024..=64 * 1024 * 1024).contains(&server.max_frame_size_bytes),
+            format!(
+                "server.max-frame-size-bytes: expected 65536..=67108864, found {}",
+                server.max_frame_size_bytes
+            ),
+        );
+        check(
+            server.grace_period_ms <= 600_000,
+            format!(
+                "server.grace-period-ms: expected 0..=600000, found {}",
+                server.grace_period_ms
+            ),
+        );
+        let storage = &self.storage;
+        check(
+            !storage.path.as_os_str().is_empty(),
+            "storage.path: expected a directory path, found an empty string".to_string(),
+        );
+        check(
+            (1024 * 1024..=1024 * 1024 * 1024).contains(&storage.segment_size_bytes),
+            format!(
+                "storage.segment-size-bytes: expected 1 MiB..=1 GiB, found {}",
+                storage.segment_size_bytes
+            ),
+        );
+        check(
+            (1..=100_000_000).contains(&storage.snapshot_every_commands),
+            format!(
+                "storage.snapshot-every-commands: expected 1..=100000000, found {}",
+                storage.snapshot_every_commands
+            ),
+        );
+        let cluster = &self.cluster;
+        check(
+            (10..=600_000).contains(&cluster.heartbeat_interval_ms),
+            format!(
+                "cluster.heartbeat-interval-ms: expected 10..=600000, found {}",
+                cluster.heartbeat_interval_ms
+            ),
+        );
+        check(
+            cluster.node_timeout_ms > cluster.heartbeat_interval_ms
+                && cluster.node_timeout_ms <= 3_600_000,
+            format!(
+                "cluster.node-timeout-ms: expected more than cluster.heartbeat-interval-ms ({}) \
+                 and at most 3600000, found {}",
+                cluster.heartbeat_interval_ms, cluster.node_timeout_ms
+            ),
+        );
+        check(
+            (10..=600_000).contains(&cluster.node_request_timeout_ms),
+            format!(
+                "cluster.node-request-timeout-ms: expected 10..=600000, found {}",
+                cluster.node_request_timeout_ms
+            ),
+        );
+        check(
+            (10..=3_600_000).contains(&cluster.maintenance_interval_ms),
+            format!(
+                "cluster.maintenance-interval-ms: expected 10..=3600000, found {}",
+                cluster.maintenance_interval_ms
+            ),
+        );
+        if self.metrics.enabled {
+            check(
+                parse_socket_address(&self.metrics.addr).is_some(),
+                format!(
+                    "metrics.addr: expected host:port like 127.0.0.1:9912, found {:?}",
+                    self.metrics.addr
+                ),
+            );
+        }
+        check(
+            self.log.level.parse::<log::LevelFilter>().is_ok(),
+            format!(
+                "log.level: expected error, warn, info, debug, trace or off, found {:?}",
+                self.log.level
+            ),
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The configured log level (validated).
+    pub fn log_level(&self) -> log::LevelFilter {
+        self.log.level.parse().unwrap_or(log::LevelFilter::Info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHIPPED: &str = include_str!("../../etc/pm.yaml");
+
+    #[test]
+    fn the_shipped_file_holds_exactly_the_defaults() {
+        let shipped = PmConfig::parse(SHIPPED, "etc/pm.yaml").unwrap();
+        assert_eq!(shipped, PmConfig::default());
+        shipped.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let error = PmConfig::parse("cluster:\n  node-timeout: 5\n", "test").unwrap_err();
+        assert!(error.to_string().contains("node-timeout"), "{error}");
+    }
+
+    #[test]
+    fn every_validation_error_names_a_shipped_key() {
+        let mut config = PmConfig::default();
+        config.server.listen = "nowhere".into();
+        config.server.max_connections = 0;
+        config.server.max_in_flight_per_connection = 0;
+        config.server.max_frame_size_bytes = 1;
+        config.server.grace_period_ms = u64::MAX;
+        config.storage.path = PathBuf::new();
+        config.storage.segment_size_bytes = 1;
+        config.storage.snapshot_every_commands = 0;
+        config.cluster.heartbeat_interval_ms = 1;
+        config.cluster.node_timeout_ms = 1;
+        config.cluster.node_request_timeout_ms = 1;
+        config.cluster.maintenance_interval_ms = 1;
+        config.metrics.addr = "nowhere".into();
+        config.log.level = "loud".into();
+        let ConfigError::Invalid(problems) = config.validate().unwrap_err() else {
+            panic!("expected invalid values");
+        };
+        assert_eq!(problems.len(), 14, "{problems:?}");
+        let shipped: serde_yaml_ng::Value = serde_yaml_ng::from_str(SHIPPED).unwrap();
+        for problem in problems {
+            let key = problem.split(':').next().unwrap();
+            let (section, field) = key.split_once('.').unwrap();
+            assert!(
+                shipped[section].get(field).is_some(),
+                "{problem} names {key}, which etc/pm.yaml does not have"
+            );
+        }
+    }
+}
