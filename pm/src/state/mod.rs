@@ -238,6 +238,40 @@ impl PmState {
         self.nodes.values()
     }
 
+    /// Where a retention sweep at `now_ms` should trim `stream` (the daemon then logs a
+    /// TrimStream with it), or `None` if its retention keeps everything. Only sealed ranges
+    /// expire, oldest first and whole: by time once `sealed_at_ms + retention_ms ≤ now_ms`, by
+    /// size once the ranges newer than one already hold `retention_bytes` or more (a range
+    /// sealed without a size counts as 0 bytes). The later of the two trim points wins.
+    pub fn retention_trim_point(&self, stream: StreamId, now_ms: u64) -> Option<Offset> {
+        let record = self.streams.get(&stream).filter(|record| !record.deleted)?;
+        let sealed: Vec<&RangeRecord> = self
+            .ranges_of(stream)
+            .filter(|range| range.is_sealed())
+            .collect();
+        let mut trim_point = record.start_offset;
+        if record.retention_ms > 0 {
+            let expired = sealed.iter().take_while(|range| {
+                let sealed_at_ms = range.sealed_at_ms.unwrap_or(u64::MAX);
+                sealed_at_ms.saturating_add(record.retention_ms) <= now_ms
+            });
+            if let Some(end) = expired.last().and_then(|range| range.end) {
+                trim_point = trim_point.max(end);
+            }
+        }
+        if record.retention_bytes > 0 {
+            let mut newer_bytes = 0u64;
+            for range in sealed.iter().rev() {
+                if newer_bytes >= record.retention_bytes {
+                    trim_point = trim_point.max(range.end.expect("sealed"));
+                    break;
+                }
+                newer_bytes = newer_bytes.saturating_add(range.size_bytes.unwrap_or(0));
+            }
+        }
+        (trim_point > record.start_offset).then_some(trim_point)
+    }
+
     /// Checks every invariant of the module header; `Err` names the first one broken. Applying
     /// commands keeps them (the property tests check so after every step); a decoded snapshot
     /// is refused unless it passes.

@@ -744,3 +744,65 @@ fn a_corrupt_or_inconsistent_snapshot_is_refused() {
         Err(DecodeError::Inconsistent(_))
     ));
 }
+
+#[test]
+fn retention_trims_whole_sealed_ranges_by_time_and_by_size() {
+    let (mut state, stream, nodes) = cluster();
+    // Three sealed ranges of 1000, 2000 and 3000 bytes, sealed at 100, 200 and 300 ms, and an
+    // open one.
+    for (index, end) in [10u64, 20, 30].into_iter().enumerate() {
+        let index = index as u32;
+        ok(&mut state, create_range(stream, index, 1, end - 10, &nodes));
+        ok(
+            &mut state,
+            Command::SealRange {
+                stream,
+                index: RangeIndex(index),
+                epoch: Epoch(1),
+                end: Offset(end),
+                size_bytes: Some(u64::from(index + 1) * 1000),
+                now_ms: u64::from(index + 1) * 100,
+            },
+        );
+    }
+    ok(&mut state, create_range(stream, 3, 1, 30, &nodes));
+    assert_eq!(
+        state.retention_trim_point(stream, u64::MAX),
+        None,
+        "0 keeps everything"
+    );
+    let retain = |retention_ms, retention_bytes| Command::UpdateStream {
+        stream,
+        replica_count: None,
+        ack_count: None,
+        retention_ms: Some(retention_ms),
+        retention_bytes: Some(retention_bytes),
+        epoch: None,
+    };
+    ok(&mut state, retain(50, 0));
+    assert_eq!(state.retention_trim_point(stream, 149), None);
+    assert_eq!(state.retention_trim_point(stream, 250), Some(Offset(20)));
+    assert_eq!(
+        state.retention_trim_point(stream, 10_000),
+        Some(Offset(30)),
+        "the open range never expires"
+    );
+    // By size: the newest ranges holding 5000 bytes are kept, the oldest (1000) goes.
+    ok(&mut state, retain(0, 5000));
+    assert_eq!(state.retention_trim_point(stream, 0), Some(Offset(10)));
+    ok(&mut state, retain(0, 3000));
+    assert_eq!(state.retention_trim_point(stream, 0), Some(Offset(20)));
+    ok(&mut state, retain(0, 6001));
+    assert_eq!(state.retention_trim_point(stream, 0), None);
+    // The later of the two wins, and a trim already there is not repeated.
+    ok(&mut state, retain(150, 5000));
+    assert_eq!(state.retention_trim_point(stream, 350), Some(Offset(20)));
+    ok(
+        &mut state,
+        Command::TrimStream {
+            stream,
+            offset: Offset(20),
+        },
+    );
+    assert_eq!(state.retention_trim_point(stream, 350), None);
+}
