@@ -20,14 +20,27 @@
 //!   created with, then the one it was sealed with; epochs never go back.
 //! * A range's recorded end never changes (ARCHITECTURE.md §8: it is the commit point of a seal).
 //!   R and A are fixed per range at creation; UpdateStream changes them for later ranges.
-//! * TrimStream, DeleteStream and PurgeStream are administrative and carry no epoch.
+//! * A command on a stream is checked in this order: the stream exists, is not deleted, the
+//!   epoch is current, then the range's own rules; so a fenced writer hears `StaleEpoch`
+//!   before anything else, even on a retry of a seal that had succeeded.
+//! * CreateRange needs registered nodes, not READ_WRITE ones: the log records where replicas
+//!   were created; whether a node should take new ranges is placement's question.
+//! * TrimStream, DeleteStream and PurgeStream are administrative and carry no epoch. A trim may
+//!   not move the start past a known end (last range sealed: `TrimPastEnd`); with a range open
+//!   any offset goes, and should that range be sealed at or below the start, the next trim
+//!   (a repeat of the same one will do) drops it. Deleted streams keep their ranges until
+//!   PurgeStream, so the daemon can retry telling the data nodes.
 //! * `revision` counts the commands that changed the state. A command that succeeds without
 //!   changing anything (a repeated CreateRange or SealRange, a trim below the start, a second
 //!   delete) returns its outcome and leaves the revision alone; a rejected command changes
 //!   nothing at all. Replaying the same log therefore gives the same revision.
 //!
 //! Placement (which nodes a new range goes on) is the pure function in [`placement`]; the
-//! daemon runs it with the liveness it learns from heartbeats, which is not logged.
+//! daemon runs it with the liveness it learns from heartbeats, which is not logged. The daemon's
+//! loop: build a [`Command`] (time and nodes filled in), log `command.encode()`, then
+//! `state.apply(&command)`; on restart, `PmState::decode_snapshot` then apply each logged
+//! record's `Command::decode` in order. `PmState::retention_trim_point` picks the offsets of
+//! retention trims.
 
 mod apply;
 mod codec;
