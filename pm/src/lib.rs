@@ -1,5 +1,7 @@
 //! The placement manager: streams, ranges, nodes and where new ranges go.
 //!
-//! Module map: [`config`] (the YAML configuration).
+//! Module map: [`config`] (the YAML configuration), [`state`] (the commands of its log, the pure
+//! function that applies them, snapshots and placement), [`log`] (the durable command log).
 
 pub mod config;
+pub mod state;
