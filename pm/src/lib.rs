@@ -4,4 +4,5 @@
 //! function that applies them, snapshots and placement), [`log`] (the durable command log).
 
 pub mod config;
+pub mod log;
 pub mod state;
