@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pm::log::{CommandLog, LogOptions};
+use pm::command_log::{CommandLog, LogOptions};
 
 const THREADS: usize = 64;
 const RECORD_BYTES: usize = 64;

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pm::log::{CommandLog, LogOptions};
+use pm::command_log::{CommandLog, LogOptions};
 
 const KILLS: usize = 24;
 const IN_FLIGHT: usize = 32;

@@ -359,7 +359,7 @@ impl CommandLog {
             .take();
         if let Some(thread) = thread {
             if thread.join().is_err() {
-                ::log::error!("the pm-log thread panicked");
+                log::error!("the pm-log thread panicked");
                 let mut state = self.shared.lock();
                 state.stopped = true;
                 let wakers = state.take_settled_wakers();

@@ -184,7 +184,7 @@ pub(crate) fn recover(directory: &Path, options: &LogOptions) -> Result<Outcome,
             });
         }
         cut(path, offset as u64)?;
-        ::log::warn!(
+        log::warn!(
             "command log: cut a torn tail of {} bytes at byte {offset} of {} ({reason}); \
              every record up to index {} is kept",
             bytes.len() - offset,

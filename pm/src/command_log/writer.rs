@@ -98,7 +98,7 @@ pub(crate) fn run(mut writer: Writer, shared: Arc<Shared>) {
                         state.stats.records_written += records.len() as u64;
                     }
                     Err(error) => {
-                        ::log::error!("command log stopped: {error}");
+                        log::error!("command log stopped: {error}");
                         state.failure = Some(error);
                         // Everything still queued fails with it.
                         state.queue.clear();

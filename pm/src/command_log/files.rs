@@ -57,7 +57,7 @@ pub(crate) fn list(directory: &Path) -> Result<Listing, LogError> {
         let entry = entry.map_err(listing_error)?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else {
-            ::log::warn!(
+            log::warn!(
                 "command log: ignoring {} (not a log file)",
                 entry.path().display()
             );
@@ -70,7 +70,7 @@ pub(crate) fn list(directory: &Path) -> Result<Listing, LogError> {
         } else if name.ends_with(runtime::fs::TEMPORARY_SUFFIX) {
             listing.temporaries.push(entry.path());
         } else if name != LOCK_FILE {
-            ::log::warn!(
+            log::warn!(
                 "command log: ignoring {} (not a log file)",
                 entry.path().display()
             );
