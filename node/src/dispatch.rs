@@ -10,12 +10,12 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use serve::Reply;
 use wire::msg::{ListRangesRequest, ListRangesResponse, Request, Response};
 use wire::StreamId;
 
 use crate::handler;
 use crate::metrics::Operation;
-use crate::reply::Reply;
 use crate::worker::{owner_of, Worker, WorkerMessage};
 
 /// Answers a decoded request: here if this worker owns its range, otherwise by forwarding.

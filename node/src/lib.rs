@@ -2,22 +2,20 @@
 //!
 //! * `config`: `etc/data-node.yaml`, defaults and validation.
 //! * `server`: start-up, threads, signals, shutdown; `worker`: one worker's ranges and its
-//!   mailboxes to the other workers; `connection`: one client connection.
+//!   mailboxes to the other workers; `service`: the worker as a `serve::Service`, which the
+//!   `serve` crate's connections call.
 //! * `dispatch`: which worker answers a request; `handler::<operation>`: what each request does,
-//!   answered as a `reply`; `range`: the per-range state machine.
+//!   answered as a `serve::Reply`; `range`: the per-range state machine.
 //! * `storage`: the worker's handle on the store; `ranges_file`: which ranges exist, on disk.
-//! * `metrics` and `http`: counters, histograms and the Prometheus endpoint.
+//! * `metrics`: counters and histograms, rendered for `serve`'s Prometheus endpoint.
 
 pub mod config;
-pub mod connection;
 pub mod dispatch;
 pub mod handler;
-pub mod http;
-pub mod local;
 pub mod metrics;
 pub mod range;
 pub mod ranges_file;
-pub mod reply;
 pub mod server;
+pub mod service;
 pub mod storage;
 pub mod worker;

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serve::ConnectionCounters;
+
 /// Request kinds counted separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -155,13 +157,11 @@ pub struct WorkerMetrics {
     requests: [AtomicU64; Operation::ALL.len()],
     errors: [AtomicU64; Operation::ALL.len()],
     latency: [Histogram; Stage::ALL.len()],
-    pub bytes_in: AtomicU64,
-    pub bytes_out: AtomicU64,
+    /// Bytes in and out and bad frames, counted by the worker's connections.
+    pub connection: ConnectionCounters,
     pub connections_accepted: AtomicU64,
     pub connections_closed: AtomicU64,
     pub connections_rejected: AtomicU64,
-    /// Frames that failed to decode.
-    pub bad_frames: AtomicU64,
     /// Requests forwarded to another worker's mailbox.
     pub forwarded: AtomicU64,
     /// Gauge: messages waiting in this worker's inbound mailboxes at the last poll.
@@ -342,10 +342,10 @@ impl Registry {
             (
                 "es_bytes_in_total",
                 "Bytes received from clients.",
-                |worker| &worker.bytes_in,
+                |worker| &worker.connection.bytes_in,
             ),
             ("es_bytes_out_total", "Bytes sent to clients.", |worker| {
-                &worker.bytes_out
+                &worker.connection.bytes_out
             }),
             (
                 "es_connections_accepted_total",
@@ -365,7 +365,7 @@ impl Registry {
             (
                 "es_bad_frames_total",
                 "Frames that failed to decode.",
-                |worker| &worker.bad_frames,
+                |worker| &worker.connection.bad_frames,
             ),
             (
                 "es_forwarded_requests_total",
@@ -507,8 +507,8 @@ mod tests {
         first.request(Operation::Append);
         second.request(Operation::Append);
         second.error(Operation::Fetch);
-        first.add(&first.bytes_in, 100);
-        second.add(&second.bytes_in, 50);
+        first.add(&first.connection.bytes_in, 100);
+        second.add(&second.connection.bytes_in, 50);
         first.add(&first.connections_accepted, 3);
         first.add(&first.connections_closed, 1);
         second.set(&second.mailbox_depth, 7);

@@ -22,10 +22,10 @@ use runtime::mailbox;
 use runtime::net::TcpListener;
 use runtime::signal::{Signal, Signals};
 use runtime::{race, Either};
+use serve::connection;
 use store::SyncMode;
 
 use crate::config::Config;
-use crate::connection;
 use crate::dispatch;
 use crate::metrics::{Registry, StoreGauges};
 use crate::ranges_file::{RangeCatalog, RangeRecord};
@@ -368,7 +368,10 @@ async fn worker_main(setup: WorkerSetup) -> Result<(), String> {
         });
     }
     if let Some(metrics_listener) = metrics_listener {
-        runtime::spawn(crate::http::serve(metrics_listener, registry.clone()));
+        let registry = registry.clone();
+        runtime::spawn(serve::http::serve_metrics(metrics_listener, move || {
+            registry.render(registry.store.load())
+        }));
     }
     {
         let worker = Rc::clone(&worker);
@@ -387,7 +390,7 @@ async fn worker_main(setup: WorkerSetup) -> Result<(), String> {
     }
 
     let active = Rc::new(std::cell::Cell::new(0usize));
-    let connection_closed = crate::local::Notify::default();
+    let connection_closed = serve::local::Notify::default();
     let max_connections = config.server.max_connections;
     loop {
         match race(listener.accept(), control.recv()).await {

@@ -2,9 +2,8 @@
 //! store recovered at start. `store::Error` is mapped to protocol error codes here, in one place.
 
 use bytes::{Bytes, BytesMut};
+use serve::Reply;
 use wire::{ErrorCode, Offset, RangeKey};
-
-use crate::reply::Reply;
 
 /// A store failure as the protocol reports it.
 #[derive(Debug, Clone)]

@@ -16,15 +16,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use serve::local::{self, Notify};
+use serve::Reply;
 use wire::msg::Request;
 use wire::{ErrorCode, Offset, RangeKey, StreamId};
 
 use crate::config::Config;
-use crate::local::{self, Notify};
 use crate::metrics::{Operation, WorkerMetrics};
 use crate::range::RangeState;
 use crate::ranges_file::{RangeCatalog, RangeRecord};
-use crate::reply::Reply;
 use crate::storage::Storage;
 
 /// Messages between workers.

@@ -311,7 +311,7 @@ fn metrics_endpoint_serves_a_bounded_number_of_connections_at_once() {
     let (_root, data) = temp_data_dir();
     let node = Node::start(&data);
     // Connections that never send a request hold their slots until the request timeout.
-    let idle: Vec<std::net::TcpStream> = (0..node::http::MAX_OPEN_SCRAPES)
+    let idle: Vec<std::net::TcpStream> = (0..serve::http::MAX_OPEN_SCRAPES)
         .map(|_| std::net::TcpStream::connect(node.metrics_address).unwrap())
         .collect();
     std::thread::sleep(Duration::from_millis(200));

@@ -8,12 +8,12 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use serve::Reply;
 use wire::msg::{AppendRequest, AppendResponse, Response};
 use wire::{BatchIter, ErrorCode, Offset, RangeKey};
 
 use crate::metrics::Stage;
 use crate::range::{AppendRejection, Completion};
-use crate::reply::Reply;
 use crate::worker::Worker;
 
 /// The offsets an APPEND payload covers.

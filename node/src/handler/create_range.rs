@@ -1,11 +1,11 @@
 //! CREATE_RANGE: create the local replica of a range and persist it before answering.
 
+use serve::Reply;
 use wire::msg::{CreateRangeRequest, CreateRangeResponse, Response};
 use wire::{ErrorCode, RangeKey};
 
 use crate::range::RangeState;
 use crate::ranges_file::RangeRecord;
-use crate::reply::Reply;
 use crate::worker::Worker;
 
 pub fn handle(worker: &Worker, request: CreateRangeRequest) -> Reply {

@@ -1,10 +1,10 @@
 //! DESCRIBE_RANGE: the range record as this replica sees it.
 
+use serve::Reply;
 use wire::msg::{DescribeRangeRequest, DescribeRangeResponse, Response};
 use wire::RangeKey;
 
 use crate::range::RangeState;
-use crate::reply::Reply;
 use crate::worker::Worker;
 
 pub fn handle(worker: &Worker, request: DescribeRangeRequest) -> Reply {

@@ -8,12 +8,12 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use serve::Reply;
 use wire::msg::{FetchRequest, FetchResponse, Response};
 use wire::{BatchIter, ErrorCode, Offset, RangeKey};
 
 use crate::metrics::Stage;
 use crate::range::FetchBounds;
-use crate::reply::Reply;
 use crate::worker::Worker;
 
 /// Longest long-poll a node grants (`docs/protocol.md` §8).

@@ -1,9 +1,8 @@
 //! HEARTBEAT: normally sent by a data node to the placement manager. A data node that receives
 //! one answers with the intervals it would expect, so tools can use it as a liveness check.
 
+use serve::Reply;
 use wire::msg::{HeartbeatResponse, Response};
-
-use crate::reply::Reply;
 
 /// Interval a data node suggests when asked directly.
 const HEARTBEAT_INTERVAL_MS: u32 = 1_000;

@@ -2,10 +2,10 @@
 //! ranges it owns; a request for every stream is gathered from all workers by the worker that
 //! received it (`dispatch.rs`).
 
+use serve::Reply;
 use wire::msg::{ListRangesRequest, ListRangesResponse, Response};
 use wire::StreamId;
 
-use crate::reply::Reply;
 use crate::worker::Worker;
 
 pub fn handle(worker: &Worker, request: ListRangesRequest) -> Reply {

@@ -17,11 +17,11 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use serve::Reply;
 use wire::msg::Request;
 use wire::{ErrorCode, RangeKey};
 
 use crate::metrics::Operation;
-use crate::reply::Reply;
 use crate::worker::Worker;
 
 /// Runs the handler of `request` on this worker and counts it.

@@ -1,11 +1,10 @@
 //! PING: echo the payload.
 
 use bytes::Bytes;
+use serve::Reply;
 use wire::msg::ping::MAX_PING_PAYLOAD_BYTES;
 use wire::msg::{PingResponse, Response};
 use wire::ErrorCode;
-
-use crate::reply::Reply;
 
 pub fn handle(payload: Bytes) -> Reply {
     if payload.len() > MAX_PING_PAYLOAD_BYTES {

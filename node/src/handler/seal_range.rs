@@ -5,11 +5,11 @@
 //! the range ends there: the writer settled it from the replicas' answers. The sealed state and
 //! the raised epoch are persisted before the answer.
 
+use serve::Reply;
 use wire::msg::{Response, SealRangeRequest, SealRangeResponse};
 use wire::{ErrorCode, RangeKey};
 
 use crate::range::SealOutcome;
-use crate::reply::Reply;
 use crate::worker::Worker;
 
 pub async fn handle(worker: &Worker, request: SealRangeRequest) -> Reply {

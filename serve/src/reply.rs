@@ -1,8 +1,9 @@
 //! What a handler answers: a response header and its payload, ready for the connection that
 //! received the request to encode under the request's id.
 //!
-//! A reply may be produced on another worker than the one holding the connection (the request
-//! was forwarded to the range's owner), so it is `Send` and travels back through the mailbox.
+//! A reply may be produced on another thread than the one holding the connection (the data node
+//! forwards a request to the worker owning its range), so it is `Send` and can travel back
+//! through a mailbox.
 
 use bytes::Bytes;
 use wire::msg::{ErrorResponse, Response};

@@ -1,5 +1,6 @@
 //! The metrics endpoint: a tiny HTTP/1.0 responder on a worker's runtime. `GET /metrics` gets
-//! the Prometheus text page; anything else a 404. One request per connection, bounded in size
+//! the Prometheus text page, rendered afresh by the daemon's `render` at each scrape; anything
+//! else a 404. One request per connection, bounded in size
 //! and time, and at most [`MAX_OPEN_SCRAPES`] connections at once (more are closed at accept),
 //! so neither a stuck scraper nor a flood of connections can hold much.
 
@@ -7,17 +8,19 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::metrics::Registry;
-
 /// Largest request head accepted.
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Scrape connections served at once; a scraper needs one.
 pub const MAX_OPEN_SCRAPES: usize = 16;
 
-/// Accepts scrapes until the listener fails (the worker drops this task at shutdown).
-pub async fn serve(listener: runtime::net::TcpListener, registry: Registry) {
-    let registry = Rc::new(registry);
+/// Accepts scrapes until the listener fails (the worker drops this task at shutdown); each
+/// `GET /metrics` is answered with what `render` returns then.
+pub async fn serve_metrics(
+    listener: runtime::net::TcpListener,
+    render: impl Fn() -> String + 'static,
+) {
+    let render: Rc<dyn Fn() -> String> = Rc::new(render);
     let open = Rc::new(Cell::new(0usize));
     loop {
         match listener.accept().await {
@@ -28,11 +31,10 @@ pub async fn serve(listener: runtime::net::TcpListener, registry: Registry) {
                     continue;
                 }
                 open.set(open.get() + 1);
-                let registry = Rc::clone(&registry);
+                let render = Rc::clone(&render);
                 let open = Rc::clone(&open);
                 runtime::spawn(async move {
-                    let _ =
-                        runtime::time::timeout(REQUEST_TIMEOUT, answer(stream, &registry)).await;
+                    let _ = runtime::time::timeout(REQUEST_TIMEOUT, answer(stream, &*render)).await;
                     open.set(open.get() - 1);
                 });
             }
@@ -44,7 +46,7 @@ pub async fn serve(listener: runtime::net::TcpListener, registry: Registry) {
     }
 }
 
-async fn answer(stream: runtime::net::TcpStream, registry: &Registry) {
+async fn answer(stream: runtime::net::TcpStream, render: &dyn Fn() -> String) {
     let mut request = Vec::with_capacity(MAX_REQUEST_BYTES);
     loop {
         let (result, buf) = stream.read(request).await;
@@ -64,7 +66,7 @@ async fn answer(stream: runtime::net::TcpStream, registry: &Registry) {
     let mut parts = first_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let response = if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
-        let body = registry.render(registry.store.load());
+        let body = render();
         format!(
             "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()

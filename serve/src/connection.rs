@@ -16,13 +16,15 @@
 //! error response and the connection carries on. On shutdown the reader stops, a
 //! GOAWAY(SHUTTING_DOWN) goes out first, the requests already accepted are answered, then the
 //! connection closes.
+//!
+//! What a request does is the [`Service`]'s business: this file knows frames, bounds and the
+//! order things go out in, not what any operation means.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -30,11 +32,9 @@ use runtime::{race, Either};
 use wire::msg::{ErrorResponse, Goaway, GoawayReason, Request, Response};
 use wire::{DecodeError, Decoder, ErrorCode, Flags, Frame, Opcode};
 
-use crate::dispatch::dispatch;
 use crate::local::Notify;
-use crate::metrics::WorkerMetrics;
 use crate::reply::Reply;
-use crate::worker::Worker;
+use crate::service::Service;
 
 /// Bytes asked of the kernel per read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -89,7 +89,7 @@ enum ReadEnd {
 }
 
 /// Serves one accepted connection until it closes.
-pub async fn serve(worker: Rc<Worker>, stream: runtime::net::TcpStream, peer: SocketAddr) {
+pub async fn serve<S: Service>(service: Rc<S>, stream: runtime::net::TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let stream = Rc::new(stream);
     let shared = Rc::new(Shared {
@@ -105,13 +105,13 @@ pub async fn serve(worker: Rc<Worker>, stream: runtime::net::TcpStream, peer: So
     let writer = runtime::spawn(write_loop(
         Rc::clone(&stream),
         Rc::clone(&shared),
-        Arc::clone(&worker.metrics),
+        Rc::clone(&service),
     ));
-    let end = read_loop(&worker, &stream, &shared).await;
+    let end = read_loop(&service, &stream, &shared).await;
     let goaway = match &end {
         ReadEnd::Shutdown => Some((
             GoawayReason::ShuttingDown,
-            "the node is shutting down".to_string(),
+            format!("the {} is shutting down", service.name()),
         )),
         ReadEnd::Idle => Some((
             GoawayReason::IdleTimeout,
@@ -138,16 +138,17 @@ pub async fn serve(worker: Rc<Worker>, stream: runtime::net::TcpStream, peer: So
     }
 }
 
-async fn read_loop(
-    worker: &Rc<Worker>,
+async fn read_loop<S: Service>(
+    service: &Rc<S>,
     stream: &runtime::net::TcpStream,
     shared: &Rc<Shared>,
 ) -> ReadEnd {
-    let config = &worker.config.server;
-    let max_in_flight = config.max_in_flight_per_connection;
+    let limits = service.limits();
+    let counters = service.counters();
+    let max_in_flight = limits.max_in_flight_per_connection;
     let idle_timeout =
-        (config.idle_timeout_ms > 0).then(|| Duration::from_millis(config.idle_timeout_ms));
-    let mut decoder = Decoder::new(config.max_frame_size_bytes);
+        (limits.idle_timeout_ms > 0).then(|| Duration::from_millis(limits.idle_timeout_ms));
+    let mut decoder = Decoder::new(limits.max_frame_size_bytes);
     let mut received = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut last_activity = Instant::now();
     // One timer for the connection's life, moved forward only when it fires early: arming a
@@ -156,12 +157,12 @@ async fn read_loop(
     loop {
         // Decode what is buffered, up to the in-flight bound.
         loop {
-            if worker.is_shutting_down() {
+            if service.is_shutting_down() {
                 return ReadEnd::Shutdown;
             }
             if shared.unanswered() >= max_in_flight {
                 let done = shared.request_done.notified();
-                let shutdown = worker.shutdown.notified();
+                let shutdown = service.shutdown_notified();
                 if shared.unanswered() >= max_in_flight {
                     race(done, shutdown).await;
                     continue;
@@ -170,17 +171,17 @@ async fn read_loop(
             match decoder.decode(&mut received) {
                 Ok(Some(frame)) => {
                     last_activity = Instant::now();
-                    if let Some(end) = accept_frame(worker, shared, frame, last_activity) {
+                    if let Some(end) = accept_frame(service, shared, frame, last_activity) {
                         return end;
                     }
                 }
                 Ok(None) => break,
                 Err(error) if error.is_fatal() => {
-                    worker.metrics.add(&worker.metrics.bad_frames, 1);
+                    counters.add(&counters.bad_frames, 1);
                     return ReadEnd::ProtocolError(format!("{error}; closing the connection"));
                 }
                 Err(error) => {
-                    worker.metrics.add(&worker.metrics.bad_frames, 1);
+                    counters.add(&counters.bad_frames, 1);
                     answer_decode_error(shared, error);
                 }
             }
@@ -196,10 +197,10 @@ async fn read_loop(
         received.reserve(READ_CHUNK_BYTES);
         let mut read = pin!(stream.read(received));
         let (result, buffer) = loop {
-            if worker.is_shutting_down() {
+            if service.is_shutting_down() {
                 return ReadEnd::Shutdown;
             }
-            let shutdown = worker.shutdown.notified();
+            let shutdown = service.shutdown_notified();
             let idle_wait = async {
                 match idle_timer.as_mut() {
                     Some(timer) => timer.await,
@@ -228,7 +229,7 @@ async fn read_loop(
         match result {
             Ok(0) => return ReadEnd::PeerClosed,
             Ok(count) => {
-                worker.metrics.add(&worker.metrics.bytes_in, count as u64);
+                counters.add(&counters.bytes_in, count as u64);
                 last_activity = Instant::now();
             }
             Err(error) => {
@@ -241,23 +242,26 @@ async fn read_loop(
 
 /// Starts a request task for `frame`, decoded at `received`; returns how reading ends if this
 /// frame ends it.
-fn accept_frame(
-    worker: &Rc<Worker>,
+fn accept_frame<S: Service>(
+    service: &Rc<S>,
     shared: &Rc<Shared>,
     frame: Frame,
     received: Instant,
 ) -> Option<ReadEnd> {
+    let counters = service.counters();
     if frame.is_response() {
-        worker.metrics.add(&worker.metrics.bad_frames, 1);
+        counters.add(&counters.bad_frames, 1);
         return Some(ReadEnd::ProtocolError(format!(
-            "received a response frame ({}, request id {}) but a data node only takes requests",
-            frame.opcode, frame.request_id
+            "received a response frame ({}, request id {}) but a {} only takes requests",
+            frame.opcode,
+            frame.request_id,
+            service.name()
         )));
     }
     let request = match Request::decode(&frame) {
         Ok(request) => request,
         Err(error) => {
-            worker.metrics.add(&worker.metrics.bad_frames, 1);
+            counters.add(&counters.bad_frames, 1);
             push_error(
                 shared,
                 frame.opcode,
@@ -275,10 +279,10 @@ fn accept_frame(
     let request_id = frame.request_id;
     let payload = frame.payload;
     shared.in_flight.set(shared.in_flight.get() + 1);
-    let worker = Rc::clone(worker);
+    let service = Rc::clone(service);
     let shared = Rc::clone(shared);
     runtime::spawn(async move {
-        let reply = dispatch(&worker, request, payload, received).await;
+        let reply = service.call(request, payload, received).await;
         if !shared.broken.get() {
             match encode_reply(opcode, request_id, reply) {
                 Ok(frames) => shared.push_response(frames),
@@ -360,11 +364,12 @@ fn with_raw_opcode(mut frame: BytesMut, opcode: u16) -> Bytes {
     frame.freeze()
 }
 
-async fn write_loop(
+async fn write_loop<S: Service>(
     stream: Rc<runtime::net::TcpStream>,
     shared: Rc<Shared>,
-    metrics: Arc<WorkerMetrics>,
+    service: Rc<S>,
 ) {
+    let counters = service.counters();
     // The list of frames handed to each write, reused from write to write.
     let mut frames: Vec<Bytes> = Vec::new();
     loop {
@@ -384,7 +389,7 @@ async fn write_loop(
         }
         // Counted before the write, so a client that has its answer sees it in the metrics.
         let bytes: usize = frames.iter().map(Bytes::len).sum();
-        metrics.add(&metrics.bytes_out, bytes as u64);
+        counters.add(&counters.bytes_out, bytes as u64);
         shared.sending_responses.set(responses);
         let (result, mut sent) = stream.writev_all(frames).await;
         sent.clear();

@@ -1,0 +1,22 @@
+//! Serving the binary protocol: what the data node and the placement manager share.
+//!
+//! * `connection`: one client connection — frames decoded, requests run concurrently, answers
+//!   sent as they finish — for any [`Service`].
+//! * `service`: what a daemon plugs into a connection: its [`Limits`], its shutdown signal, its
+//!   [`ConnectionCounters`] and how it answers one request with a [`Reply`].
+//! * `reply`: a response header and its payload, ready to encode.
+//! * `local`: single-thread synchronisation (one-shot slot, notification) for the tasks of one
+//!   runtime.
+//! * `http`: the Prometheus metrics endpoint, rendering whatever page the daemon hands it.
+//!
+//! Dependencies point one way: a daemon calls [`connection::serve`], the connection calls the
+//! daemon's [`Service::call`]; nothing here knows ranges, streams or the store.
+
+pub mod connection;
+pub mod http;
+pub mod local;
+pub mod reply;
+pub mod service;
+
+pub use reply::Reply;
+pub use service::{ConnectionCounters, Limits, Service};

@@ -1,0 +1,82 @@
+//! What a daemon hands the connection code: its bounds, its shutdown signal, where to count
+//! traffic, and how to answer one decoded request.
+//!
+//! Everything runs on one thread: a service is shared by its connections through an `Rc`, and
+//! [`Service::call`]'s future need not be `Send`.
+
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use wire::msg::Request;
+
+use crate::local::Notified;
+use crate::reply::Reply;
+
+/// The bounds of one connection (the `server.*` settings of the daemon's configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A frame longer than this is refused before any memory is reserved for it.
+    pub max_frame_size_bytes: usize,
+    /// Requests accepted but not yet answered on the wire; at this many the connection stops
+    /// reading.
+    pub max_in_flight_per_connection: usize,
+    /// A connection with nothing in flight and nothing received for this long is closed with
+    /// GOAWAY(IDLE_TIMEOUT); 0 never closes it.
+    pub idle_timeout_ms: u64,
+}
+
+/// Traffic counted by the connections of one thread. Atomics so that another thread (the
+/// metrics endpoint) can read them; only the owning thread writes, so an increment is a plain
+/// load and store, not a read-modify-write.
+#[derive(Debug, Default)]
+pub struct ConnectionCounters {
+    /// Bytes read from clients.
+    pub bytes_in: AtomicU64,
+    /// Bytes handed to the kernel for clients.
+    pub bytes_out: AtomicU64,
+    /// Frames that failed to decode (undelimitable, unknown opcode, bad header, a response
+    /// where a request was expected).
+    pub bad_frames: AtomicU64,
+}
+
+impl ConnectionCounters {
+    /// Adds `amount` to `counter`, one of `self`'s. Only the owning thread may call this.
+    pub fn add(&self, counter: &AtomicU64, amount: u64) {
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(amount),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// A daemon that answers requests of the wire protocol.
+pub trait Service: 'static {
+    /// Name used in messages to clients ("data node", "placement manager").
+    fn name(&self) -> &'static str;
+
+    /// The bounds every connection of this service keeps.
+    fn limits(&self) -> Limits;
+
+    /// True once shutdown began: connections stop reading and send GOAWAY(SHUTTING_DOWN).
+    fn is_shutting_down(&self) -> bool;
+
+    /// Resolves when shutdown begins after this call (callers check
+    /// [`Service::is_shutting_down`] first, with no `.await` in between).
+    fn shutdown_notified(&self) -> Notified;
+
+    /// Where connections count their traffic.
+    fn counters(&self) -> &ConnectionCounters;
+
+    /// Answers one decoded request, `received` being when its frame was decoded. Each request
+    /// runs as a task of its own, so a call may wait (a long poll, a disk write) without holding
+    /// up the others of its connection.
+    fn call(
+        self: &Rc<Self>,
+        request: Request,
+        payload: Bytes,
+        received: Instant,
+    ) -> impl Future<Output = Reply>;
+}
