@@ -349,6 +349,9 @@ async fn create_ranges(connection: &Connection, streams: &[StreamCursor]) -> Res
             range_index: RANGE_INDEX,
             epoch: EPOCH,
             start_offset: Offset(0),
+            // Unknown R and A: the benchmark writes to one node directly.
+            replica_count_target: 0,
+            ack_count: 0,
             replicas: Vec::new(),
         };
         let frame = connection
@@ -356,6 +359,19 @@ async fn create_ranges(connection: &Connection, streams: &[StreamCursor]) -> Res
             .await
             .map_err(|error| error.to_string())?;
         match decode_response::<CreateRangeResponse>(&frame) {
+            // CREATE_RANGE is idempotent: a range left by an earlier run with the same
+            // parameters is returned as it is, with its data; appends from 0 would then fail.
+            Ok(Ok((response, _)))
+                if response
+                    .range
+                    .next_offset
+                    .is_some_and(|next| next > Offset(0)) =>
+            {
+                return Err(format!(
+                    "range {} already exists on the node with data; pick another --stream-base",
+                    stream.range()
+                ))
+            }
             Ok(Ok(_)) => {}
             Ok(Err(error)) if error.code == ErrorCode::RangeAlreadyExists => {
                 return Err(format!(

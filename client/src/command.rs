@@ -36,6 +36,9 @@ pub enum RequestCommand {
         range_index: RangeIndex,
         start_offset: Offset,
         epoch: Epoch,
+        /// R and A recorded with the range; 0 = unknown (what a client sends).
+        replica_count_target: u8,
+        ack_count: u8,
     },
     Append {
         stream_id: StreamId,
@@ -71,6 +74,17 @@ pub enum RequestCommand {
     ListRanges {
         stream_id: Option<StreamId>,
     },
+    /// TRIM_RANGE: drop the range's whole batches below `offset`.
+    TrimRange {
+        stream_id: StreamId,
+        range_index: RangeIndex,
+        offset: Offset,
+    },
+    /// DELETE_RANGE: delete the node's replica of the range.
+    DeleteRange {
+        stream_id: StreamId,
+        range_index: RangeIndex,
+    },
     /// Send these bytes as they are (a frame typed in hex) and dump whatever comes back.
     Raw {
         bytes: Vec<u8>,
@@ -92,8 +106,10 @@ pub const USAGES: &[Usage] = &[
     },
     Usage {
         name: "create-range",
-        form: "create-range stream=ID index=N start=OFFSET [epoch=N]",
-        summary: "create a range replica on the node",
+        form: "create-range stream=ID index=N start=OFFSET [epoch=N] [replica-count-target=N] \
+               [ack-count=N]",
+        summary: "create a range replica on the node; R and A default to 0 (unknown); \
+                  repeating it with the same values succeeds",
     },
     Usage {
         name: "append",
@@ -120,6 +136,18 @@ pub const USAGES: &[Usage] = &[
         name: "list-ranges",
         form: "list-ranges [STREAM]",
         summary: "list the ranges the server holds",
+    },
+    Usage {
+        name: "trim-range",
+        form: "trim-range STREAM INDEX OFFSET",
+        summary: "drop the range's whole batches below OFFSET (what the placement manager \
+                  sends for retention); reads below it then fail",
+    },
+    Usage {
+        name: "delete-range",
+        form: "delete-range STREAM INDEX",
+        summary: "delete the node's replica of the range, data and catalog entry; deleting a \
+                  missing range succeeds",
     },
     Usage {
         name: "raw",
@@ -239,6 +267,8 @@ fn parse_request(name: &str, arguments: &[Word]) -> Result<RequestCommand, Parse
                 range_index: RangeIndex(arguments.required_number("index")?),
                 start_offset: Offset(arguments.required_number("start")?),
                 epoch: Epoch(arguments.number("epoch")?.unwrap_or(0)),
+                replica_count_target: arguments.number("replica-count-target")?.unwrap_or(0),
+                ack_count: arguments.number("ack-count")?.unwrap_or(0),
             }
         }
         "append" => {
@@ -304,6 +334,23 @@ fn parse_request(name: &str, arguments: &[Word]) -> Result<RequestCommand, Parse
                 _ => return Err(error("too many arguments", name)),
             };
             RequestCommand::ListRanges { stream_id }
+        }
+        "trim-range" => {
+            arguments.expect_positionals(3)?;
+            let (stream_id, range_index) = arguments.range()?;
+            RequestCommand::TrimRange {
+                stream_id,
+                range_index,
+                offset: Offset(arguments.positional_number(2, "OFFSET")?),
+            }
+        }
+        "delete-range" => {
+            arguments.expect_positionals(2)?;
+            let (stream_id, range_index) = arguments.range()?;
+            RequestCommand::DeleteRange {
+                stream_id,
+                range_index,
+            }
         }
         "raw" => {
             let hex: String = arguments
@@ -589,12 +636,16 @@ mod tests {
     #[test]
     fn create_range_takes_named_options_in_any_order() {
         assert_eq!(
-            request("create-range start=10 index=2 stream=7 epoch=3"),
+            request(
+                "create-range start=10 index=2 stream=7 epoch=3 ack-count=2 replica-count-target=3"
+            ),
             RequestCommand::CreateRange {
                 stream_id: StreamId(7),
                 range_index: RangeIndex(2),
                 start_offset: Offset(10),
                 epoch: Epoch(3),
+                replica_count_target: 3,
+                ack_count: 2,
             }
         );
         assert_eq!(
@@ -604,7 +655,13 @@ mod tests {
                 range_index: RangeIndex(0),
                 start_offset: Offset(0),
                 epoch: Epoch(0),
+                replica_count_target: 0,
+                ack_count: 0,
             }
+        );
+        assert!(
+            parse_error("create-range stream=1 index=0 start=0 ack-count=256")
+                .contains("ack-count must be a non-negative integer")
         );
     }
 
@@ -744,6 +801,28 @@ mod tests {
             }
         );
         assert!(parse_error("describe-range 4").contains("expected: describe-range STREAM INDEX"));
+    }
+
+    #[test]
+    fn trim_and_delete_range() {
+        assert_eq!(
+            request("trim-range 4 1 100"),
+            RequestCommand::TrimRange {
+                stream_id: StreamId(4),
+                range_index: RangeIndex(1),
+                offset: Offset(100),
+            }
+        );
+        assert_eq!(
+            request("delete-range 4 1"),
+            RequestCommand::DeleteRange {
+                stream_id: StreamId(4),
+                range_index: RangeIndex(1),
+            }
+        );
+        assert!(parse_error("trim-range 4 1").contains("expected: trim-range STREAM INDEX OFFSET"));
+        assert!(parse_error("trim-range 4 1 x").contains("OFFSET must be a non-negative integer"));
+        assert!(parse_error("delete-range 4 1 2").contains("unexpected argument `2`"));
     }
 
     #[test]

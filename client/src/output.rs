@@ -111,6 +111,18 @@ fn range_text(range: &Range) -> String {
         optional(range.next_offset, "unknown"),
         optional(range.confirmed_offset, "unknown"),
     );
+    let _ = write!(
+        text,
+        " replica-count-target={} ack-count={} size={}",
+        range.replica_count_target,
+        range.ack_count,
+        range
+            .size_bytes
+            .map_or_else(|| "unknown".to_string(), |bytes| format!("{bytes}B")),
+    );
+    if range.under_replicated {
+        text.push_str(" under-replicated");
+    }
     if !range.replicas.is_empty() {
         let replicas: Vec<String> = range
             .replicas
@@ -192,6 +204,12 @@ pub fn text(outcome: &Outcome, show_hex: bool) -> String {
             for range in ranges {
                 let _ = writeln!(out, "  {}", range_text(range));
             }
+        }
+        Reply::Trimmed { key, offset } => {
+            let _ = writeln!(out, "OK trimmed range {key} below {offset} in {latency}");
+        }
+        Reply::Deleted { key } => {
+            let _ = writeln!(out, "OK deleted range {key} in {latency}");
         }
         Reply::Failed(error) => {
             let retriable = if error.is_retriable() {
@@ -291,6 +309,10 @@ fn range_json(range: &Range) -> Value {
         "next_offset": offset_json(range.next_offset),
         "confirmed_offset": offset_json(range.confirmed_offset),
         "sealed": range.is_sealed(),
+        "replica_count_target": range.replica_count_target,
+        "ack_count": range.ack_count,
+        "under_replicated": range.under_replicated,
+        "size_bytes": range.size_bytes,
         "replicas": range.replicas.iter().map(|replica| json!({
             "node_id": replica.node_id.0,
             "address": replica.address,
@@ -342,6 +364,18 @@ pub fn json_value(outcome: &Outcome, show_hex: bool) -> Value {
         Reply::Ranges(ranges) => {
             json!({ "ok": true, "ranges": ranges.iter().map(range_json).collect::<Vec<_>>() })
         }
+        Reply::Trimmed { key, offset } => json!({
+            "ok": true,
+            "stream_id": key.stream_id.0,
+            "range_index": key.range_index.0,
+            "trimmed_below": offset.0,
+        }),
+        Reply::Deleted { key } => json!({
+            "ok": true,
+            "stream_id": key.stream_id.0,
+            "range_index": key.range_index.0,
+            "deleted": true,
+        }),
         Reply::Failed(error) => json!({
             "ok": false,
             "error": {

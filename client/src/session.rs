@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use wire::msg::{
-    AppendRequest, AppendResponse, CreateRangeRequest, CreateRangeResponse, DescribeRangeRequest,
-    DescribeRangeResponse, FetchRequest, FetchResponse, ListRangesRequest, ListRangesResponse,
-    PingRequest, SealRangeRequest, SealRangeResponse,
+    AppendRequest, AppendResponse, CreateRangeRequest, CreateRangeResponse, DeleteRangeRequest,
+    DeleteRangeResponse, DescribeRangeRequest, DescribeRangeResponse, FetchRequest, FetchResponse,
+    ListRangesRequest, ListRangesResponse, PingRequest, SealRangeRequest, SealRangeResponse,
+    TrimRangeRequest, TrimRangeResponse,
 };
 use wire::{ErrorCode, Message, Offset, Range, RangeIndex, RangeKey, StreamId};
 
@@ -69,6 +70,15 @@ pub enum Reply {
         end_offset: Offset,
     },
     Ranges(Vec<Range>),
+    /// TRIM_RANGE succeeded: the range starts at `offset` (or already started above it).
+    Trimmed {
+        key: RangeKey,
+        offset: Offset,
+    },
+    /// DELETE_RANGE succeeded: the node holds no replica of the range (any more).
+    Deleted {
+        key: RangeKey,
+    },
     /// The server answered with an error response.
     Failed(wire::msg::ErrorResponse),
     /// Raw mode: what came back, split into frames where it decodes.
@@ -147,12 +157,16 @@ impl Session {
                 range_index,
                 start_offset,
                 epoch,
+                replica_count_target,
+                ack_count,
             } => {
                 let request = CreateRangeRequest {
                     stream_id: *stream_id,
                     range_index: *range_index,
                     epoch: *epoch,
                     start_offset: *start_offset,
+                    replica_count_target: *replica_count_target,
+                    ack_count: *ack_count,
                     replicas: Vec::new(),
                 };
                 let exchange = self.request(&request, &[], RESPONSE_TIMEOUT)?;
@@ -293,6 +307,42 @@ impl Session {
                     Reply::Ranges(response.ranges)
                 })?;
                 Ok(outcome("list-ranges", exchange, reply, None))
+            }
+            RequestCommand::TrimRange {
+                stream_id,
+                range_index,
+                offset,
+            } => {
+                let key = RangeKey::new(*stream_id, *range_index);
+                let request = TrimRangeRequest {
+                    stream_id: *stream_id,
+                    range_index: *range_index,
+                    offset: *offset,
+                };
+                let exchange = self.request(&request, &[], RESPONSE_TIMEOUT)?;
+                let reply = decode(&exchange, |_: TrimRangeResponse, _| Reply::Trimmed {
+                    key,
+                    offset: *offset,
+                })?;
+                Ok(outcome("trim-range", exchange, reply, None))
+            }
+            RequestCommand::DeleteRange {
+                stream_id,
+                range_index,
+            } => {
+                let key = RangeKey::new(*stream_id, *range_index);
+                let request = DeleteRangeRequest {
+                    stream_id: *stream_id,
+                    range_index: *range_index,
+                };
+                let exchange = self.request(&request, &[], RESPONSE_TIMEOUT)?;
+                let reply = decode(&exchange, |_: DeleteRangeResponse, _| Reply::Deleted {
+                    key,
+                })?;
+                if matches!(reply, Reply::Deleted { .. }) {
+                    self.next_offsets.remove(&key);
+                }
+                Ok(outcome("delete-range", exchange, reply, None))
             }
             RequestCommand::Raw { bytes } => {
                 let start = std::time::Instant::now();

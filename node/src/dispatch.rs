@@ -91,6 +91,8 @@ fn request_stream(request: &Request) -> Option<StreamId> {
         Request::CreateRange(header) => Some(header.stream_id),
         Request::SealRange(header) => Some(header.stream_id),
         Request::DescribeRange(header) => Some(header.stream_id),
+        Request::TrimRange(header) => Some(header.stream_id),
+        Request::DeleteRange(header) => Some(header.stream_id),
         Request::ListRanges(header) => header.stream_id,
         _ => None,
     }

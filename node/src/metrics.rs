@@ -24,12 +24,14 @@ pub enum Operation {
     SealRange,
     DescribeRange,
     ListRanges,
+    TrimRange,
+    DeleteRange,
     /// Anything else, including unknown opcodes.
     Other,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 9] = [
+    pub const ALL: [Operation; 11] = [
         Operation::Ping,
         Operation::Heartbeat,
         Operation::CreateRange,
@@ -38,6 +40,8 @@ impl Operation {
         Operation::SealRange,
         Operation::DescribeRange,
         Operation::ListRanges,
+        Operation::TrimRange,
+        Operation::DeleteRange,
         Operation::Other,
     ];
 
@@ -51,6 +55,8 @@ impl Operation {
             Operation::SealRange => "seal_range",
             Operation::DescribeRange => "describe_range",
             Operation::ListRanges => "list_ranges",
+            Operation::TrimRange => "trim_range",
+            Operation::DeleteRange => "delete_range",
             Operation::Other => "other",
         }
     }

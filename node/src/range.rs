@@ -21,6 +21,9 @@
 //!
 //! Epochs fence writers: an APPEND or SEAL with an epoch below the range's is refused; a higher
 //! epoch is adopted, fencing the older writer on this node too.
+//!
+//! A trim (retention, TRIM_RANGE) raises `start`, never above what this node holds (the durable
+//! end, or the end once sealed), and raises `confirmed` with it so `start ≤ confirmed` holds.
 
 use std::collections::VecDeque;
 
@@ -64,6 +67,18 @@ pub enum SealOutcome {
     Draining,
     /// The request's epoch is older than the range's.
     StaleEpoch { current: Epoch },
+}
+
+/// Result of [`RangeState::trim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrimOutcome {
+    /// The start moved up to the requested offset.
+    Trimmed,
+    /// The offset is at or below the start already: nothing to do (a retry, or an older trim).
+    Unchanged,
+    /// The offset is above what this node holds for the range (`limit`: its durable end, or its
+    /// end once sealed); a replica cannot drop data it does not have.
+    BeyondHeld { limit: Offset },
 }
 
 /// One range as this node knows it.
@@ -307,6 +322,25 @@ impl RangeState {
         self.end = Some(end);
         self.sealing = false;
         SealOutcome::Sealed { end }
+    }
+
+    /// Moves the start up to `offset` (the caller drops the stored batches below it). Appends
+    /// in flight are all at or above the durable end, so they are unaffected.
+    pub fn trim(&mut self, offset: Offset) -> TrimOutcome {
+        if offset <= self.start {
+            return TrimOutcome::Unchanged;
+        }
+        let limit = self
+            .end
+            .map_or(self.durable_end, |end| end.min(self.durable_end));
+        if offset > limit {
+            return TrimOutcome::BeyondHeld { limit };
+        }
+        self.start = offset;
+        self.writer_confirmed = self.writer_confirmed.max(offset);
+        debug_assert!(self.start <= self.confirmed());
+        debug_assert!(self.confirmed() <= self.durable_end && self.durable_end <= self.next);
+        TrimOutcome::Trimmed
     }
 
     /// Highest offset (exclusive) a fetch may read now.
@@ -559,6 +593,49 @@ mod tests {
         assert_eq!(range.durable_end(), Offset(4));
         assert_eq!(range.complete_append(retried_later), Completion::Advanced);
         assert_eq!(range.durable_end(), Offset(6));
+    }
+
+    #[test]
+    fn trim_raises_the_start_up_to_what_is_held_and_is_idempotent() {
+        let mut range = RangeState::new(Epoch(1), Offset(0));
+        let ticket = range.try_append(Epoch(1), Offset(0), 10).unwrap();
+        range.complete_append(ticket);
+        let in_flight = range.try_append(Epoch(1), Offset(10), 5).unwrap();
+        assert_eq!(
+            range.trim(Offset(11)),
+            TrimOutcome::BeyondHeld { limit: Offset(10) },
+            "not above the durable end, even with appends in flight"
+        );
+        assert_eq!(range.start(), Offset(0));
+        assert_eq!(range.trim(Offset(6)), TrimOutcome::Trimmed);
+        assert_eq!(range.start(), Offset(6));
+        assert_eq!(range.confirmed(), Offset(6), "confirmed follows the start");
+        assert_eq!(range.classify_fetch(Offset(5)), FetchBounds::OutOfRange);
+        assert_eq!(range.trim(Offset(6)), TrimOutcome::Unchanged);
+        assert_eq!(range.trim(Offset(3)), TrimOutcome::Unchanged);
+        assert_eq!(
+            range.start(),
+            Offset(6),
+            "a lower offset never lowers the start"
+        );
+        // Appends go on at the next offset.
+        assert_eq!(range.complete_append(in_flight), Completion::Advanced);
+        range.try_append(Epoch(1), Offset(15), 1).unwrap();
+
+        // A sealed range is held up to its end.
+        let mut sealed = RangeState::new(Epoch(1), Offset(0));
+        let ticket = sealed.try_append(Epoch(1), Offset(0), 10).unwrap();
+        sealed.complete_append(ticket);
+        sealed.seal(Epoch(1), Some(Offset(8)));
+        assert_eq!(
+            sealed.trim(Offset(9)),
+            TrimOutcome::BeyondHeld { limit: Offset(8) }
+        );
+        assert_eq!(sealed.trim(Offset(8)), TrimOutcome::Trimmed);
+        assert_eq!(
+            sealed.classify_fetch(Offset(8)),
+            FetchBounds::EndOfRange { end: Offset(8) }
+        );
     }
 
     #[test]

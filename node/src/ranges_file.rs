@@ -19,10 +19,16 @@
 //! | 16..24 | range index |
 //! | 24..32 | epoch |
 //! | 32..40 | start offset |
-//! | 40..44 | flags: bit 0 = sealed |
+//! | 40 | flags: bit 0 = sealed |
+//! | 41 | R the range was created with (0 = unknown) |
+//! | 42 | A the range was created with (0 = unknown) |
+//! | 43 | reserved, 0 |
 //! | 44..52 | end offset (0 unless sealed) |
 //! | 52..60 | confirmed offset (the start when unknown) |
 //! | 60..64 | CRC32C of bytes 0..60 |
+//!
+//! Bytes 41..43 were zero before ranges carried R and A, so older files read back as "unknown".
+//! A deleted range's file is removed and the directory synced before DELETE_RANGE is answered.
 //!
 //! Files are per range so that workers, each owning its ranges, never write the same file.
 
@@ -36,7 +42,7 @@ use ids::{Epoch, Offset, RangeIndex, RangeKey, StreamId};
 const MAGIC: &[u8; 8] = b"ESRANGE2";
 const FILE_SIZE: usize = 64;
 const CRC_AT: usize = 60;
-const FLAG_SEALED: u32 = 1;
+const FLAG_SEALED: u8 = 1;
 const SUFFIX: &str = ".range";
 const TEMP_SUFFIX: &str = ".range.tmp";
 
@@ -56,6 +62,10 @@ pub struct RangeRecord {
     pub end: Option<Offset>,
     /// Highest offset the writer confirmed, as last persisted; the start when unknown.
     pub confirmed: Offset,
+    /// R given by the CREATE_RANGE that created the range; 0 = unknown.
+    pub replica_count_target: u8,
+    /// A given by the CREATE_RANGE that created the range; 0 = unknown.
+    pub ack_count: u8,
 }
 
 impl RangeRecord {
@@ -67,7 +77,9 @@ impl RangeRecord {
         bytes[24..32].copy_from_slice(&self.epoch.0.to_le_bytes());
         bytes[32..40].copy_from_slice(&self.start.0.to_le_bytes());
         let flags = if self.end.is_some() { FLAG_SEALED } else { 0 };
-        bytes[40..44].copy_from_slice(&flags.to_le_bytes());
+        bytes[40] = flags;
+        bytes[41] = self.replica_count_target;
+        bytes[42] = self.ack_count;
         bytes[44..52].copy_from_slice(&self.end.map_or(0, |end| end.0).to_le_bytes());
         bytes[52..60].copy_from_slice(&self.confirmed.0.to_le_bytes());
         let checksum = crc32c::crc32c(&bytes[0..CRC_AT]);
@@ -90,9 +102,12 @@ impl RangeRecord {
             ));
         }
         let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-        let flags = u32::from_le_bytes(bytes[40..44].try_into().expect("4 bytes"));
+        let flags = bytes[40];
         if flags & !FLAG_SEALED != 0 {
             return Err(format!("unknown flags {flags:#x}"));
+        }
+        if bytes[43] != 0 {
+            return Err(format!("reserved byte 43 is {:#x}, expected 0", bytes[43]));
         }
         let range_index = u32::try_from(word(16)).map_err(|_| {
             format!(
@@ -106,6 +121,8 @@ impl RangeRecord {
             start: Offset(word(32)),
             end: (flags & FLAG_SEALED != 0).then(|| Offset(word(44))),
             confirmed: Offset(word(52)),
+            replica_count_target: bytes[41],
+            ack_count: bytes[42],
         };
         if record.confirmed < record.start {
             return Err(format!(
@@ -212,6 +229,20 @@ impl RangeCatalog {
         let path = self.directory.join(record.file_name());
         runtime::fs::write_file_durably(&path, &record.encode())
     }
+
+    /// Deletes the file of range `key` durably (the directory is synced, so the range does not
+    /// come back after a crash). A missing file is not an error: removing is idempotent.
+    pub fn remove(&self, key: RangeKey) -> io::Result<()> {
+        let path = self.directory.join(file_name(key));
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        // Synced even when the file was already gone: an earlier removal may have been
+        // interrupted before its directory sync.
+        runtime::fs::sync_directory(&self.directory)
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +256,8 @@ mod tests {
             start: Offset(100),
             end: None,
             confirmed: Offset(100),
+            replica_count_target: 3,
+            ack_count: 2,
         }
     }
 
@@ -244,6 +277,32 @@ mod tests {
 
         let reopened = RangeCatalog::open(data.path()).unwrap();
         assert_eq!(reopened.load().unwrap(), vec![open_record(2, 0), sealed]);
+    }
+
+    #[test]
+    fn removed_range_is_gone_after_reopen_and_removing_again_succeeds() {
+        let data = tempfile::tempdir().unwrap();
+        let catalog = RangeCatalog::open(data.path()).unwrap();
+        catalog.save(&open_record(7, 1)).unwrap();
+        catalog.save(&open_record(7, 2)).unwrap();
+        catalog.remove(open_record(7, 1).key).unwrap();
+        catalog.remove(open_record(7, 1).key).unwrap();
+        let reopened = RangeCatalog::open(data.path()).unwrap();
+        assert_eq!(reopened.load().unwrap(), vec![open_record(7, 2)]);
+    }
+
+    #[test]
+    fn file_without_replication_counts_reads_them_as_unknown() {
+        // Files written before R and A were recorded hold zeros in bytes 41..43.
+        let data = tempfile::tempdir().unwrap();
+        let catalog = RangeCatalog::open(data.path()).unwrap();
+        let old = RangeRecord {
+            replica_count_target: 0,
+            ack_count: 0,
+            ..open_record(5, 0)
+        };
+        catalog.save(&old).unwrap();
+        assert_eq!(catalog.load().unwrap(), vec![old]);
     }
 
     #[test]
@@ -324,12 +383,15 @@ mod tests {
             start: Offset(4),
             end: Some(Offset(5)),
             confirmed: Offset(5),
+            replica_count_target: 3,
+            ack_count: 2,
         };
         let bytes = record.encode();
         assert_eq!(&bytes[0..8], b"ESRANGE2");
         assert_eq!(bytes[8], 1);
         assert_eq!(bytes[16], 2);
         assert_eq!(bytes[40], 1, "sealed flag");
+        assert_eq!((bytes[41], bytes[42]), (3, 2), "R and A");
         assert_eq!(bytes[44], 5);
         assert_eq!(bytes[52], 5, "confirmed offset");
         assert_eq!(RangeRecord::decode(&bytes).unwrap(), record);

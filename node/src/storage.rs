@@ -51,6 +51,33 @@ impl Storage {
         self.handle.index(key).map(|summary| summary.next_offset)
     }
 
+    /// Whether the store still holds offsets of the range below `offset` (a trim to `offset`
+    /// has not reached it yet).
+    pub fn holds_below(&self, key: RangeKey, offset: Offset) -> bool {
+        self.handle
+            .index(key)
+            .is_some_and(|summary| summary.start_offset < offset)
+    }
+
+    /// Bytes of record batches the store holds for the range (0 when it holds none).
+    pub fn size_bytes(&self, key: RangeKey) -> u64 {
+        self.handle
+            .index(key)
+            .map_or(0, |summary| summary.payload_bytes)
+    }
+
+    /// Drops the range's whole batches below `offset`; resolves once the trim is durable.
+    pub async fn trim(&self, key: RangeKey, offset: Offset) -> Result<(), StorageError> {
+        self.handle.trim(key, offset).await?;
+        Ok(())
+    }
+
+    /// Deletes the range's batches; resolves once the deletion is durable.
+    pub async fn delete(&self, key: RangeKey) -> Result<(), StorageError> {
+        self.handle.delete(key).await?;
+        Ok(())
+    }
+
     /// Appends the batches (one APPEND payload) covering `count` offsets from `base`; resolves
     /// once durable.
     pub async fn append(

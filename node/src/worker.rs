@@ -44,9 +44,23 @@ pub enum WorkerMessage {
 /// A range and the tasks waiting on it.
 pub struct RangeEntry {
     pub state: RangeState,
-    /// Notified whenever the range's durable end, confirmed offset or seal state changes:
-    /// long-poll fetches and draining seals wait on it.
+    /// R and A the range was created with (CREATE_RANGE); 0 = unknown. Fixed for its life.
+    pub replica_count_target: u8,
+    pub ack_count: u8,
+    /// Notified whenever the range's durable end, confirmed offset or seal state changes, and
+    /// when it is deleted: long-poll fetches and draining seals wait on it.
     pub changed: Notify,
+}
+
+impl RangeEntry {
+    pub fn new(state: RangeState, replica_count_target: u8, ack_count: u8) -> RangeEntry {
+        RangeEntry {
+            state,
+            replica_count_target,
+            ack_count,
+            changed: Notify::default(),
+        }
+    }
 }
 
 /// The state of one worker, shared by its tasks through an `Rc`.
@@ -112,10 +126,7 @@ impl Worker {
         );
         self.ranges.borrow_mut().insert(
             record.key,
-            RangeEntry {
-                state,
-                changed: Notify::default(),
-            },
+            RangeEntry::new(state, record.replica_count_target, record.ack_count),
         );
         self.metrics
             .set(&self.metrics.ranges, self.ranges.borrow().len() as u64);
@@ -129,6 +140,8 @@ impl Worker {
             start: entry.state.start(),
             end: entry.state.end(),
             confirmed: entry.state.confirmed(),
+            replica_count_target: entry.replica_count_target,
+            ack_count: entry.ack_count,
         })
     }
 
@@ -175,18 +188,24 @@ impl Worker {
     }
 
     /// Adds a new range; false if it exists.
-    pub fn insert_range(&self, key: RangeKey, state: RangeState) -> bool {
+    pub fn insert_range(&self, key: RangeKey, entry: RangeEntry) -> bool {
         let mut ranges = self.ranges.borrow_mut();
         if ranges.contains_key(&key) {
             return false;
         }
-        ranges.insert(
-            key,
-            RangeEntry {
-                state,
-                changed: Notify::default(),
-            },
-        );
+        ranges.insert(key, entry);
+        self.metrics.set(&self.metrics.ranges, ranges.len() as u64);
+        true
+    }
+
+    /// Forgets a range; false if it was not here. Tasks waiting on it are woken and find it
+    /// gone (appends and fetches in flight then answer `RANGE_NOT_FOUND`).
+    pub fn remove_range(&self, key: RangeKey) -> bool {
+        let mut ranges = self.ranges.borrow_mut();
+        let Some(entry) = ranges.remove(&key) else {
+            return false;
+        };
+        entry.changed.notify();
         self.metrics.set(&self.metrics.ranges, ranges.len() as u64);
         true
     }
@@ -200,13 +219,13 @@ impl Worker {
     pub fn map_ranges<T>(
         &self,
         stream: Option<StreamId>,
-        mut describe: impl FnMut(RangeKey, &RangeState) -> T,
+        mut describe: impl FnMut(RangeKey, &RangeEntry) -> T,
     ) -> Vec<T> {
         self.ranges
             .borrow()
             .iter()
             .filter(|(key, _)| stream.is_none_or(|wanted| key.stream_id == wanted))
-            .map(|(key, entry)| describe(*key, &entry.state))
+            .map(|(key, entry)| describe(*key, entry))
             .collect()
     }
 

@@ -36,6 +36,9 @@ pub struct RangeSummary {
     pub next_offset: Offset,
     /// Batches held.
     pub batch_count: usize,
+    /// Bytes of the batches held (their `payload_len` summed): what the range keeps on disk,
+    /// not counting WAL record headers and padding.
+    pub payload_bytes: u64,
 }
 
 /// The index of one range.
@@ -44,6 +47,8 @@ pub struct BatchIndex {
     start_offset: Offset,
     next_offset: Offset,
     entries: VecDeque<IndexEntry>,
+    /// Sum of the entries' `payload_len`, kept as they are pushed and trimmed.
+    payload_bytes: u64,
 }
 
 impl BatchIndex {
@@ -53,6 +58,7 @@ impl BatchIndex {
             start_offset,
             next_offset: start_offset,
             entries: VecDeque::new(),
+            payload_bytes: 0,
         }
     }
 
@@ -61,10 +67,15 @@ impl BatchIndex {
         next_offset: Offset,
         entries: VecDeque<IndexEntry>,
     ) -> BatchIndex {
+        let payload_bytes = entries
+            .iter()
+            .map(|entry| u64::from(entry.payload_len))
+            .sum();
         BatchIndex {
             start_offset,
             next_offset,
             entries,
+            payload_bytes,
         }
     }
 
@@ -85,6 +96,7 @@ impl BatchIndex {
             start_offset: self.start_offset,
             next_offset: self.next_offset,
             batch_count: self.entries.len(),
+            payload_bytes: self.payload_bytes,
         }
     }
 
@@ -107,6 +119,7 @@ impl BatchIndex {
             debug_assert!(last.position < entry.position, "index out of WAL order");
         }
         self.next_offset = entry.end_offset();
+        self.payload_bytes += u64::from(entry.payload_len);
         self.entries.push_back(entry);
     }
 
@@ -127,6 +140,12 @@ impl BatchIndex {
             }
             dropped.extend(self.entries.pop_front());
         }
+        let dropped_bytes: u64 = dropped
+            .iter()
+            .map(|entry| u64::from(entry.payload_len))
+            .sum();
+        debug_assert!(dropped_bytes <= self.payload_bytes);
+        self.payload_bytes -= dropped_bytes;
         dropped
     }
 
@@ -165,6 +184,11 @@ mod tests {
         index.push(entry(Offset(105), 1, 64));
         index.push(entry(Offset(106), 10, 128));
         assert_eq!(index.next_offset(), Offset(116));
+        assert_eq!(
+            index.summary().payload_bytes,
+            30,
+            "three batches of 10 bytes"
+        );
         assert_eq!(index.find(Offset(99)), None);
         assert_eq!(index.find(Offset(100)), Some(0));
         assert_eq!(index.find(Offset(104)), Some(0));
@@ -173,6 +197,11 @@ mod tests {
         assert_eq!(index.find(Offset(116)), None);
         let dropped = index.trim(Offset(106));
         assert_eq!(dropped.len(), 2);
+        assert_eq!(
+            index.summary().payload_bytes,
+            10,
+            "trimmed batches no longer count"
+        );
         assert_eq!(index.start_offset(), Offset(106));
         assert_eq!(index.find(Offset(105)), None);
         assert_eq!(index.find(Offset(110)), Some(0));
@@ -184,7 +213,18 @@ mod tests {
         assert_eq!(index.find(Offset(109)), None);
         index.trim(Offset(200));
         assert_eq!(index.summary().batch_count, 0);
+        assert_eq!(index.summary().payload_bytes, 0);
         assert_eq!(index.next_offset(), Offset(200));
+        let rebuilt = BatchIndex::from_parts(
+            Offset(0),
+            Offset(6),
+            VecDeque::from([entry(Offset(0), 5, 0), entry(Offset(5), 1, 64)]),
+        );
+        assert_eq!(
+            rebuilt.summary().payload_bytes,
+            20,
+            "recovery counts the entries too"
+        );
     }
 
     #[test]

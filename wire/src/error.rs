@@ -90,6 +90,8 @@ error_codes! {
     StreamDeleted = 202, "STREAM_DELETED", false;
     /// A node id the placement manager never allocated.
     NodeNotFound = 300, "NODE_NOT_FOUND", false;
+    /// Fewer live, writable nodes with free disk than the stream's ack count.
+    NoAvailableNodes = 301, "NO_AVAILABLE_NODES", true;
     /// The node's storage failed; it still serves reads.
     StorageUnavailable = 500, "STORAGE_UNAVAILABLE", true;
     /// No free space for the append.

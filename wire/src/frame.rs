@@ -122,6 +122,10 @@ opcodes! {
     DescribeRange = 0x0203, "DESCRIBE_RANGE";
     /// List the ranges of a stream, or all ranges held.
     ListRanges = 0x0204, "LIST_RANGES";
+    /// Placement manager to data node: drop a range's whole batches below an offset.
+    TrimRange = 0x0205, "TRIM_RANGE";
+    /// Placement manager to data node: delete a range's replica.
+    DeleteRange = 0x0206, "DELETE_RANGE";
     /// Create a stream.
     CreateStream = 0x0301, "CREATE_STREAM";
     /// Describe one stream.

@@ -36,7 +36,7 @@ pub use error::{DecodeError, ErrorCode};
 pub use frame::{Flags, Frame, Opcode, DEFAULT_MAX_FRAME_BYTES};
 pub use msg::{ErrorResponse, Message, MessageKind, Request, Response};
 pub use types::{
-    Epoch, NodeId, Offset, Range, RangeIndex, RangeKey, ReplicaNode, Stream, StreamId,
+    Epoch, NodeId, NodeState, Offset, Range, RangeIndex, RangeKey, ReplicaNode, Stream, StreamId,
 };
 
 /// CRC32C (Castagnoli) of `bytes`: the checksum frames and record batches carry.

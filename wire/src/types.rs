@@ -13,6 +13,47 @@ pub const MAX_ADDRESS_BYTES: usize = 255;
 /// Most replicas a range may list.
 pub const MAX_REPLICAS: usize = 16;
 
+/// What a data node accepts, as it reports it in HEARTBEAT (`docs/protocol.md` §5.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum NodeState {
+    /// Serves reads and accepts new ranges and appends.
+    #[default]
+    ReadWrite = 1,
+    /// Serves reads only: no new ranges should be placed on it (e.g. its disk is full).
+    ReadOnly = 2,
+    /// Shutting down cleanly: sent once, when the shutdown begins.
+    Offline = 3,
+}
+
+impl NodeState {
+    /// Every state, in numeric order.
+    pub const ALL: &'static [NodeState] = &[
+        NodeState::ReadWrite,
+        NodeState::ReadOnly,
+        NodeState::Offline,
+    ];
+
+    /// The state for a number received on the wire, or `None` if unknown.
+    pub fn from_u8(number: u8) -> Option<NodeState> {
+        match number {
+            1 => Some(NodeState::ReadWrite),
+            2 => Some(NodeState::ReadOnly),
+            3 => Some(NodeState::Offline),
+            _ => None,
+        }
+    }
+
+    /// The name used in `docs/protocol.md`, e.g. `"READ_WRITE"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeState::ReadWrite => "READ_WRITE",
+            NodeState::ReadOnly => "READ_ONLY",
+            NodeState::Offline => "OFFLINE",
+        }
+    }
+}
+
 /// A data node holding a replica of a range, and where to reach it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplicaNode {
@@ -61,13 +102,24 @@ pub struct Range {
     pub next_offset: Option<Offset>,
     /// Highest offset the writer reported as acknowledged; `None` when unknown.
     pub confirmed_offset: Option<Offset>,
+    /// R the range was created with: replicas it should have (not the length of `replicas`,
+    /// which lists the nodes known to hold it). 0 when unknown.
+    pub replica_count_target: u8,
+    /// A the range was created with: replicas that make a batch durable before it is
+    /// acknowledged. 0 when unknown.
+    pub ack_count: u8,
+    /// Fewer than `replica_count_target` replicas hold the range (set by the placement manager).
+    pub under_replicated: bool,
+    /// Bytes of record batches the answering holder keeps for the range; `None` when unknown.
+    pub size_bytes: Option<u64>,
     /// Replica nodes, at most [`MAX_REPLICAS`].
     pub replicas: Vec<ReplicaNode>,
 }
 
 impl Range {
     /// Fixed part of the encoding, before the replicas.
-    pub const FIXED_BYTES: usize = 56;
+    pub const FIXED_BYTES: usize = 72;
+    const FLAG_UNDER_REPLICATED: u8 = 0x01;
 
     /// Whether the range is sealed (its end is known).
     pub fn is_sealed(&self) -> bool {
@@ -96,6 +148,16 @@ impl Range {
         put_optional_u64(buf, self.end_offset.map(|offset| offset.0));
         put_optional_u64(buf, self.next_offset.map(|offset| offset.0));
         put_optional_u64(buf, self.confirmed_offset.map(|offset| offset.0));
+        buf.put_u8(self.replica_count_target);
+        buf.put_u8(self.ack_count);
+        buf.put_u8(if self.under_replicated {
+            Self::FLAG_UNDER_REPLICATED
+        } else {
+            0
+        });
+        buf.put_u8(0);
+        buf.put_u32_le(0);
+        put_optional_u64(buf, self.size_bytes);
         for replica in &self.replicas {
             replica.encode(buf);
         }
@@ -110,6 +172,15 @@ impl Range {
         let end_offset = reader.optional_u64("end_offset")?.map(Offset);
         let next_offset = reader.optional_u64("next_offset")?.map(Offset);
         let confirmed_offset = reader.optional_u64("confirmed_offset")?.map(Offset);
+        let replica_count_target = reader.u8("replica_count_target")?;
+        let ack_count = reader.u8("ack_count")?;
+        let flags = reader.u8("flags")?;
+        if flags & !Self::FLAG_UNDER_REPLICATED != 0 {
+            return Err(reader.malformed("flags", "reserved bit set"));
+        }
+        reader.reserved_u8("reserved")?;
+        reader.reserved_u32("reserved")?;
+        let size_bytes = reader.optional_u64("size_bytes")?;
         let replicas = decode_replicas(reader, replica_count)?;
         Ok(Range {
             stream_id,
@@ -119,6 +190,10 @@ impl Range {
             end_offset,
             next_offset,
             confirmed_offset,
+            replica_count_target,
+            ack_count,
+            under_replicated: flags & Self::FLAG_UNDER_REPLICATED != 0,
+            size_bytes,
             replicas,
         })
     }
@@ -153,6 +228,8 @@ pub struct Stream {
     pub ack_count: u8,
     /// Data older than this may be trimmed; 0 keeps data forever.
     pub retention_ms: u64,
+    /// The oldest data may be trimmed while the stream holds more than this; 0 = unlimited.
+    pub retention_bytes: u64,
     /// Trim point: offsets below it are gone.
     pub start_offset: Offset,
     /// Current writer epoch.
@@ -163,7 +240,7 @@ pub struct Stream {
 
 impl Stream {
     /// Bytes of the encoding.
-    pub const ENCODED_BYTES: usize = 40;
+    pub const ENCODED_BYTES: usize = 48;
     const FLAG_DELETED: u8 = 0x01;
 
     pub(crate) fn encode<B: BufMut>(&self, buf: &mut B) {
@@ -174,6 +251,7 @@ impl Stream {
         buf.put_u8(0);
         buf.put_u32_le(0);
         buf.put_u64_le(self.retention_ms);
+        buf.put_u64_le(self.retention_bytes);
         buf.put_u64_le(self.start_offset.0);
         buf.put_u64_le(self.epoch.0);
     }
@@ -189,6 +267,7 @@ impl Stream {
         reader.reserved_u8("reserved")?;
         reader.reserved_u32("reserved")?;
         let retention_ms = reader.u64("retention_ms")?;
+        let retention_bytes = reader.u64("retention_bytes")?;
         let start_offset = Offset(reader.u64("start_offset")?);
         let epoch = Epoch(reader.u64("epoch")?);
         Ok(Stream {
@@ -196,6 +275,7 @@ impl Stream {
             replica_count,
             ack_count,
             retention_ms,
+            retention_bytes,
             start_offset,
             epoch,
             deleted: flags & Self::FLAG_DELETED != 0,

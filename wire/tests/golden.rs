@@ -5,12 +5,12 @@
 
 use bytes::{Bytes, BytesMut};
 use wire::msg::{
-    AppendRequest, AppendResponse, ErrorResponse, FetchRequest, FetchResponse, PingRequest,
-    PingResponse,
+    AppendRequest, AppendResponse, DeleteRangeRequest, DescribeStreamResponse, ErrorResponse,
+    FetchRequest, FetchResponse, HeartbeatRequest, PingRequest, PingResponse, TrimRangeRequest,
 };
 use wire::{
     encode_error, encode_request, encode_response, BatchBuilder, BatchIter, Decoder, Epoch,
-    ErrorCode, Offset, Opcode, RangeIndex, Request, Response, StreamId,
+    ErrorCode, NodeId, NodeState, Offset, Opcode, RangeIndex, Request, Response, Stream, StreamId,
 };
 
 struct Vector {
@@ -279,7 +279,190 @@ const VECTORS: &[Vector] = &[
             assert_eq!(frame.payload, batch());
         },
     },
+    Vector {
+        title: "9.8 HEARTBEAT request",
+        description: "request id 5: node 2 holding 3 ranges, 1 000 000 000 of 4 000 000 000 disk \
+                      bytes free, 1 MiB/s appended, READ_WRITE, serving on \"10.0.0.2:9000\"",
+        rows: &[
+            ("length = 73", "49 00 00 00"),
+            ("magic", "45 53"),
+            ("version = 1", "01"),
+            ("flags = 0 (request)", "00"),
+            ("opcode = HEARTBEAT", "03 00"),
+            ("reserved", "00 00"),
+            ("request_id = 5", "05 00 00 00 00 00 00 00"),
+            ("header_length = 49", "31 00 00 00"),
+            ("node_id = 2", "02 00 00 00"),
+            ("range_count = 3", "03 00 00 00"),
+            ("disk_free_bytes = 1 000 000 000", "00 ca 9a 3b 00 00 00 00"),
+            (
+                "disk_total_bytes = 4 000 000 000",
+                "00 28 6b ee 00 00 00 00",
+            ),
+            (
+                "append_bytes_per_second = 1 048 576",
+                "00 00 10 00 00 00 00 00",
+            ),
+            ("state = 1 READ_WRITE", "01"),
+            ("reserved", "00"),
+            ("address length = 13", "0d 00"),
+            (
+                "address \"10.0.0.2:9000\"",
+                "31 30 2e 30 2e 30 2e 32 3a 39 30 30 30",
+            ),
+            ("crc32c", "98 3b d0 bb"),
+        ],
+        encode: || {
+            let mut buf = Vec::new();
+            encode_request(&mut buf, 5, &heartbeat_request(), &[]).unwrap();
+            buf
+        },
+        check_decoded: |frame| {
+            assert_eq!(
+                Request::decode(frame).unwrap(),
+                Request::Heartbeat(heartbeat_request())
+            );
+        },
+    },
+    Vector {
+        title: "9.9 DESCRIBE_STREAM response",
+        description: "answer to request 6: stream 7, R 3, A 2, retention 86 400 000 ms and \
+                      1 GiB, trimmed to offset 100, epoch 3",
+        rows: &[
+            ("length = 72", "48 00 00 00"),
+            ("magic", "45 53"),
+            ("version = 1", "01"),
+            ("flags = RESPONSE | END_OF_RESPONSE", "03"),
+            ("opcode = DESCRIBE_STREAM", "02 03"),
+            ("reserved", "00 00"),
+            ("request_id = 6", "06 00 00 00 00 00 00 00"),
+            ("header_length = 48", "30 00 00 00"),
+            ("stream_id = 7", "07 00 00 00 00 00 00 00"),
+            ("replica_count = 3", "03"),
+            ("ack_count = 2", "02"),
+            ("flags = 0", "00"),
+            ("reserved", "00"),
+            ("reserved", "00 00 00 00"),
+            ("retention_ms = 86 400 000", "00 5c 26 05 00 00 00 00"),
+            ("retention_bytes = 1 073 741 824", "00 00 00 40 00 00 00 00"),
+            ("start_offset = 100", "64 00 00 00 00 00 00 00"),
+            ("epoch = 3", "03 00 00 00 00 00 00 00"),
+            ("crc32c", "f2 b2 9d 69"),
+        ],
+        encode: || {
+            let mut buf = Vec::new();
+            encode_response(&mut buf, 6, &describe_stream_response(), &[]).unwrap();
+            buf
+        },
+        check_decoded: |frame| {
+            assert_eq!(
+                Response::decode(frame).unwrap(),
+                Response::DescribeStream(describe_stream_response())
+            );
+        },
+    },
+    Vector {
+        title: "9.10 TRIM_RANGE request",
+        description: "request id 7: drop the batches of stream 7, range 1 below offset 101",
+        rows: &[
+            ("length = 48", "30 00 00 00"),
+            ("magic", "45 53"),
+            ("version = 1", "01"),
+            ("flags = 0 (request)", "00"),
+            ("opcode = TRIM_RANGE", "05 02"),
+            ("reserved", "00 00"),
+            ("request_id = 7", "07 00 00 00 00 00 00 00"),
+            ("header_length = 24", "18 00 00 00"),
+            ("stream_id = 7", "07 00 00 00 00 00 00 00"),
+            ("range_index = 1", "01 00 00 00"),
+            ("reserved", "00 00 00 00"),
+            ("offset = 101", "65 00 00 00 00 00 00 00"),
+            ("crc32c", "6c 50 aa 47"),
+        ],
+        encode: || {
+            let mut buf = Vec::new();
+            encode_request(&mut buf, 7, &trim_range_request(), &[]).unwrap();
+            buf
+        },
+        check_decoded: |frame| {
+            assert_eq!(
+                Request::decode(frame).unwrap(),
+                Request::TrimRange(trim_range_request())
+            );
+        },
+    },
+    Vector {
+        title: "9.11 DELETE_RANGE request",
+        description: "request id 8: delete this node's replica of stream 7, range 1",
+        rows: &[
+            ("length = 40", "28 00 00 00"),
+            ("magic", "45 53"),
+            ("version = 1", "01"),
+            ("flags = 0 (request)", "00"),
+            ("opcode = DELETE_RANGE", "06 02"),
+            ("reserved", "00 00"),
+            ("request_id = 8", "08 00 00 00 00 00 00 00"),
+            ("header_length = 16", "10 00 00 00"),
+            ("stream_id = 7", "07 00 00 00 00 00 00 00"),
+            ("range_index = 1", "01 00 00 00"),
+            ("reserved", "00 00 00 00"),
+            ("crc32c", "35 f7 4e 00"),
+        ],
+        encode: || {
+            let mut buf = Vec::new();
+            encode_request(&mut buf, 8, &delete_range_request(), &[]).unwrap();
+            buf
+        },
+        check_decoded: |frame| {
+            assert_eq!(
+                Request::decode(frame).unwrap(),
+                Request::DeleteRange(delete_range_request())
+            );
+        },
+    },
 ];
+
+fn heartbeat_request() -> HeartbeatRequest {
+    HeartbeatRequest {
+        node_id: NodeId(2),
+        range_count: 3,
+        disk_free_bytes: 1_000_000_000,
+        disk_total_bytes: 4_000_000_000,
+        append_bytes_per_second: 1 << 20,
+        state: NodeState::ReadWrite,
+        address: "10.0.0.2:9000".to_string(),
+    }
+}
+
+fn describe_stream_response() -> DescribeStreamResponse {
+    DescribeStreamResponse {
+        stream: Stream {
+            id: StreamId(7),
+            replica_count: 3,
+            ack_count: 2,
+            retention_ms: 86_400_000,
+            retention_bytes: 1 << 30,
+            start_offset: Offset(100),
+            epoch: Epoch(3),
+            deleted: false,
+        },
+    }
+}
+
+fn trim_range_request() -> TrimRangeRequest {
+    TrimRangeRequest {
+        stream_id: StreamId(7),
+        range_index: RangeIndex(1),
+        offset: Offset(101),
+    }
+}
+
+fn delete_range_request() -> DeleteRangeRequest {
+    DeleteRangeRequest {
+        stream_id: StreamId(7),
+        range_index: RangeIndex(1),
+    }
+}
 
 fn append_request() -> AppendRequest {
     AppendRequest {

@@ -13,7 +13,7 @@ use proptest::test_runner::{Config, TestRunner};
 use wire::msg::*;
 use wire::{
     encode_error, encode_frame, encode_parts, encode_request, DecodeError, Decoder, EncodeError,
-    ErrorCode, Flags, Frame, Opcode, Request, Response,
+    ErrorCode, Flags, Frame, NodeState, Opcode, Request, Response,
 };
 
 fn decode_one(bytes: &[u8]) -> Frame {
@@ -202,7 +202,7 @@ fn header_with_trailing_bytes_missing_bytes_or_reserved_bits_is_malformed() {
         })
     ));
     // UPDATE_STREAM with a value whose mask bit is clear.
-    let mut header = vec![0u8; 32];
+    let mut header = vec![0u8; 40];
     header[16] = 5;
     let frame = raw_frame(Opcode::UpdateStream, Flags::REQUEST, &header, &[]);
     assert!(matches!(
@@ -290,6 +290,7 @@ fn retriable_codes_are_exactly_the_transient_ones() {
         retriable,
         [
             "OFFSET_IN_FLIGHT_DUPLICATE",
+            "NO_AVAILABLE_NODES",
             "STORAGE_UNAVAILABLE",
             "STORAGE_FULL",
             "TOO_MANY_IN_FLIGHT",
@@ -324,5 +325,64 @@ fn error_response_with_a_payload_is_malformed() {
             field: "payload",
             ..
         })
+    ));
+}
+
+#[test]
+fn node_state_alive_and_range_flags_outside_their_values_are_malformed() {
+    let heartbeat = |state: u8| {
+        let mut buf = Vec::new();
+        let request = HeartbeatRequest {
+            address: "a:1".into(),
+            ..HeartbeatRequest::default()
+        };
+        encode_request(&mut buf, 1, &request, &[]).unwrap();
+        let mut header = buf[24..buf.len() - 4].to_vec();
+        assert_eq!(header[32], NodeState::ReadWrite as u8);
+        header[32] = state;
+        raw_frame(Opcode::Heartbeat, Flags::REQUEST, &header, &[])
+    };
+    for state in [1, 2, 3] {
+        assert!(Request::decode(&heartbeat(state)).is_ok(), "state {state}");
+    }
+    for state in [0, 4, 255] {
+        assert!(matches!(
+            Request::decode(&heartbeat(state)),
+            Err(DecodeError::MalformedHeader { field: "state", .. })
+        ));
+    }
+
+    // ClusterNode: `alive` is 0 or 1.
+    let response = DescribeClusterResponse {
+        nodes: vec![ClusterNode::default()],
+    };
+    let mut header = Vec::new();
+    response.encode(&mut header);
+    assert_eq!(header[4 + 33], 0, "not alive");
+    header[4 + 33] = 2;
+    let frame = raw_frame(Opcode::DescribeCluster, Flags::RESPONSE_END, &header, &[]);
+    assert!(matches!(
+        Response::decode(&frame),
+        Err(DecodeError::MalformedHeader { field: "alive", .. })
+    ));
+
+    // Range record: only bit 0 (UNDER_REPLICATED) of `flags` is defined; `size_bytes` at 64.
+    let response = DescribeRangeResponse {
+        range: wire::Range {
+            under_replicated: true,
+            size_bytes: Some(4096),
+            ..wire::Range::default()
+        },
+    };
+    let mut header = Vec::new();
+    response.encode(&mut header);
+    assert_eq!(header.len(), wire::Range::FIXED_BYTES);
+    assert_eq!(header[58], 0x01);
+    assert_eq!(header[64..72], 4096u64.to_le_bytes());
+    header[58] = 0x03;
+    let frame = raw_frame(Opcode::DescribeRange, Flags::RESPONSE_END, &header, &[]);
+    assert!(matches!(
+        Response::decode(&frame),
+        Err(DecodeError::MalformedHeader { field: "flags", .. })
     ));
 }

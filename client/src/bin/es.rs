@@ -89,6 +89,12 @@ enum CliCommand {
         start: Offset,
         #[arg(long, default_value = "0", value_parser = value_parser!(u64).map(Epoch))]
         epoch: Epoch,
+        /// R recorded with the range; 0 = unknown.
+        #[arg(long, default_value_t = 0)]
+        replica_count_target: u8,
+        /// A recorded with the range; 0 = unknown.
+        #[arg(long, default_value_t = 0)]
+        ack_count: u8,
     },
     /// Append one record batch.
     Append {
@@ -149,6 +155,23 @@ enum CliCommand {
         #[command(flatten)]
         range: RangeArgs,
     },
+    /// Drop a range's whole batches below an offset (TRIM_RANGE).
+    TrimRange {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        range: RangeArgs,
+        /// New start of the range.
+        #[arg(value_parser = value_parser!(u64).map(Offset))]
+        offset: Offset,
+    },
+    /// Delete a data node's replica of a range (DELETE_RANGE); a missing range succeeds.
+    DeleteRange {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        range: RangeArgs,
+    },
     /// List the ranges a server holds.
     ListRanges {
         #[command(flatten)]
@@ -189,6 +212,8 @@ fn main() -> ExitCode {
             index,
             start,
             epoch,
+            replica_count_target,
+            ack_count,
         } => one_shot(
             &target.addr,
             format,
@@ -198,6 +223,8 @@ fn main() -> ExitCode {
                 range_index: index,
                 start_offset: start,
                 epoch,
+                replica_count_target,
+                ack_count,
             },
         ),
         CliCommand::Append {
@@ -280,6 +307,29 @@ fn main() -> ExitCode {
             format,
             false,
             RequestCommand::DescribeRange {
+                stream_id: range.stream,
+                range_index: range.index,
+            },
+        ),
+        CliCommand::TrimRange {
+            target,
+            range,
+            offset,
+        } => one_shot(
+            &target.addr,
+            format,
+            false,
+            RequestCommand::TrimRange {
+                stream_id: range.stream,
+                range_index: range.index,
+                offset,
+            },
+        ),
+        CliCommand::DeleteRange { target, range } => one_shot(
+            &target.addr,
+            format,
+            false,
+            RequestCommand::DeleteRange {
                 stream_id: range.stream,
                 range_index: range.index,
             },

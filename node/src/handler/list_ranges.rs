@@ -16,7 +16,9 @@ pub fn handle(worker: &Worker, request: ListRangesRequest) -> Reply {
 /// Every range of this worker (of `stream` only, if given) as a wire record, in (stream, index)
 /// order.
 pub fn ranges_of(worker: &Worker, stream: Option<StreamId>) -> Vec<wire::Range> {
-    let mut ranges = worker.map_ranges(stream, super::describe_range::record);
+    let mut ranges = worker.map_ranges(stream, |key, entry| {
+        super::describe_range::record(worker, key, entry)
+    });
     ranges.sort_by_key(|range| (range.stream_id, range.index));
     ranges
 }

@@ -6,12 +6,14 @@
 
 pub mod append;
 pub mod create_range;
+pub mod delete_range;
 pub mod describe_range;
 pub mod fetch;
 pub mod heartbeat;
 pub mod list_ranges;
 pub mod ping;
 pub mod seal_range;
+pub mod trim_range;
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -41,6 +43,8 @@ pub async fn handle(
         Request::SealRange(header) => seal_range::handle(worker, header).await,
         Request::DescribeRange(header) => describe_range::handle(worker, header),
         Request::ListRanges(header) => list_ranges::handle(worker, header),
+        Request::TrimRange(header) => trim_range::handle(worker, header).await,
+        Request::DeleteRange(header) => delete_range::handle(worker, header).await,
         Request::Goaway(_) => {
             Reply::error(ErrorCode::Internal, "GOAWAY is handled by the connection")
         }
@@ -68,6 +72,8 @@ pub fn operation_of(request: &Request) -> Operation {
         Request::SealRange(_) => Operation::SealRange,
         Request::DescribeRange(_) => Operation::DescribeRange,
         Request::ListRanges(_) => Operation::ListRanges,
+        Request::TrimRange(_) => Operation::TrimRange,
+        Request::DeleteRange(_) => Operation::DeleteRange,
         _ => Operation::Other,
     }
 }

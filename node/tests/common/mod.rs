@@ -302,11 +302,26 @@ impl Client {
         epoch: u64,
         start: u64,
     ) -> CallResult<CreateRangeResponse> {
+        self.create_range_with(stream, index, epoch, start, 0, 0)
+    }
+
+    /// CREATE_RANGE carrying R and A, as the placement manager sends it.
+    pub fn create_range_with(
+        &mut self,
+        stream: u64,
+        index: u32,
+        epoch: u64,
+        start: u64,
+        replica_count_target: u8,
+        ack_count: u8,
+    ) -> CallResult<CreateRangeResponse> {
         let request = CreateRangeRequest {
             stream_id: StreamId(stream),
             range_index: RangeIndex(index),
             epoch: Epoch(epoch),
             start_offset: Offset(start),
+            replica_count_target,
+            ack_count,
             replicas: Vec::new(),
         };
         self.call(&request, &[]).expect("CREATE_RANGE round trip")

@@ -1,6 +1,6 @@
 //! CREATE_RANGE (`0x0201`): to the placement manager, record a new range of a stream (it chooses
-//! the replicas when none are given); to a data node, create the local replica. The answer is the
-//! range as created.
+//! the replicas when none are given, and takes R and A from the stream); to a data node, create
+//! the local replica (idempotent on identical parameters). The answer is the range as created.
 
 use bytes::BufMut;
 
@@ -24,6 +24,11 @@ pub struct CreateRangeRequest {
     pub epoch: Epoch,
     /// First offset: the previous range's end, or 0.
     pub start_offset: Offset,
+    /// R of the range. 0 from a client to the placement manager (it takes the stream's); the
+    /// placement manager fills it in when it creates the replica on a data node.
+    pub replica_count_target: u8,
+    /// A of the range, 0 or filled in like `replica_count_target`.
+    pub ack_count: u8,
     /// Replicas, at most 16; empty asks the placement manager to choose.
     pub replicas: Vec<ReplicaNode>,
 }
@@ -33,7 +38,7 @@ impl Message for CreateRangeRequest {
     const KIND: MessageKind = MessageKind::Request;
 
     fn encoded_len(&self) -> usize {
-        32 + self
+        40 + self
             .replicas
             .iter()
             .map(ReplicaNode::encoded_len)
@@ -50,6 +55,10 @@ impl Message for CreateRangeRequest {
         buf.put_u32_le(self.replicas.len() as u32);
         buf.put_u64_le(self.epoch.0);
         buf.put_u64_le(self.start_offset.0);
+        buf.put_u8(self.replica_count_target);
+        buf.put_u8(self.ack_count);
+        buf.put_u16_le(0);
+        buf.put_u32_le(0);
         for replica in &self.replicas {
             replica.encode(buf);
         }
@@ -62,6 +71,10 @@ impl Message for CreateRangeRequest {
         let replica_count = reader.count_u32("replica_count", 6, MAX_REPLICAS)?;
         let epoch = Epoch(reader.u64("epoch")?);
         let start_offset = Offset(reader.u64("start_offset")?);
+        let replica_count_target = reader.u8("replica_count_target")?;
+        let ack_count = reader.u8("ack_count")?;
+        reader.reserved_u16("reserved")?;
+        reader.reserved_u32("reserved")?;
         let replicas = decode_replicas(&mut reader, replica_count)?;
         reader.finish()?;
         Ok(CreateRangeRequest {
@@ -69,6 +82,8 @@ impl Message for CreateRangeRequest {
             range_index,
             epoch,
             start_offset,
+            replica_count_target,
+            ack_count,
             replicas,
         })
     }

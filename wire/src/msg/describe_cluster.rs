@@ -1,5 +1,5 @@
-//! DESCRIBE_CLUSTER (`0x0006`): the data nodes the placement manager knows, with their state and
-//! last reported load.
+//! DESCRIBE_CLUSTER (`0x0006`): the data nodes the placement manager knows, with their reported
+//! state, whether they are alive, and their last reported load.
 
 use bytes::BufMut;
 
@@ -7,7 +7,7 @@ use crate::codec::{put_string, EncodeError, Reader};
 use crate::error::DecodeError;
 use crate::frame::Opcode;
 use crate::msg::{empty_message, Message, MessageKind};
-use crate::types::{NodeId, MAX_ADDRESS_BYTES};
+use crate::types::{NodeId, NodeState, MAX_ADDRESS_BYTES};
 
 /// Most nodes in one answer.
 pub const MAX_CLUSTER_NODES: usize = 65_536;
@@ -17,17 +17,6 @@ pub const MAX_CLUSTER_NODES: usize = 65_536;
 pub struct DescribeClusterRequest {}
 
 empty_message!(DescribeClusterRequest, DescribeCluster, Request, false);
-
-/// Whether the placement manager hears from a node.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum NodeState {
-    /// Heartbeats arrive.
-    #[default]
-    Alive = 1,
-    /// Silent for longer than the session timeout.
-    Dead = 2,
-}
 
 /// One data node as the placement manager sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -42,8 +31,10 @@ pub struct ClusterNode {
     pub disk_total_bytes: u64,
     /// Time since the last heartbeat.
     pub last_heartbeat_age_ms: u64,
-    /// Alive or dead.
+    /// The state the node last reported (or was registered with).
     pub state: NodeState,
+    /// Whether the last heartbeat is younger than the placement manager's node timeout.
+    pub alive: bool,
     /// `host:port` the node serves clients on.
     pub address: String,
 }
@@ -83,7 +74,7 @@ impl Message for DescribeClusterResponse {
             buf.put_u64_le(node.disk_total_bytes);
             buf.put_u64_le(node.last_heartbeat_age_ms);
             buf.put_u8(node.state as u8);
-            buf.put_u8(0);
+            buf.put_u8(u8::from(node.alive));
             put_string(buf, &node.address);
         }
     }
@@ -98,12 +89,13 @@ impl Message for DescribeClusterResponse {
             let disk_free_bytes = reader.u64("disk_free_bytes")?;
             let disk_total_bytes = reader.u64("disk_total_bytes")?;
             let last_heartbeat_age_ms = reader.u64("last_heartbeat_age_ms")?;
-            let state = match reader.u8("state")? {
-                1 => NodeState::Alive,
-                2 => NodeState::Dead,
-                _ => return Err(reader.malformed("state", "unknown node state")),
+            let state = NodeState::from_u8(reader.u8("state")?)
+                .ok_or_else(|| reader.malformed("state", "unknown node state"))?;
+            let alive = match reader.u8("alive")? {
+                0 => false,
+                1 => true,
+                _ => return Err(reader.malformed("alive", "neither 0 nor 1")),
             };
-            reader.reserved_u8("reserved")?;
             let address = reader.string("address", MAX_ADDRESS_BYTES)?;
             nodes.push(ClusterNode {
                 node_id,
@@ -112,6 +104,7 @@ impl Message for DescribeClusterResponse {
                 disk_total_bytes,
                 last_heartbeat_age_ms,
                 state,
+                alive,
                 address,
             });
         }

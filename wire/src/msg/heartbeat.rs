@@ -1,5 +1,6 @@
-//! HEARTBEAT (`0x0003`): a data node tells the placement manager it is alive, with its load.
-//! The answer says how often to heartbeat and after what silence the node is considered dead.
+//! HEARTBEAT (`0x0003`): a data node tells the placement manager it is alive, what it accepts
+//! (its [`NodeState`]) and its load. The answer says how often to heartbeat and after what
+//! silence the node is considered dead.
 
 use bytes::BufMut;
 
@@ -7,7 +8,7 @@ use crate::codec::{put_string, EncodeError, Reader};
 use crate::error::DecodeError;
 use crate::frame::Opcode;
 use crate::msg::{Message, MessageKind};
-use crate::types::{NodeId, MAX_ADDRESS_BYTES};
+use crate::types::{NodeId, NodeState, MAX_ADDRESS_BYTES};
 
 /// HEARTBEAT request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -22,6 +23,8 @@ pub struct HeartbeatRequest {
     pub disk_total_bytes: u64,
     /// Append load over the last interval.
     pub append_bytes_per_second: u64,
+    /// What the node accepts; [`NodeState::Offline`] is sent once, when a clean shutdown begins.
+    pub state: NodeState,
     /// `host:port` the node serves clients on.
     pub address: String,
 }
@@ -31,7 +34,7 @@ impl Message for HeartbeatRequest {
     const KIND: MessageKind = MessageKind::Request;
 
     fn encoded_len(&self) -> usize {
-        32 + 2 + self.address.len()
+        34 + 2 + self.address.len()
     }
 
     fn validate(&self) -> Result<(), EncodeError> {
@@ -44,18 +47,30 @@ impl Message for HeartbeatRequest {
         buf.put_u64_le(self.disk_free_bytes);
         buf.put_u64_le(self.disk_total_bytes);
         buf.put_u64_le(self.append_bytes_per_second);
+        buf.put_u8(self.state as u8);
+        buf.put_u8(0);
         put_string(buf, &self.address);
     }
 
     fn decode(header: &[u8]) -> Result<Self, DecodeError> {
         let mut reader = Reader::new(Self::OPCODE, header);
+        let node_id = NodeId(reader.u32("node_id")?);
+        let range_count = reader.u32("range_count")?;
+        let disk_free_bytes = reader.u64("disk_free_bytes")?;
+        let disk_total_bytes = reader.u64("disk_total_bytes")?;
+        let append_bytes_per_second = reader.u64("append_bytes_per_second")?;
+        let state = NodeState::from_u8(reader.u8("state")?)
+            .ok_or_else(|| reader.malformed("state", "unknown node state"))?;
+        reader.reserved_u8("reserved")?;
+        let address = reader.string("address", MAX_ADDRESS_BYTES)?;
         let message = HeartbeatRequest {
-            node_id: NodeId(reader.u32("node_id")?),
-            range_count: reader.u32("range_count")?,
-            disk_free_bytes: reader.u64("disk_free_bytes")?,
-            disk_total_bytes: reader.u64("disk_total_bytes")?,
-            append_bytes_per_second: reader.u64("append_bytes_per_second")?,
-            address: reader.string("address", MAX_ADDRESS_BYTES)?,
+            node_id,
+            range_count,
+            disk_free_bytes,
+            disk_total_bytes,
+            append_bytes_per_second,
+            state,
+            address,
         };
         reader.finish()?;
         Ok(message)

@@ -15,6 +15,7 @@ pub mod allocate_id;
 pub mod append;
 pub mod create_range;
 pub mod create_stream;
+pub mod delete_range;
 pub mod delete_stream;
 pub mod describe_cluster;
 pub mod describe_range;
@@ -28,17 +29,18 @@ pub mod list_streams;
 pub mod ping;
 pub mod report_metrics;
 pub mod seal_range;
+pub mod trim_range;
 pub mod trim_stream;
 pub mod update_stream;
 
+pub use crate::types::NodeState;
 pub use allocate_id::{AllocateIdRequest, AllocateIdResponse};
 pub use append::{AppendRequest, AppendResponse};
 pub use create_range::{CreateRangeRequest, CreateRangeResponse};
 pub use create_stream::{CreateStreamRequest, CreateStreamResponse};
+pub use delete_range::{DeleteRangeRequest, DeleteRangeResponse};
 pub use delete_stream::{DeleteStreamRequest, DeleteStreamResponse};
-pub use describe_cluster::{
-    ClusterNode, DescribeClusterRequest, DescribeClusterResponse, NodeState,
-};
+pub use describe_cluster::{ClusterNode, DescribeClusterRequest, DescribeClusterResponse};
 pub use describe_range::{DescribeRangeRequest, DescribeRangeResponse};
 pub use describe_stream::{DescribeStreamRequest, DescribeStreamResponse};
 pub use error_response::ErrorResponse;
@@ -50,6 +52,7 @@ pub use list_streams::{ListStreamsRequest, ListStreamsResponse};
 pub use ping::{PingRequest, PingResponse};
 pub use report_metrics::{Metric, ReportMetricsRequest, ReportMetricsResponse};
 pub use seal_range::{SealRangeRequest, SealRangeResponse};
+pub use trim_range::{TrimRangeRequest, TrimRangeResponse};
 pub use trim_stream::{TrimStreamRequest, TrimStreamResponse};
 pub use update_stream::{UpdateStreamRequest, UpdateStreamResponse};
 
@@ -199,6 +202,8 @@ message_enums! {
     SealRange(SealRangeRequest, SealRangeResponse),
     DescribeRange(DescribeRangeRequest, DescribeRangeResponse),
     ListRanges(ListRangesRequest, ListRangesResponse),
+    TrimRange(TrimRangeRequest, TrimRangeResponse),
+    DeleteRange(DeleteRangeRequest, DeleteRangeResponse),
     CreateStream(CreateStreamRequest, CreateStreamResponse),
     DescribeStream(DescribeStreamRequest, DescribeStreamResponse),
     UpdateStream(UpdateStreamRequest, UpdateStreamResponse),

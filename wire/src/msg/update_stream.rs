@@ -13,9 +13,11 @@ const MASK_REPLICA_COUNT: u8 = 0x01;
 const MASK_ACK_COUNT: u8 = 0x02;
 const MASK_RETENTION: u8 = 0x04;
 const MASK_EPOCH: u8 = 0x08;
-const MASK_KNOWN: u8 = MASK_REPLICA_COUNT | MASK_ACK_COUNT | MASK_RETENTION | MASK_EPOCH;
+const MASK_RETENTION_BYTES: u8 = 0x10;
+const MASK_KNOWN: u8 =
+    MASK_REPLICA_COUNT | MASK_ACK_COUNT | MASK_RETENTION | MASK_EPOCH | MASK_RETENTION_BYTES;
 
-/// UPDATE_STREAM request header (32 bytes). `None` leaves a field unchanged.
+/// UPDATE_STREAM request header (40 bytes). `None` leaves a field unchanged.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UpdateStreamRequest {
     /// The stream.
@@ -26,6 +28,8 @@ pub struct UpdateStreamRequest {
     pub ack_count: Option<u8>,
     /// New retention (`Some(0)` keeps data forever).
     pub retention_ms: Option<u64>,
+    /// New retention by size (`Some(0)` = unlimited).
+    pub retention_bytes: Option<u64>,
     /// New writer epoch; must be greater than the current one, else `STALE_EPOCH`.
     pub epoch: Option<Epoch>,
 }
@@ -35,7 +39,7 @@ impl Message for UpdateStreamRequest {
     const KIND: MessageKind = MessageKind::Request;
 
     fn encoded_len(&self) -> usize {
-        32
+        40
     }
 
     fn encode<B: BufMut>(&self, buf: &mut B) {
@@ -45,6 +49,7 @@ impl Message for UpdateStreamRequest {
             (self.ack_count.is_some(), MASK_ACK_COUNT),
             (self.retention_ms.is_some(), MASK_RETENTION),
             (self.epoch.is_some(), MASK_EPOCH),
+            (self.retention_bytes.is_some(), MASK_RETENTION_BYTES),
         ] {
             if present {
                 mask |= bit;
@@ -57,6 +62,7 @@ impl Message for UpdateStreamRequest {
         buf.put_u8(0);
         buf.put_u32_le(0);
         buf.put_u64_le(self.retention_ms.unwrap_or(0));
+        buf.put_u64_le(self.retention_bytes.unwrap_or(0));
         buf.put_u64_le(self.epoch.map_or(0, |epoch| epoch.0));
     }
 
@@ -72,6 +78,7 @@ impl Message for UpdateStreamRequest {
         reader.reserved_u8("reserved")?;
         reader.reserved_u32("reserved")?;
         let retention_ms = reader.u64("retention_ms")?;
+        let retention_bytes = reader.u64("retention_bytes")?;
         let epoch = reader.u64("epoch")?;
         reader.finish()?;
         // A field whose bit is clear must be zero, so every request has exactly one encoding.
@@ -95,6 +102,7 @@ impl Message for UpdateStreamRequest {
             ack_count: field(MASK_ACK_COUNT, "ack_count", ack_count.into())?
                 .map(|value| value as u8),
             retention_ms: field(MASK_RETENTION, "retention_ms", retention_ms)?,
+            retention_bytes: field(MASK_RETENTION_BYTES, "retention_bytes", retention_bytes)?,
             epoch: field(MASK_EPOCH, "epoch", epoch)?.map(Epoch),
         })
     }

@@ -5,7 +5,9 @@ use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 use wire::msg::*;
-use wire::types::{Epoch, NodeId, Offset, Range, RangeIndex, ReplicaNode, Stream, StreamId};
+use wire::types::{
+    Epoch, NodeId, NodeState, Offset, Range, RangeIndex, ReplicaNode, Stream, StreamId,
+};
 use wire::{ErrorCode, Request, Response};
 
 pub fn stream_id() -> impl Strategy<Value = StreamId> {
@@ -43,14 +45,27 @@ pub fn replica() -> impl Strategy<Value = ReplicaNode> {
 pub fn replicas() -> impl Strategy<Value = Vec<ReplicaNode>> {
     vec(replica(), 0..=4)
 }
+/// Optional sizes never hold `u64::MAX`, the wire's "absent".
+pub fn optional_size() -> impl Strategy<Value = Option<u64>> {
+    option::of(0..u64::MAX)
+}
+pub fn node_state() -> impl Strategy<Value = NodeState> {
+    proptest::sample::select(NodeState::ALL)
+}
 pub fn range() -> impl Strategy<Value = Range> {
     (
         (stream_id(), range_index(), epoch(), offset()),
         (optional_offset(), optional_offset(), optional_offset()),
+        (any::<u8>(), any::<u8>(), any::<bool>(), optional_size()),
         replicas(),
     )
         .prop_map(
-            |((stream_id, index, epoch, start_offset), (end, next, confirmed), replicas)| Range {
+            |(
+                (stream_id, index, epoch, start_offset),
+                (end, next, confirmed),
+                (replica_count_target, ack_count, under_replicated, size_bytes),
+                replicas,
+            )| Range {
                 stream_id,
                 index,
                 epoch,
@@ -58,6 +73,10 @@ pub fn range() -> impl Strategy<Value = Range> {
                 end_offset: end,
                 next_offset: next,
                 confirmed_offset: confirmed,
+                replica_count_target,
+                ack_count,
+                under_replicated,
+                size_bytes,
                 replicas,
             },
         )
@@ -67,17 +86,26 @@ pub fn stream() -> impl Strategy<Value = Stream> {
         stream_id(),
         any::<u8>(),
         any::<u8>(),
-        any::<u64>(),
+        (any::<u64>(), any::<u64>()),
         offset(),
         epoch(),
         any::<bool>(),
     )
         .prop_map(
-            |(id, replica_count, ack_count, retention_ms, start_offset, epoch, deleted)| Stream {
+            |(
+                id,
+                replica_count,
+                ack_count,
+                (retention_ms, retention_bytes),
+                start_offset,
+                epoch,
+                deleted,
+            )| Stream {
                 id,
                 replica_count,
                 ack_count,
                 retention_ms,
+                retention_bytes,
                 start_offset,
                 epoch,
                 deleted,
@@ -94,17 +122,18 @@ pub fn cluster_node() -> impl Strategy<Value = ClusterNode> {
         any::<u64>(),
         any::<u64>(),
         any::<u64>(),
-        prop_oneof![Just(NodeState::Alive), Just(NodeState::Dead)],
+        (node_state(), any::<bool>()),
         address(),
     )
         .prop_map(
-            |(node_id, range_count, free, total, age, state, address)| ClusterNode {
+            |(node_id, range_count, free, total, age, (state, alive), address)| ClusterNode {
                 node_id,
                 range_count,
                 disk_free_bytes: free,
                 disk_total_bytes: total,
                 last_heartbeat_age_ms: age,
                 state,
+                alive,
                 address,
             },
         )
@@ -121,18 +150,22 @@ pub fn request() -> impl Strategy<Value = Request> {
             any::<u64>(),
             any::<u64>(),
             any::<u64>(),
+            node_state(),
             address()
         )
-            .prop_map(|(node_id, range_count, free, total, load, address)| {
-                Request::Heartbeat(HeartbeatRequest {
-                    node_id,
-                    range_count,
-                    disk_free_bytes: free,
-                    disk_total_bytes: total,
-                    append_bytes_per_second: load,
-                    address,
-                })
-            }),
+            .prop_map(
+                |(node_id, range_count, free, total, load, state, address)| {
+                    Request::Heartbeat(HeartbeatRequest {
+                        node_id,
+                        range_count,
+                        disk_free_bytes: free,
+                        disk_total_bytes: total,
+                        append_bytes_per_second: load,
+                        state,
+                        address,
+                    })
+                }
+            ),
         address().prop_map(|address| Request::AllocateId(AllocateIdRequest { address })),
         (
             node_id(),
@@ -173,17 +206,34 @@ pub fn request() -> impl Strategy<Value = Request> {
                     })
                 }
             ),
-        (stream_id(), range_index(), epoch(), offset(), replicas()).prop_map(
-            |(stream_id, range_index, epoch, start_offset, replicas)| {
-                Request::CreateRange(CreateRangeRequest {
+        (
+            stream_id(),
+            range_index(),
+            epoch(),
+            offset(),
+            (any::<u8>(), any::<u8>()),
+            replicas()
+        )
+            .prop_map(
+                |(
                     stream_id,
                     range_index,
                     epoch,
                     start_offset,
+                    (replica_count_target, ack_count),
                     replicas,
-                })
-            }
-        ),
+                )| {
+                    Request::CreateRange(CreateRangeRequest {
+                        stream_id,
+                        range_index,
+                        epoch,
+                        start_offset,
+                        replica_count_target,
+                        ack_count,
+                        replicas,
+                    })
+                }
+            ),
         (stream_id(), range_index(), epoch(), optional_offset()).prop_map(
             |(stream_id, range_index, epoch, end_offset)| {
                 Request::SealRange(SealRangeRequest {
@@ -202,12 +252,26 @@ pub fn request() -> impl Strategy<Value = Request> {
         }),
         optional_stream_id()
             .prop_map(|stream_id| Request::ListRanges(ListRangesRequest { stream_id })),
-        (any::<u8>(), any::<u8>(), any::<u64>()).prop_map(
-            |(replica_count, ack_count, retention_ms)| {
+        (stream_id(), range_index(), offset()).prop_map(|(stream_id, range_index, offset)| {
+            Request::TrimRange(TrimRangeRequest {
+                stream_id,
+                range_index,
+                offset,
+            })
+        }),
+        (stream_id(), range_index()).prop_map(|(stream_id, range_index)| {
+            Request::DeleteRange(DeleteRangeRequest {
+                stream_id,
+                range_index,
+            })
+        }),
+        (any::<u8>(), any::<u8>(), any::<u64>(), any::<u64>()).prop_map(
+            |(replica_count, ack_count, retention_ms, retention_bytes)| {
                 Request::CreateStream(CreateStreamRequest {
                     replica_count,
                     ack_count,
                     retention_ms,
+                    retention_bytes,
                 })
             }
         ),
@@ -218,16 +282,18 @@ pub fn request() -> impl Strategy<Value = Request> {
             option::of(any::<u8>()),
             option::of(any::<u8>()),
             option::of(any::<u64>()),
+            option::of(any::<u64>()),
             option::of(epoch())
         )
             .prop_map(
-                |(stream_id, replica_count, ack_count, retention_ms, epoch)| {
+                |(stream_id, replica_count, ack_count, retention_ms, retention_bytes, epoch)| {
                     Request::UpdateStream(UpdateStreamRequest {
                         stream_id,
                         // 0 with its bit set is a valid, distinct request from "unchanged".
                         replica_count,
                         ack_count,
                         retention_ms,
+                        retention_bytes,
                         epoch,
                     })
                 }
@@ -287,6 +353,8 @@ pub fn response() -> impl Strategy<Value = Response> {
         offset().prop_map(|end_offset| Response::SealRange(SealRangeResponse { end_offset })),
         range().prop_map(|range| Response::DescribeRange(DescribeRangeResponse { range })),
         vec(range(), 0..4).prop_map(|ranges| Response::ListRanges(ListRangesResponse { ranges })),
+        Just(Response::TrimRange(TrimRangeResponse {})),
+        Just(Response::DeleteRange(DeleteRangeResponse {})),
         stream().prop_map(|stream| Response::CreateStream(CreateStreamResponse { stream })),
         stream().prop_map(|stream| Response::DescribeStream(DescribeStreamResponse { stream })),
         stream().prop_map(|stream| Response::UpdateStream(UpdateStreamResponse { stream })),
