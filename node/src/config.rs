@@ -23,8 +23,36 @@ pub struct Config {
     /// `store`: the write-ahead log and its IO thread, read straight into the store's own
     /// type, so its keys, defaults and documentation live in `store::config`.
     pub store: StoreConfig,
+    pub pm: PmSection,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+}
+
+/// `pm`: the placement manager this node joins, and the one it may run itself.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct PmSection {
+    /// Run a placement manager inside this process (its log under `<store.path>/pm`), so that
+    /// one node is a whole cluster.
+    pub embedded: bool,
+    /// Address the embedded placement manager listens on.
+    pub listen: String,
+    /// Placement managers this node registers with and heartbeats to; empty: the node joins
+    /// no cluster and ranges are created on it by hand.
+    pub addresses: Vec<String>,
+    /// How often the node heartbeats.
+    pub heartbeat_interval_ms: u64,
+}
+
+impl Default for PmSection {
+    fn default() -> Self {
+        PmSection {
+            embedded: true,
+            listen: pm::config::DEFAULT_LISTEN.to_string(),
+            addresses: vec![pm::config::DEFAULT_LISTEN.to_string()],
+            heartbeat_interval_ms: 1_000,
+        }
+    }
 }
 
 /// `server`: network and worker threads.
@@ -165,6 +193,28 @@ impl Config {
     /// Checks every value; the error lists each bad key with the expected form and what was found.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        let pm = &self.pm;
+        if pm.embedded && parse_socket_address(&pm.listen).is_none() {
+            problems.push(format!(
+                "pm.listen: expected host:port like {}, found {:?}",
+                pm::config::DEFAULT_LISTEN,
+                pm.listen
+            ));
+        }
+        for address in &pm.addresses {
+            if parse_socket_address(address).is_none() {
+                problems.push(format!(
+                    "pm.addresses: expected host:port items like {}, found {address:?}",
+                    pm::config::DEFAULT_LISTEN
+                ));
+            }
+        }
+        if !(10..=600_000).contains(&pm.heartbeat_interval_ms) {
+            problems.push(format!(
+                "pm.heartbeat-interval-ms: expected 10..=600000, found {}",
+                pm.heartbeat_interval_ms
+            ));
+        }
         let server = &self.server;
         if parse_socket_address(&server.listen).is_none() {
             problems.push(format!(
@@ -315,6 +365,27 @@ impl Config {
     /// The listen address; only valid after [`Config::validate`] succeeded.
     pub fn listen_address(&self) -> SocketAddr {
         parse_socket_address(&self.server.listen).expect("validated listen address")
+    }
+
+    /// The address this node tells placement managers and clients to reach it on.
+    pub fn advertised_address(&self) -> String {
+        self.server
+            .advertised_address
+            .clone()
+            .unwrap_or_else(|| self.server.listen.clone())
+    }
+
+    /// The configuration of the placement manager this node embeds (`pm.embedded`).
+    pub fn embedded_pm_config(&self) -> pm::config::PmConfig {
+        let mut config = pm::config::PmConfig::default();
+        config.server.listen = self.pm.listen.clone();
+        config.storage.path = self.store.path.join("pm");
+        config.cluster.heartbeat_interval_ms = self.pm.heartbeat_interval_ms;
+        config.cluster.node_timeout_ms = 3 * self.pm.heartbeat_interval_ms;
+        // The node's own endpoint serves its metrics; the embedded placement manager has none.
+        config.metrics.enabled = false;
+        config.log.level = self.log.level.clone();
+        config
     }
 
     /// The metrics address when the endpoint is enabled; only valid after validation.

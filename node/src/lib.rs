@@ -12,6 +12,7 @@
 pub mod config;
 pub mod dispatch;
 pub mod handler;
+pub mod membership;
 pub mod metrics;
 pub mod range;
 pub mod ranges_file;

@@ -293,6 +293,14 @@ impl Registry {
     }
 
     /// Renders every metric in Prometheus text exposition format 0.0.4.
+    /// Ranges held by all workers.
+    pub fn range_count(&self) -> u64 {
+        self.workers
+            .iter()
+            .map(|worker| worker.ranges.load(Ordering::Relaxed))
+            .sum()
+    }
+
     pub fn render(&self, store: StoreGauges) -> String {
         let mut out = String::with_capacity(16 * 1024);
         out.push_str("# HELP es_requests_total Requests received, by operation.\n# TYPE es_requests_total counter\n");

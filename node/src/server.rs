@@ -27,6 +27,7 @@ use store::SyncMode;
 
 use crate::config::Config;
 use crate::dispatch;
+use crate::membership::Member;
 use crate::metrics::{Registry, StoreGauges};
 use crate::ranges_file::{RangeCatalog, RangeRecord};
 use crate::storage::Storage;
@@ -213,10 +214,44 @@ pub fn run(config: Config) -> Result<(), String> {
     }
     log::info!("serving on {listen}");
 
+    // The embedded placement manager starts once the node serves, so that its first placement
+    // can reach this node; it stops after the node drained, so the node's OFFLINE report
+    // reaches it.
+    let embedded_pm = if config.pm.embedded {
+        match pm::server::start(config.embedded_pm_config()) {
+            Ok(handle) => Some(handle),
+            Err(error) => {
+                for control in &mut controls {
+                    let _ = control.send(Control::Shutdown);
+                }
+                return Err(format!(
+                    "cannot start the embedded placement manager: {error}"
+                ));
+            }
+        }
+    } else {
+        None
+    };
+    let mut member = Member::new(&config, registry.clone());
+    let node_id: std::cell::Cell<Option<wire::NodeId>> = std::cell::Cell::new(None);
+
     let mut main_runtime = runtime::Runtime::new()
         .map_err(|error| format!("cannot start the main runtime: {error}"))?;
     let outcome = main_runtime.block_on(async {
         let config = &config;
+        let membership = async {
+            let Some(member) = member.as_mut() else {
+                return std::future::pending::<String>().await;
+            };
+            match member.node_id().await {
+                Ok(id) => {
+                    node_id.set(Some(id));
+                    member.heartbeat_forever(id).await;
+                    std::future::pending::<String>().await
+                }
+                Err(error) => error,
+            }
+        };
         // Publish store gauges while waiting for the first signal, and watch the workers: one
         // that stops on its own (its ring could not be built, say) stops the node.
         let publish = async {
@@ -240,11 +275,19 @@ pub fn run(config: Config) -> Result<(), String> {
                 runtime::time::sleep(Duration::from_millis(100)).await;
             }
         };
-        let first = match race(signals.recv(), publish).await {
+        let first = match race(signals.recv(), race(publish, membership)).await {
             Either::Left(Ok(signal)) => signal,
             Either::Left(Err(error)) => return Err(format!("waiting for signals failed: {error}")),
-            Either::Right(index) => return Err(format!("worker {index} stopped unexpectedly")),
+            Either::Right(Either::Left(index)) => {
+                return Err(format!("worker {index} stopped unexpectedly"))
+            }
+            Either::Right(Either::Right(error)) => {
+                return Err(format!("cannot join the cluster: {error}"))
+            }
         };
+        if let (Some(member), Some(id)) = (member.as_mut(), node_id.get()) {
+            member.report_offline(id).await;
+        }
         log::info!(
             "{first} received: shutting down (grace period {} ms; send it again to exit at once)",
             config.server.grace_period_ms
@@ -298,6 +341,11 @@ pub fn run(config: Config) -> Result<(), String> {
     }
     let _ = store.request_checkpoint();
     store.shutdown();
+    if let Some(handle) = embedded_pm {
+        if let Err(error) = handle.stop() {
+            failures.push(format!("embedded placement manager: {error}"));
+        }
+    }
     if failures.is_empty() {
         log::info!("stopped cleanly");
         Ok(())

@@ -77,7 +77,7 @@ impl DataNode {
         let config = directory.path().join("data-node.yaml");
         std::fs::write(
             &config,
-            "server:\n  workers: 1\nstore:\n  segment-size-bytes: 4194304\n  cache-size-bytes: 4194304\nmetrics:\n  enabled: false\n",
+            "server:\n  workers: 1\nstore:\n  segment-size-bytes: 4194304\n  cache-size-bytes: 4194304\npm:\n  embedded: false\n  addresses: []\nmetrics:\n  enabled: false\n",
         )
         .unwrap();
         let address = format!("127.0.0.1:{}", free_port());

@@ -79,6 +79,7 @@ impl Node {
                     "server:\n  listen: {address}\n  workers: {}\n  max-in-flight-per-connection: {}\n  \
                      idle-timeout-ms: {}\n  grace-period-ms: {}\n  max-connections: {}\n\
                      store:\n  path: {}\n  segment-size-bytes: 8388608\n  cache-size-bytes: 8388608\n\
+                     pm:\n  embedded: false\n  addresses: []\n\
                      metrics:\n  addr: {metrics_address}\nlog:\n  level: info\n",
                     options.workers,
                     options.max_in_flight,

@@ -257,6 +257,17 @@ impl PmState {
     /// size once the ranges newer than one already hold `retention_bytes` or more (a range
     /// sealed without a size counts as 0 bytes). The later of the two trim points wins.
     pub fn retention_trim_point(&self, stream: StreamId, now_ms: u64) -> Option<Offset> {
+        self.retention_trim_point_with(stream, now_ms, |_| None)
+    }
+
+    /// [`PmState::retention_trim_point`] with `size_of` giving the size of a range sealed
+    /// without one (what its data nodes reported).
+    pub fn retention_trim_point_with(
+        &self,
+        stream: StreamId,
+        now_ms: u64,
+        size_of: impl Fn(RangeKey) -> Option<u64>,
+    ) -> Option<Offset> {
         let record = self.streams.get(&stream).filter(|record| !record.deleted)?;
         let sealed: Vec<&RangeRecord> = self
             .ranges_of(stream)
@@ -279,7 +290,8 @@ impl PmState {
                     trim_point = trim_point.max(range.end.expect("sealed"));
                     break;
                 }
-                newer_bytes = newer_bytes.saturating_add(range.size_bytes.unwrap_or(0));
+                newer_bytes = newer_bytes
+                    .saturating_add(range.size_bytes.or_else(|| size_of(range.key)).unwrap_or(0));
             }
         }
         (trim_point > record.start_offset).then_some(trim_point)
@@ -410,4 +422,29 @@ pub(crate) fn check_counts(replica_count: u8, ack_count: u8) -> Result<(), Strin
         ));
     }
     Ok(())
+}
+
+impl PmState {
+    /// A copy holding every node, `stream` and its ranges, and nothing else: enough to check a
+    /// command about that stream with [`PmState::apply`] without cloning the whole state.
+    pub fn scratch_for(&self, stream: StreamId) -> PmState {
+        PmState {
+            nodes: self.nodes.clone(),
+            streams: self
+                .streams
+                .get(&stream)
+                .map(|record| (stream, record.clone()))
+                .into_iter()
+                .collect(),
+            ranges: self
+                .ranges
+                .iter()
+                .filter(|(key, _)| key.stream_id == stream)
+                .map(|(key, range)| (*key, range.clone()))
+                .collect(),
+            next_stream_id: self.next_stream_id,
+            next_node_id: self.next_node_id,
+            revision: self.revision,
+        }
+    }
 }
