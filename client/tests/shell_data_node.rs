@@ -42,6 +42,12 @@ seal 7 0
 append 7 0 "too late"
 fetch 7 0 offset=1
 create-range stream=7 index=0 start=0 epoch=0
+create-range stream=7 index=0 start=0 epoch=1
+trim-range 7 0 1
+fetch 7 0 offset=0 max-bytes=100
+delete-range 7 0
+list-ranges 7
+delete-range 7 0
 append 7 0 "x" count=0
 describe-range 8 0
 "#;
@@ -91,10 +97,22 @@ describe-range 8 0
         "{after_seal}"
     );
     assert!(after_seal.contains("end=4"), "{after_seal}");
+    // Repeating a creation with the same values answers with the range as it is (sealed now);
+    // other values are another range.
     assert!(
         answer(&transcript, "create-range stream=7 index=0 start=0 epoch=0")
+            .starts_with("OK range 7/0 sealed epoch=0 start=0 end=4 next=4"),
+        "{transcript}"
+    );
+    assert!(
+        answer(&transcript, "create-range stream=7 index=0 start=0 epoch=1")
             .starts_with("ERROR RANGE_ALREADY_EXISTS (101)")
     );
+    assert!(answer(&transcript, "trim-range 7 0 1").starts_with("OK trimmed range 7/0 below 1"));
+    assert!(answer(&transcript, "fetch 7 0 offset=0 max-bytes=100")
+        .starts_with("ERROR OFFSET_OUT_OF_RANGE (107) detail=1"));
+    assert!(answer(&transcript, "delete-range 7 0").starts_with("OK deleted range 7/0"));
+    assert!(answer(&transcript, "list-ranges 7").starts_with("OK 0 range(s)"));
     // A parse error names the problem and the expected form, and sends nothing.
     assert!(answer(&transcript, "append 7 0 \"x\" count=0").starts_with(
         "error: count=0: a batch covers at least one offset; expected: append STREAM INDEX PAYLOAD"

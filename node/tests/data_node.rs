@@ -221,8 +221,9 @@ fn appends_are_refused_with_distinct_codes() {
         ErrorCode::RangeNotFound
     ));
     client.create_range(5, 0, 3, 0).unwrap();
+    // The same range at another start (identical parameters would be a successful retry).
     assert!(is_error(
-        &client.create_range(5, 0, 3, 0),
+        &client.create_range(5, 0, 3, 10),
         ErrorCode::RangeAlreadyExists
     ));
 

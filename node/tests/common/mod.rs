@@ -378,6 +378,32 @@ impl Client {
         self.call(&request, &[]).expect("LIST_RANGES round trip")
     }
 
+    pub fn trim_range(
+        &mut self,
+        stream: u64,
+        index: u32,
+        offset: u64,
+    ) -> CallResult<wire::msg::TrimRangeResponse> {
+        let request = wire::msg::TrimRangeRequest {
+            stream_id: StreamId(stream),
+            range_index: RangeIndex(index),
+            offset: Offset(offset),
+        };
+        self.call(&request, &[]).expect("TRIM_RANGE round trip")
+    }
+
+    pub fn delete_range(
+        &mut self,
+        stream: u64,
+        index: u32,
+    ) -> CallResult<wire::msg::DeleteRangeResponse> {
+        let request = wire::msg::DeleteRangeRequest {
+            stream_id: StreamId(stream),
+            range_index: RangeIndex(index),
+        };
+        self.call(&request, &[]).expect("DELETE_RANGE round trip")
+    }
+
     pub fn describe(&mut self, stream: u64, index: u32) -> CallResult<DescribeRangeResponse> {
         let request = DescribeRangeRequest {
             stream_id: StreamId(stream),
