@@ -3,7 +3,8 @@
 //! * **Reconcile** every live data node: ask it for the ranges it holds (LIST_RANGES) and remove
 //!   (DELETE_RANGE) each replica the state does not place on that node: left by a create that
 //!   never committed, by a delete or trim whose request was lost, or of a purged stream. A
-//!   replica being created right now is left alone. The replica of the first range of a trimmed
+//!   replica being created right now is left alone, and so is a replica of a stream id this
+//!   placement manager never allocated (data created by hand before the node joined). The replica of the first range of a trimmed
 //!   stream is trimmed (TRIM_RANGE) when it still starts below the stream's start. The sizes the
 //!   nodes report feed retention by size.
 //! * **Retention**: a stream whose sealed ranges are older than `retention-ms`, or whose newer
@@ -71,7 +72,7 @@ async fn reconcile(pm: &Rc<Pm>) -> BTreeSet<StreamId> {
                 let known = sizes.entry(key).or_default();
                 *known = (*known).max(size);
             }
-            let (placed, stream_start, deleted) = {
+            let (placed, stream_start, deleted, allocated) = {
                 let state = pm.state.borrow();
                 let placed = state
                     .range(key)
@@ -81,9 +82,20 @@ async fn reconcile(pm: &Rc<Pm>) -> BTreeSet<StreamId> {
                     placed,
                     stream.map(|stream| stream.start_offset),
                     stream.is_none_or(|stream| stream.deleted),
+                    key.stream_id < state.next_stream_id(),
                 )
             };
             if pm.uncommitted.borrow().contains(&(node, key)) {
+                continue;
+            }
+            if !allocated {
+                // A stream id this placement manager never gave out: data created on the node
+                // by hand (or under another placement manager). Never deleted on a guess.
+                log::warn!(
+                    "reconcile: node {node} holds range {key} of stream {}, which this \
+                     placement manager never created; left alone",
+                    key.stream_id
+                );
                 continue;
             }
             if !placed || deleted {

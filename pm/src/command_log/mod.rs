@@ -18,7 +18,7 @@
 //! runtime). Group commit falls out of the design: whatever queues while a sync runs is the
 //! next group.
 //!
-//! # Files (see `docs/pm-log-format.md`)
+//! # Files (see `docs/pm.md`)
 //!
 //! * `LOCK`: flock()ed for the life of the log, holds `pid <n>`.
 //! * `log-<first index, 20 digits>.seg`: records back to back, no header, no padding. A
