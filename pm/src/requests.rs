@@ -1,5 +1,7 @@
-//! Requests that need more than one command: the dispatch of every request to what answers it,
-//! node heartbeats (soft liveness, logged state changes) and DESCRIBE_CLUSTER.
+//! What answers each request at the placement manager: state changes become commands through
+//! `Pm::execute`, reads wait behind `Pm::read_barrier`; node heartbeats (soft liveness, with a
+//! logged command only when a node's reported state changes) and DESCRIBE_CLUSTER live here too.
+//! CREATE_RANGE is in `create_range.rs`.
 
 use std::rc::Rc;
 use std::time::Instant;
