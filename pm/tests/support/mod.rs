@@ -176,7 +176,7 @@ impl Drop for Process {
 }
 
 /// Waits until `address` answers PING, or `process` exits, or `timeout` passes.
-fn wait_ready(process: &mut Process, address: &str, timeout: Duration) -> bool {
+pub fn wait_ready(process: &mut Process, address: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if !process.is_running() {
