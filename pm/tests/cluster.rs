@@ -403,3 +403,35 @@ fn a_replica_the_pm_never_committed_is_removed_from_its_node() {
             .unwrap_or_else(|error| panic!("range 0 must stay on {}: {error}", node.address));
     }
 }
+
+#[test]
+fn sigterm_stops_the_pm_cleanly_with_its_log_closed() {
+    let _serial = serial();
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let metrics_address = format!("127.0.0.1:{}", support::free_port());
+    let options = support::PmOptions {
+        metrics_address: Some(metrics_address.clone()),
+        ..support::PmOptions::default()
+    };
+    let mut pm = support::PmProcess::start_with(&directory.path().join("pm"), None, &options);
+    let mut client = pm.client();
+    client.create_stream(1, 1);
+    let page = support::http_get(&metrics_address, "/metrics").expect("GET /metrics answers");
+    assert!(page.contains("# TYPE"), "a Prometheus page: {page}");
+    drop(client);
+
+    pm.process.signal(libc::SIGTERM);
+    let status = pm
+        .process
+        .wait_exit(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("pm did not exit after SIGTERM; log:\n{}", pm.process.log()));
+    let log = pm.process.log();
+    assert!(
+        status.success(),
+        "SIGTERM exits 0, found {status}; log:\n{log}"
+    );
+    assert!(
+        log.contains("placement manager stopped") && !log.contains("still hold"),
+        "a clean stop closes the command log itself; log:\n{log}"
+    );
+}

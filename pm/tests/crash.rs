@@ -86,6 +86,7 @@ fn every_change_the_pm_answered_survives_sigkill() {
     let options = PmOptions {
         snapshot_every_commands: 64,
         maintenance_interval_ms: 200,
+        metrics_address: None,
     };
     let mut pm = PmProcess::start_with(&pm_directory, None, &options);
     let port: u16 = pm

@@ -209,6 +209,8 @@ pub struct PmProcess {
 pub struct PmOptions {
     pub snapshot_every_commands: u64,
     pub maintenance_interval_ms: u64,
+    /// Serve `/metrics` on this address; off when `None`.
+    pub metrics_address: Option<String>,
 }
 
 impl Default for PmOptions {
@@ -216,6 +218,7 @@ impl Default for PmOptions {
         PmOptions {
             snapshot_every_commands: 10_000,
             maintenance_interval_ms: MAINTENANCE_INTERVAL_MS,
+            metrics_address: None,
         }
     }
 }
@@ -239,8 +242,13 @@ impl PmProcess {
                      cluster:\n  heartbeat-interval-ms: {HEARTBEAT_INTERVAL_MS}\n  \
                      node-timeout-ms: {NODE_TIMEOUT_MS}\n  node-request-timeout-ms: 2000\n  \
                      min-free-disk-bytes: 1048576\n  maintenance-interval-ms: {}\n\
-                     metrics:\n  enabled: false\nlog:\n  level: info\n",
-                    options.snapshot_every_commands, options.maintenance_interval_ms,
+                     {}log:\n  level: info\n",
+                    options.snapshot_every_commands,
+                    options.maintenance_interval_ms,
+                    match &options.metrics_address {
+                        Some(address) => format!("metrics:\n  enabled: true\n  addr: {address}\n"),
+                        None => "metrics:\n  enabled: false\n".to_string(),
+                    },
                 ),
             )
             .expect("write the pm config");
