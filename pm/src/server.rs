@@ -167,12 +167,16 @@ async fn serve_main(
     let grace = Duration::from_millis(config.server.grace_period_ms);
     let max_connections = config.server.max_connections;
     let pm = Rc::new(Pm::new(config, state, log));
-    if let Some(listener) = metrics_listener {
-        let pm = Rc::clone(&pm);
+    let metrics_task = metrics_listener.map(|listener| {
+        // A weak handle: the endpoint must not keep the placement manager (and its log) alive
+        // past shutdown.
+        let pm = Rc::downgrade(&pm);
         runtime::spawn(serve::http::serve_metrics(listener, move || {
-            pm.metrics.render(&gauges(&pm))
-        }));
-    }
+            pm.upgrade()
+                .map(|pm| pm.metrics.render(&gauges(&pm)))
+                .unwrap_or_default()
+        }))
+    });
     let maintenance = runtime::spawn(crate::maintenance::run(Rc::clone(&pm)));
 
     let active = Rc::new(std::cell::Cell::new(0usize));
@@ -222,6 +226,16 @@ async fn serve_main(
     };
     if runtime::time::timeout(grace, drained).await.is_err() {
         log::warn!("grace period over with requests still in flight; stopping anyway");
+    }
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    // Requests to data nodes started by earlier requests (deletes, trims) end within the node
+    // request timeout; the log is closed once the last of them let go.
+    let deadline =
+        Instant::now() + Duration::from_millis(pm.config.cluster.node_request_timeout_ms);
+    while Rc::strong_count(&pm) > 1 && Instant::now() < deadline {
+        runtime::time::sleep(Duration::from_millis(5)).await;
     }
     let failed = pm.has_failed();
     let pm =
