@@ -135,11 +135,12 @@ fn range_text(range: &Range) -> String {
     text
 }
 
-/// `1.5 GiB`, `512 B`: binary units, one decimal above bytes.
+/// `1.5GiB`, `512B`: binary units, one decimal above bytes; no space, so a table cell stays one
+/// word for `awk`.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if bytes < 1024 {
-        return format!("{bytes} B");
+        return format!("{bytes}B");
     }
     let mut value = bytes as f64 / 1024.0;
     let mut unit = 0;
@@ -147,7 +148,7 @@ pub fn human_bytes(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    format!("{value:.1} {}", UNITS[unit])
+    format!("{value:.1}{}", UNITS[unit])
 }
 
 /// A retention by age as people write it: `forever` for 0, else the largest unit that divides

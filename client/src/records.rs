@@ -147,7 +147,7 @@ pub fn cluster_table(nodes: &[ClusterNode]) -> String {
                 node.address.clone(),
                 node.state.name().to_string(),
                 yes_no(node.alive),
-                format!("{} ago", heartbeat_age(node.last_heartbeat_age_ms)),
+                heartbeat_age(node.last_heartbeat_age_ms),
                 human_bytes(node.disk_free_bytes),
                 node.range_count.to_string(),
             ]
@@ -159,7 +159,7 @@ pub fn cluster_table(nodes: &[ClusterNode]) -> String {
             "ADDRESS",
             "STATE",
             "ALIVE",
-            "HEARTBEAT",
+            "LAST-HEARTBEAT",
             "FREE-DISK",
             "RANGES",
         ],
@@ -261,7 +261,7 @@ mod tests {
             rendered,
             "ID  R  A  RETENTION  RETENTION-BYTES  START  EPOCH  DELETED\n\
              7   3  2  7d         unlimited        100    4      no\n\
-             12  3  2  forever    1.0 GiB          100    4      yes\n"
+             12  3  2  forever    1.0GiB           100    4      yes\n"
         );
         let value = json(Shape::Streams, &Reply::Streams(vec![stream()]));
         assert_eq!(value.as_array().map(Vec::len), Some(1));
@@ -295,9 +295,9 @@ mod tests {
         let reply = Reply::Cluster(nodes);
         assert_eq!(
             text(Shape::Cluster, &reply),
-            "ID  ADDRESS          STATE       ALIVE  HEARTBEAT  FREE-DISK  RANGES\n\
-             1   127.0.0.1:10911  READ_WRITE  yes    420ms ago  12.5 GiB   4\n\
-             2   127.0.0.1:10912  OFFLINE     no     1m5s ago   512 B      0\n"
+            "ID  ADDRESS          STATE       ALIVE  LAST-HEARTBEAT  FREE-DISK  RANGES\n\
+             1   127.0.0.1:10911  READ_WRITE  yes    420ms           12.5GiB    4\n\
+             2   127.0.0.1:10912  OFFLINE     no     1m5s            512B       0\n"
         );
         let value = json(Shape::Cluster, &reply);
         assert_eq!(value[0]["state"], "READ_WRITE");
@@ -342,9 +342,9 @@ mod tests {
         let reply = Reply::Ranges(vec![sealed, open]);
         assert_eq!(
             text(Shape::Ranges, &reply),
-            "INDEX  EPOCH  START  END   R/A  SIZE     NODES\n\
-             0      1      0      50    3/2  2.0 KiB  1@10.0.0.1:10911\n\
-             1      2      50     open  3/2  -        1@10.0.0.1:10911,3@10.0.0.3:10911  under-replicated\n"
+            "INDEX  EPOCH  START  END   R/A  SIZE    NODES\n\
+             0      1      0      50    3/2  2.0KiB  1@10.0.0.1:10911\n\
+             1      2      50     open  3/2  -       1@10.0.0.1:10911,3@10.0.0.3:10911  under-replicated\n"
         );
         let value = json(Shape::Ranges, &reply);
         assert_eq!(value[1]["end_offset"], Value::Null);

@@ -42,6 +42,7 @@ seal 7 0
 append 7 0 "too late"
 fetch 7 0 offset=1
 create-range stream=7 index=0 start=0 epoch=0
+create-range stream=7 index=0 start=5
 append 7 0 "x" count=0
 describe-range 8 0
 "#;
@@ -91,9 +92,14 @@ describe-range 8 0
         "{after_seal}"
     );
     assert!(after_seal.contains("end=4"), "{after_seal}");
+    // CREATE_RANGE at a data node is idempotent on identical parameters (protocol §5.9): a
+    // retry after a lost answer gets the existing range; other parameters are refused.
+    let again = answer(&transcript, "create-range stream=7 index=0 start=0 epoch=0");
+    assert!(again.starts_with("OK range 7/0 sealed"), "{again}");
+    let different = answer(&transcript, "create-range stream=7 index=0 start=5");
     assert!(
-        answer(&transcript, "create-range stream=7 index=0 start=0 epoch=0")
-            .starts_with("ERROR RANGE_ALREADY_EXISTS (101)")
+        different.starts_with("ERROR RANGE_ALREADY_EXISTS (101)"),
+        "{different}"
     );
     // A parse error names the problem and the expected form, and sends nothing.
     assert!(answer(&transcript, "append 7 0 \"x\" count=0").starts_with(
