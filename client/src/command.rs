@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use wire::{Epoch, Offset, RangeIndex, StreamId};
+use wire::{Epoch, NodeId, NodeState, Offset, RangeIndex, StreamId};
 
 /// FETCH `max_bytes` when none is given (docs/protocol.md §8).
 pub const DEFAULT_FETCH_MAX_BYTES: u32 = 1 << 20;
@@ -85,6 +85,54 @@ pub enum RequestCommand {
         stream_id: StreamId,
         range_index: RangeIndex,
     },
+    /// CREATE_STREAM at a placement manager.
+    CreateStream {
+        replica_count: u8,
+        ack_count: u8,
+        /// 0 keeps data forever.
+        retention_ms: u64,
+        /// 0 = unlimited.
+        retention_bytes: u64,
+    },
+    DescribeStream {
+        stream_id: StreamId,
+    },
+    /// UPDATE_STREAM: only the fields given change.
+    UpdateStream {
+        stream_id: StreamId,
+        replica_count: Option<u8>,
+        ack_count: Option<u8>,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+        epoch: Option<Epoch>,
+    },
+    /// TRIM_STREAM: move the stream's trim point up to `start_offset`.
+    TrimStream {
+        stream_id: StreamId,
+        start_offset: Offset,
+    },
+    DeleteStream {
+        stream_id: StreamId,
+    },
+    ListStreams {
+        start_stream_id: StreamId,
+        /// 0 = the placement manager's page limit.
+        max_count: u32,
+    },
+    DescribeCluster,
+    /// ALLOCATE_ID, as a data node registering at `address` would send it.
+    AllocateId {
+        address: String,
+    },
+    /// HEARTBEAT, as data node `node_id` would send it.
+    Heartbeat {
+        node_id: NodeId,
+        address: String,
+        state: NodeState,
+        range_count: u32,
+        disk_free_bytes: u64,
+        disk_total_bytes: u64,
+    },
     /// Send these bytes as they are (a frame typed in hex) and dump whatever comes back.
     Raw {
         bytes: Vec<u8>,
@@ -148,6 +196,57 @@ pub const USAGES: &[Usage] = &[
         form: "delete-range STREAM INDEX",
         summary: "delete the node's replica of the range, data and catalog entry; deleting a \
                   missing range succeeds",
+    },
+    Usage {
+        name: "create-stream",
+        form: "create-stream R A [retention-ms=N] [retention-bytes=N]",
+        summary: "placement manager: create a stream with R replicas per range, A of which \
+                  acknowledge; retention 0 = forever / unlimited",
+    },
+    Usage {
+        name: "describe-stream",
+        form: "describe-stream STREAM",
+        summary: "placement manager: show a stream (a deleted one shows `deleted`)",
+    },
+    Usage {
+        name: "list-streams",
+        form: "list-streams [from=ID] [max=N]",
+        summary: "placement manager: list streams in id order from `from` (max=0: the PM's \
+                  page limit)",
+    },
+    Usage {
+        name: "update-stream",
+        form: "update-stream STREAM [replica-count=N] [ack-count=N] [retention-ms=N] \
+               [retention-bytes=N] [epoch=N]",
+        summary: "placement manager: change the fields given; a new epoch must be above the \
+                  current one and fences older writers",
+    },
+    Usage {
+        name: "trim-stream",
+        form: "trim-stream STREAM OFFSET",
+        summary: "placement manager: raise the stream's trim point to OFFSET (lower is a no-op)",
+    },
+    Usage {
+        name: "delete-stream",
+        form: "delete-stream STREAM",
+        summary: "placement manager: delete the stream; its ranges are removed from the nodes",
+    },
+    Usage {
+        name: "describe-cluster",
+        form: "describe-cluster",
+        summary: "placement manager: the data nodes it knows, their state, liveness and load",
+    },
+    Usage {
+        name: "allocate-id",
+        form: "allocate-id ADDR",
+        summary: "placement manager: allocate a node id as a data node serving on ADDR would",
+    },
+    Usage {
+        name: "heartbeat",
+        form: "heartbeat NODE ADDR [state=read-write|read-only|offline] [ranges=N] \
+               [disk-free=N] [disk-total=N]",
+        summary: "placement manager: heartbeat as data node NODE would (the PM believes it: \
+                  for testing)",
     },
     Usage {
         name: "raw",
@@ -352,6 +451,89 @@ fn parse_request(name: &str, arguments: &[Word]) -> Result<RequestCommand, Parse
                 range_index,
             }
         }
+        "create-stream" => {
+            arguments.expect_positionals(2)?;
+            RequestCommand::CreateStream {
+                replica_count: arguments.positional_number(0, "R")?,
+                ack_count: arguments.positional_number(1, "A")?,
+                retention_ms: arguments.number("retention-ms")?.unwrap_or(0),
+                retention_bytes: arguments.number("retention-bytes")?.unwrap_or(0),
+            }
+        }
+        "describe-stream" => {
+            arguments.expect_positionals(1)?;
+            RequestCommand::DescribeStream {
+                stream_id: StreamId(arguments.positional_number(0, "STREAM")?),
+            }
+        }
+        "list-streams" => {
+            arguments.expect_positionals(0)?;
+            RequestCommand::ListStreams {
+                start_stream_id: StreamId(arguments.number("from")?.unwrap_or(0)),
+                max_count: arguments.number("max")?.unwrap_or(0),
+            }
+        }
+        "update-stream" => {
+            arguments.expect_positionals(1)?;
+            let command = RequestCommand::UpdateStream {
+                stream_id: StreamId(arguments.positional_number(0, "STREAM")?),
+                replica_count: arguments.number("replica-count")?,
+                ack_count: arguments.number("ack-count")?,
+                retention_ms: arguments.number("retention-ms")?,
+                retention_bytes: arguments.number("retention-bytes")?,
+                epoch: arguments.number("epoch")?.map(Epoch),
+            };
+            if arguments.options.is_empty() {
+                return Err(error(
+                    "update-stream needs at least one field to change",
+                    name,
+                ));
+            }
+            command
+        }
+        "trim-stream" => {
+            arguments.expect_positionals(2)?;
+            RequestCommand::TrimStream {
+                stream_id: StreamId(arguments.positional_number(0, "STREAM")?),
+                start_offset: Offset(arguments.positional_number(1, "OFFSET")?),
+            }
+        }
+        "delete-stream" => {
+            arguments.expect_positionals(1)?;
+            RequestCommand::DeleteStream {
+                stream_id: StreamId(arguments.positional_number(0, "STREAM")?),
+            }
+        }
+        "describe-cluster" => {
+            arguments.expect_positionals(0)?;
+            RequestCommand::DescribeCluster
+        }
+        "allocate-id" => {
+            arguments.expect_positionals(1)?;
+            RequestCommand::AllocateId {
+                address: arguments.positionals[0].text.clone(),
+            }
+        }
+        "heartbeat" => {
+            arguments.expect_positionals(2)?;
+            let state = match arguments.text("state") {
+                None => NodeState::ReadWrite,
+                Some(text) => parse_node_state(&text).ok_or_else(|| {
+                    error(
+                        format!("state must be read-write, read-only or offline, found `{text}`"),
+                        name,
+                    )
+                })?,
+            };
+            RequestCommand::Heartbeat {
+                node_id: NodeId(arguments.positional_number(0, "NODE")?),
+                address: arguments.positionals[1].text.clone(),
+                state,
+                range_count: arguments.number("ranges")?.unwrap_or(0),
+                disk_free_bytes: arguments.number("disk-free")?.unwrap_or(0),
+                disk_total_bytes: arguments.number("disk-total")?.unwrap_or(0),
+            }
+        }
         "raw" => {
             let hex: String = arguments
                 .positionals
@@ -469,6 +651,13 @@ impl<'a> Arguments<'a> {
         })
     }
 
+    /// An option's value as text.
+    fn text(&mut self, key: &str) -> Option<String> {
+        let option = self.options.iter_mut().find(|(name, _, _)| name == key)?;
+        option.2 = true;
+        Some(option.1.clone())
+    }
+
     fn required_number<T: std::str::FromStr>(&mut self, key: &str) -> Result<T, ParseError> {
         self.number(key)?
             .ok_or_else(|| error(format!("missing `{key}=`"), self.command))
@@ -480,6 +669,16 @@ impl<'a> Arguments<'a> {
             Some((key, _, _)) => Err(error(format!("unknown option `{key}=`"), self.command)),
             None => Ok(()),
         }
+    }
+}
+
+/// `read-write`, `read-only` or `offline` (also the protocol's `READ_WRITE` spelling).
+pub fn parse_node_state(text: &str) -> Option<NodeState> {
+    match text.to_ascii_lowercase().replace('_', "-").as_str() {
+        "read-write" => Some(NodeState::ReadWrite),
+        "read-only" => Some(NodeState::ReadOnly),
+        "offline" => Some(NodeState::Offline),
+        _ => None,
     }
 }
 
@@ -823,6 +1022,146 @@ mod tests {
         assert!(parse_error("trim-range 4 1").contains("expected: trim-range STREAM INDEX OFFSET"));
         assert!(parse_error("trim-range 4 1 x").contains("OFFSET must be a non-negative integer"));
         assert!(parse_error("delete-range 4 1 2").contains("unexpected argument `2`"));
+    }
+
+    #[test]
+    fn create_stream_takes_r_a_and_optional_retention() {
+        assert_eq!(
+            request("create-stream 3 2"),
+            RequestCommand::CreateStream {
+                replica_count: 3,
+                ack_count: 2,
+                retention_ms: 0,
+                retention_bytes: 0,
+            }
+        );
+        assert_eq!(
+            request("create-stream 1 1 retention-bytes=1048576 retention-ms=60000"),
+            RequestCommand::CreateStream {
+                replica_count: 1,
+                ack_count: 1,
+                retention_ms: 60_000,
+                retention_bytes: 1 << 20,
+            }
+        );
+        let message = parse_error("create-stream 3");
+        assert!(
+            message.contains("needs 2 positional argument(s), found 1"),
+            "{message}"
+        );
+        assert!(message.contains("expected: create-stream R A"), "{message}");
+        assert!(parse_error("create-stream 300 1").contains("R must be a non-negative integer"));
+        assert!(
+            parse_error("create-stream 1 1 retention=5").contains("unknown option `retention=`")
+        );
+    }
+
+    #[test]
+    fn stream_commands_take_the_stream_id() {
+        assert_eq!(
+            request("describe-stream 9"),
+            RequestCommand::DescribeStream {
+                stream_id: StreamId(9)
+            }
+        );
+        assert_eq!(
+            request("trim-stream 9 100"),
+            RequestCommand::TrimStream {
+                stream_id: StreamId(9),
+                start_offset: Offset(100),
+            }
+        );
+        assert_eq!(
+            request("delete-stream 9"),
+            RequestCommand::DeleteStream {
+                stream_id: StreamId(9)
+            }
+        );
+        assert!(parse_error("describe-stream").contains("expected: describe-stream STREAM"));
+        assert!(parse_error("trim-stream 9").contains("expected: trim-stream STREAM OFFSET"));
+        assert!(parse_error("delete-stream x").contains("STREAM must be a non-negative integer"));
+    }
+
+    #[test]
+    fn list_streams_defaults_to_everything_from_zero() {
+        assert_eq!(
+            request("list-streams"),
+            RequestCommand::ListStreams {
+                start_stream_id: StreamId(0),
+                max_count: 0,
+            }
+        );
+        assert_eq!(
+            request("list-streams max=10 from=4"),
+            RequestCommand::ListStreams {
+                start_stream_id: StreamId(4),
+                max_count: 10,
+            }
+        );
+        assert!(parse_error("list-streams 4").contains("unexpected argument `4`"));
+    }
+
+    #[test]
+    fn update_stream_changes_only_the_fields_given() {
+        assert_eq!(
+            request("update-stream 5 epoch=3"),
+            RequestCommand::UpdateStream {
+                stream_id: StreamId(5),
+                replica_count: None,
+                ack_count: None,
+                retention_ms: None,
+                retention_bytes: None,
+                epoch: Some(Epoch(3)),
+            }
+        );
+        assert_eq!(
+            request("update-stream 5 replica-count=3 ack-count=2 retention-ms=0 retention-bytes=7"),
+            RequestCommand::UpdateStream {
+                stream_id: StreamId(5),
+                replica_count: Some(3),
+                ack_count: Some(2),
+                retention_ms: Some(0),
+                retention_bytes: Some(7),
+                epoch: None,
+            }
+        );
+        assert!(parse_error("update-stream 5").contains("at least one field to change"));
+        assert!(parse_error("update-stream 5 colour=red").contains("unknown option `colour=`"));
+    }
+
+    #[test]
+    fn cluster_commands() {
+        assert_eq!(
+            parse("describe-cluster"),
+            Command::Request(RequestCommand::DescribeCluster)
+        );
+        assert!(parse_error("describe-cluster 1").contains("unexpected argument `1`"));
+        assert_eq!(
+            request("allocate-id 127.0.0.1:10911"),
+            RequestCommand::AllocateId {
+                address: "127.0.0.1:10911".into()
+            }
+        );
+        assert!(parse_error("allocate-id").contains("expected: allocate-id ADDR"));
+        assert_eq!(
+            request("heartbeat 4 127.0.0.1:10911 state=read-only ranges=2 disk-free=10"),
+            RequestCommand::Heartbeat {
+                node_id: NodeId(4),
+                address: "127.0.0.1:10911".into(),
+                state: NodeState::ReadOnly,
+                range_count: 2,
+                disk_free_bytes: 10,
+                disk_total_bytes: 0,
+            }
+        );
+        let RequestCommand::Heartbeat { state, .. } = request("heartbeat 4 a:1") else {
+            panic!("not a heartbeat")
+        };
+        assert_eq!(state, NodeState::ReadWrite);
+        assert!(parse_error("heartbeat 4 a:1 state=sleepy")
+            .contains("state must be read-write, read-only or offline, found `sleepy`"));
+        assert_eq!(parse_node_state("READ_WRITE"), Some(NodeState::ReadWrite));
+        assert_eq!(parse_node_state("offline"), Some(NodeState::Offline));
     }
 
     #[test]

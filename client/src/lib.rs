@@ -7,11 +7,15 @@
 //! * [`session`]: runs a command against a server and decodes the answer.
 //! * [`output`]: renders answers as text or JSON.
 //! * [`shell`]: the interactive shell and its script mode.
+//! * [`pm`]: placement manager addresses tried in order (`es --pm`).
+//! * [`records`]: tables and bare JSON of streams, ranges and nodes (`es stream`, `es cluster`).
 
 pub mod command;
 pub mod conn;
 pub mod multiplexed;
 pub mod output;
+pub mod pm;
+pub mod records;
 pub mod session;
 pub mod shell;
 

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use wire::{Offset, Range, RangeKey};
+use wire::msg::ClusterNode;
+use wire::{Offset, Range, RangeKey, Stream};
 
 use crate::session::{FetchedBatch, Outcome, Reply};
 
@@ -134,6 +135,92 @@ fn range_text(range: &Range) -> String {
     text
 }
 
+/// `1.5GiB`, `512B`: binary units, one decimal above bytes; no space, so a table cell stays one
+/// word for `awk`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1}{}", UNITS[unit])
+}
+
+/// A retention by age as people write it: `forever` for 0, else the largest unit that divides
+/// it exactly (`7d`, `36h`, `90s`, `250ms`).
+pub fn retention_age(retention_ms: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1_000, "s"),
+    ];
+    if retention_ms == 0 {
+        return "forever".into();
+    }
+    UNITS
+        .iter()
+        .find(|(unit_ms, _)| retention_ms % unit_ms == 0)
+        .map_or_else(
+            || format!("{retention_ms}ms"),
+            |(unit_ms, name)| format!("{}{name}", retention_ms / unit_ms),
+        )
+}
+
+/// A retention by size: `unlimited` for 0, else the bytes in binary units.
+pub fn retention_size(retention_bytes: u64) -> String {
+    if retention_bytes == 0 {
+        "unlimited".into()
+    } else {
+        human_bytes(retention_bytes)
+    }
+}
+
+/// `850ms`, `4.2s`, `3m10s`: how long ago a heartbeat arrived.
+pub fn heartbeat_age(age_ms: u64) -> String {
+    match age_ms {
+        0..=999 => format!("{age_ms}ms"),
+        1_000..=59_999 => format!("{:.1}s", age_ms as f64 / 1_000.0),
+        _ => format!("{}m{}s", age_ms / 60_000, age_ms % 60_000 / 1_000),
+    }
+}
+
+fn stream_text(stream: &Stream) -> String {
+    let mut text = format!(
+        "stream {} replica-count={} ack-count={} retention-ms={} retention-bytes={} start={} epoch={}",
+        stream.id,
+        stream.replica_count,
+        stream.ack_count,
+        stream.retention_ms,
+        stream.retention_bytes,
+        stream.start_offset,
+        stream.epoch,
+    );
+    if stream.deleted {
+        text.push_str(" deleted");
+    }
+    text
+}
+
+fn cluster_node_text(node: &ClusterNode) -> String {
+    format!(
+        "node {} {} {} {} last-heartbeat={} ranges={} disk-free={} disk-total={}",
+        node.node_id,
+        node.address,
+        node.state.name(),
+        if node.alive { "alive" } else { "dead" },
+        heartbeat_age(node.last_heartbeat_age_ms),
+        node.range_count,
+        human_bytes(node.disk_free_bytes),
+        human_bytes(node.disk_total_bytes),
+    )
+}
+
 fn batch_text(batch: &FetchedBatch) -> String {
     format!(
         "  batch offsets [{}, {}) count={} epoch={} timestamp_ms={} payload={}",
@@ -210,6 +297,33 @@ pub fn text(outcome: &Outcome, show_hex: bool) -> String {
         }
         Reply::Deleted { key } => {
             let _ = writeln!(out, "OK deleted range {key} in {latency}");
+        }
+        Reply::Stream(stream) => {
+            let _ = writeln!(out, "OK {} in {latency}", stream_text(stream));
+        }
+        Reply::Streams(streams) => {
+            let _ = writeln!(out, "OK {} stream(s) in {latency}", streams.len());
+            for stream in streams {
+                let _ = writeln!(out, "  {}", stream_text(stream));
+            }
+        }
+        Reply::Cluster(nodes) => {
+            let _ = writeln!(out, "OK {} node(s) in {latency}", nodes.len());
+            for node in nodes {
+                let _ = writeln!(out, "  {}", cluster_node_text(node));
+            }
+        }
+        Reply::NodeAllocated { node_id } => {
+            let _ = writeln!(out, "OK node id {node_id} in {latency}");
+        }
+        Reply::HeartbeatAnswered {
+            heartbeat_interval_ms,
+            session_timeout_ms,
+        } => {
+            let _ = writeln!(
+                out,
+                "OK heartbeat-interval-ms={heartbeat_interval_ms} session-timeout-ms={session_timeout_ms} in {latency}"
+            );
         }
         Reply::Failed(error) => {
             let retriable = if error.is_retriable() {
@@ -299,7 +413,36 @@ fn offset_json(offset: Option<Offset>) -> Value {
     offset.map_or(Value::Null, |offset| json!(offset.0))
 }
 
-fn range_json(range: &Range) -> Value {
+/// A stream record as JSON, as `es stream ... -o json` prints it.
+pub fn stream_json(stream: &Stream) -> Value {
+    json!({
+        "stream_id": stream.id.0,
+        "replica_count": stream.replica_count,
+        "ack_count": stream.ack_count,
+        "retention_ms": stream.retention_ms,
+        "retention_bytes": stream.retention_bytes,
+        "start_offset": stream.start_offset.0,
+        "epoch": stream.epoch.0,
+        "deleted": stream.deleted,
+    })
+}
+
+/// A data node as the placement manager sees it, as JSON (`es cluster -o json`).
+pub fn cluster_node_json(node: &ClusterNode) -> Value {
+    json!({
+        "node_id": node.node_id.0,
+        "address": node.address,
+        "state": node.state.name(),
+        "alive": node.alive,
+        "last_heartbeat_age_ms": node.last_heartbeat_age_ms,
+        "disk_free_bytes": node.disk_free_bytes,
+        "disk_total_bytes": node.disk_total_bytes,
+        "range_count": node.range_count,
+    })
+}
+
+/// A range record as JSON.
+pub fn range_json(range: &Range) -> Value {
     json!({
         "stream_id": range.stream_id.0,
         "range_index": range.index.0,
@@ -376,16 +519,24 @@ pub fn json_value(outcome: &Outcome, show_hex: bool) -> Value {
             "range_index": key.range_index.0,
             "deleted": true,
         }),
-        Reply::Failed(error) => json!({
-            "ok": false,
-            "error": {
-                "code": error.code.as_u16(),
-                "name": error.code.name(),
-                "retriable": error.is_retriable(),
-                "detail": error.detail,
-                "message": error.message,
-            }
+        Reply::Stream(stream) => json!({ "ok": true, "stream": stream_json(stream) }),
+        Reply::Streams(streams) => {
+            json!({ "ok": true, "streams": streams.iter().map(stream_json).collect::<Vec<_>>() })
+        }
+        Reply::Cluster(nodes) => json!({
+            "ok": true,
+            "nodes": nodes.iter().map(cluster_node_json).collect::<Vec<_>>(),
         }),
+        Reply::NodeAllocated { node_id } => json!({ "ok": true, "node_id": node_id.0 }),
+        Reply::HeartbeatAnswered {
+            heartbeat_interval_ms,
+            session_timeout_ms,
+        } => json!({
+            "ok": true,
+            "heartbeat_interval_ms": heartbeat_interval_ms,
+            "session_timeout_ms": session_timeout_ms,
+        }),
+        Reply::Failed(error) => failed_json(error),
         Reply::Raw {
             received,
             frames,
@@ -414,6 +565,20 @@ pub fn json_value(outcome: &Outcome, show_hex: bool) -> Value {
         value["received_hex"] = json!(hex(&outcome.received));
     }
     value
+}
+
+/// An error response as JSON: `ok: false` and the error's code, name, detail and message.
+pub fn failed_json(error: &wire::msg::ErrorResponse) -> Value {
+    json!({
+        "ok": false,
+        "error": {
+            "code": error.code.as_u16(),
+            "name": error.code.name(),
+            "retriable": error.is_retriable(),
+            "detail": error.detail,
+            "message": error.message,
+        }
+    })
 }
 
 fn merge(target: &mut Value, source: Value) {

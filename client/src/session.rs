@@ -8,12 +8,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use wire::msg::{
-    AppendRequest, AppendResponse, CreateRangeRequest, CreateRangeResponse, DeleteRangeRequest,
-    DeleteRangeResponse, DescribeRangeRequest, DescribeRangeResponse, FetchRequest, FetchResponse,
-    ListRangesRequest, ListRangesResponse, PingRequest, SealRangeRequest, SealRangeResponse,
-    TrimRangeRequest, TrimRangeResponse,
+    AllocateIdRequest, AllocateIdResponse, AppendRequest, AppendResponse, ClusterNode,
+    CreateRangeRequest, CreateRangeResponse, CreateStreamRequest, CreateStreamResponse,
+    DeleteRangeRequest, DeleteRangeResponse, DeleteStreamRequest, DeleteStreamResponse,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeRangeRequest, DescribeRangeResponse,
+    DescribeStreamRequest, DescribeStreamResponse, FetchRequest, FetchResponse, HeartbeatRequest,
+    HeartbeatResponse, ListRangesRequest, ListRangesResponse, ListStreamsRequest,
+    ListStreamsResponse, PingRequest, SealRangeRequest, SealRangeResponse, TrimRangeRequest,
+    TrimRangeResponse, TrimStreamRequest, TrimStreamResponse, UpdateStreamRequest,
+    UpdateStreamResponse,
 };
-use wire::{ErrorCode, Message, Offset, Range, RangeIndex, RangeKey, StreamId};
+use wire::{ErrorCode, Message, NodeId, Offset, Range, RangeIndex, RangeKey, Stream, StreamId};
 
 use crate::command::RequestCommand;
 use crate::conn::blocking::{self, Connection, Exchange};
@@ -78,6 +83,20 @@ pub enum Reply {
     /// DELETE_RANGE succeeded: the node holds no replica of the range (any more).
     Deleted {
         key: RangeKey,
+    },
+    /// CREATE/DESCRIBE/UPDATE/TRIM/DELETE_STREAM answer with the stream record.
+    Stream(Stream),
+    Streams(Vec<Stream>),
+    /// DESCRIBE_CLUSTER: the data nodes the placement manager knows.
+    Cluster(Vec<ClusterNode>),
+    /// ALLOCATE_ID.
+    NodeAllocated {
+        node_id: NodeId,
+    },
+    /// HEARTBEAT: what the placement manager asks of the node.
+    HeartbeatAnswered {
+        heartbeat_interval_ms: u32,
+        session_timeout_ms: u32,
     },
     /// The server answered with an error response.
     Failed(wire::msg::ErrorResponse),
@@ -344,6 +363,127 @@ impl Session {
                 }
                 Ok(outcome("delete-range", exchange, reply, None))
             }
+            RequestCommand::CreateStream {
+                replica_count,
+                ack_count,
+                retention_ms,
+                retention_bytes,
+            } => {
+                let request = CreateStreamRequest {
+                    replica_count: *replica_count,
+                    ack_count: *ack_count,
+                    retention_ms: *retention_ms,
+                    retention_bytes: *retention_bytes,
+                };
+                self.stream_request("create-stream", &request, |r: CreateStreamResponse| {
+                    r.stream
+                })
+            }
+            RequestCommand::DescribeStream { stream_id } => {
+                let request = DescribeStreamRequest {
+                    stream_id: *stream_id,
+                };
+                self.stream_request("describe-stream", &request, |r: DescribeStreamResponse| {
+                    r.stream
+                })
+            }
+            RequestCommand::UpdateStream {
+                stream_id,
+                replica_count,
+                ack_count,
+                retention_ms,
+                retention_bytes,
+                epoch,
+            } => {
+                let request = UpdateStreamRequest {
+                    stream_id: *stream_id,
+                    replica_count: *replica_count,
+                    ack_count: *ack_count,
+                    retention_ms: *retention_ms,
+                    retention_bytes: *retention_bytes,
+                    epoch: *epoch,
+                };
+                self.stream_request("update-stream", &request, |r: UpdateStreamResponse| {
+                    r.stream
+                })
+            }
+            RequestCommand::TrimStream {
+                stream_id,
+                start_offset,
+            } => {
+                let request = TrimStreamRequest {
+                    stream_id: *stream_id,
+                    start_offset: *start_offset,
+                };
+                self.stream_request("trim-stream", &request, |r: TrimStreamResponse| r.stream)
+            }
+            RequestCommand::DeleteStream { stream_id } => {
+                let request = DeleteStreamRequest {
+                    stream_id: *stream_id,
+                };
+                self.stream_request("delete-stream", &request, |r: DeleteStreamResponse| {
+                    r.stream
+                })
+            }
+            RequestCommand::ListStreams {
+                start_stream_id,
+                max_count,
+            } => {
+                let request = ListStreamsRequest {
+                    start_stream_id: *start_stream_id,
+                    max_count: *max_count,
+                };
+                let exchange = self.request(&request, &[], RESPONSE_TIMEOUT)?;
+                let reply = decode(&exchange, |response: ListStreamsResponse, _| {
+                    Reply::Streams(response.streams)
+                })?;
+                Ok(outcome("list-streams", exchange, reply, None))
+            }
+            RequestCommand::DescribeCluster => {
+                let exchange = self.request(&DescribeClusterRequest {}, &[], RESPONSE_TIMEOUT)?;
+                let reply = decode(&exchange, |response: DescribeClusterResponse, _| {
+                    Reply::Cluster(response.nodes)
+                })?;
+                Ok(outcome("describe-cluster", exchange, reply, None))
+            }
+            RequestCommand::AllocateId { address } => {
+                let request = AllocateIdRequest {
+                    address: address.clone(),
+                };
+                let exchange = self.request(&request, &[], RESPONSE_TIMEOUT)?;
+                let reply = decode(&exchange, |response: AllocateIdResponse, _| {
+                    Reply::NodeAllocated {
+                        node_id: response.node_id,
+                    }
+                })?;
+                Ok(outcome("allocate-id", exchange, reply, None))
+            }
+            RequestCommand::Heartbeat {
+                node_id,
+                address,
+                state,
+                range_count,
+                disk_free_bytes,
+                disk_total_bytes,
+            } => {
+                let request = HeartbeatRequest {
+                    node_id: *node_id,
+                    range_count: *range_count,
+                    disk_free_bytes: *disk_free_bytes,
+                    disk_total_bytes: *disk_total_bytes,
+                    append_bytes_per_second: 0,
+                    state: *state,
+                    address: address.clone(),
+                };
+                let exchange = self.request(&request, &[], RESPONSE_TIMEOUT)?;
+                let reply = decode(&exchange, |response: HeartbeatResponse, _| {
+                    Reply::HeartbeatAnswered {
+                        heartbeat_interval_ms: response.heartbeat_interval_ms,
+                        session_timeout_ms: response.session_timeout_ms,
+                    }
+                })?;
+                Ok(outcome("heartbeat", exchange, reply, None))
+            }
             RequestCommand::Raw { bytes } => {
                 let start = std::time::Instant::now();
                 let connection = self.connection()?;
@@ -378,6 +518,20 @@ impl Session {
         timeout: Duration,
     ) -> Result<Exchange, ClientError> {
         self.connection()?.request(message, payload, timeout)
+    }
+
+    /// Sends a request the placement manager answers with a Stream record.
+    fn stream_request<M: Message, R: Message>(
+        &mut self,
+        operation: &'static str,
+        message: &M,
+        stream_of: impl FnOnce(R) -> Stream,
+    ) -> Result<Outcome, ClientError> {
+        let exchange = self.request(message, &[], RESPONSE_TIMEOUT)?;
+        let reply = decode(&exchange, |response: R, _| {
+            Reply::Stream(stream_of(response))
+        })?;
+        Ok(outcome(operation, exchange, reply, None))
     }
 
     /// DESCRIBE_RANGE to learn where the next append must start.

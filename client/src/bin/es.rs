@@ -1,7 +1,8 @@
 //! `es`: talk to ElasticStream servers from the command line.
 //!
 //! `es shell [ADDR]` opens an interactive, telnet-style shell (or runs a script from stdin);
-//! the other subcommands send one request each, for scripts (`--output json`).
+//! the other subcommands send one request each, for scripts (`--output json`). `es stream ...`
+//! and `es cluster` talk to the placement manager (`--pm ADDR[,ADDR...]`, tried in order).
 //!
 //! Exit status of a one-shot command: 0 success; 1 the server answered with an error; 2 bad
 //! usage; 3 the server could not be reached or the connection failed. `es shell` exits 0 when
@@ -14,9 +15,11 @@ use clap::builder::TypedValueParser;
 use clap::{value_parser, Parser, Subcommand};
 use client::command::{parse_hex, RequestCommand, DEFAULT_FETCH_MAX_BYTES};
 use client::output::{self, Format};
+use client::pm::{parse_addresses, PlacementManagers, DEFAULT_PM_ADDRESS};
+use client::records::{self, Shape};
 use client::session::{Outcome, Reply, Session};
 use client::shell::Shell;
-use wire::{Epoch, Offset, RangeIndex, StreamId};
+use wire::{Epoch, Offset, RangeIndex, RangeKey, StreamId};
 
 const DEFAULT_ADDRESS: &str = "127.0.0.1:10911";
 /// Long-poll wait of each FETCH issued by `fetch --follow`.
@@ -32,12 +35,20 @@ const EXIT_SHELL_FAILURES: u8 = 1;
 #[command(
     name = "es",
     version,
-    about = "Talk to ElasticStream data nodes: a shell and one-shot commands"
+    about = "Talk to ElasticStream data nodes and placement managers: a shell and one-shot commands"
 )]
 struct Cli {
     /// How results are printed: text for people, json (one object per command) for scripts.
     #[arg(long, short = 'o', value_enum, default_value = "text", global = true)]
     output: Format,
+    /// Placement manager(s) for `stream` and `cluster`, tried in order until one answers.
+    #[arg(
+        long,
+        global = true,
+        value_name = "ADDR[,ADDR...]",
+        default_value = DEFAULT_PM_ADDRESS
+    )]
+    pm: String,
     #[command(subcommand)]
     command: CliCommand,
 }
@@ -180,6 +191,13 @@ enum CliCommand {
         #[arg(value_parser = value_parser!(u64).map(StreamId))]
         stream: Option<StreamId>,
     },
+    /// The data nodes the placement manager knows: state, liveness, free disk, ranges.
+    Cluster,
+    /// Streams and their ranges, at the placement manager (--pm).
+    Stream {
+        #[command(subcommand)]
+        command: StreamCommand,
+    },
     /// Send bytes typed in hex as they are and dump whatever comes back.
     Raw {
         #[command(flatten)]
@@ -192,11 +210,108 @@ enum CliCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum StreamCommand {
+    /// Create a stream; prints its id (text) or its record (json).
+    Create {
+        /// R: replicas per range, 1..=16.
+        #[arg(long)]
+        replica: u8,
+        /// A: replicas that must make a batch durable before it is acknowledged, 1..=R.
+        #[arg(long)]
+        ack: u8,
+        /// Trim data older than this; 0 keeps it forever.
+        #[arg(long, default_value_t = 0)]
+        retention_ms: u64,
+        /// Trim the oldest data while the stream holds more than this; 0 = unlimited.
+        #[arg(long, default_value_t = 0)]
+        retention_bytes: u64,
+    },
+    /// Show a stream's record.
+    Describe {
+        #[arg(value_parser = value_parser!(u64).map(StreamId))]
+        stream: StreamId,
+    },
+    /// List streams in id order.
+    List {
+        /// First stream id to list.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Most streams to list; 0 = the placement manager's page limit.
+        #[arg(long, default_value_t = 0)]
+        max: u32,
+    },
+    /// Raise a stream's trim point: offsets below OFFSET are gone.
+    Trim {
+        #[arg(value_parser = value_parser!(u64).map(StreamId))]
+        stream: StreamId,
+        #[arg(value_parser = value_parser!(u64).map(Offset))]
+        offset: Offset,
+    },
+    /// Delete a stream; its ranges are then removed from the data nodes.
+    Delete {
+        #[arg(value_parser = value_parser!(u64).map(StreamId))]
+        stream: StreamId,
+    },
+    /// A stream's ranges: offsets, R/A, the nodes holding them.
+    Ranges {
+        #[arg(value_parser = value_parser!(u64).map(StreamId))]
+        stream: StreamId,
+    },
+    /// Raise the stream's epoch by one, fencing older writers; prints the new epoch.
+    Open {
+        #[arg(value_parser = value_parser!(u64).map(StreamId))]
+        stream: StreamId,
+    },
+    /// Create the stream's next range; the placement manager picks its nodes.
+    NewRange {
+        #[arg(value_parser = value_parser!(u64).map(StreamId))]
+        stream: StreamId,
+        /// The stream's current epoch.
+        #[arg(long, default_value = "0", value_parser = value_parser!(u64).map(Epoch))]
+        epoch: Epoch,
+        /// First offset: the previous range's end, 0 for the first range.
+        #[arg(long, default_value = "0", value_parser = value_parser!(u64).map(Offset))]
+        start: Offset,
+        /// The previous range's index + 1, 0 for the first range.
+        #[arg(long, value_parser = value_parser!(u32).map(RangeIndex))]
+        index: RangeIndex,
+    },
+    /// Record a range's end at the placement manager (SEAL_RANGE).
+    SealRange {
+        #[arg(value_parser = value_parser!(u64).map(StreamId))]
+        stream: StreamId,
+        #[arg(value_parser = value_parser!(u32).map(RangeIndex))]
+        index: RangeIndex,
+        /// The sealing writer's epoch, at least the stream's current one.
+        #[arg(long, default_value = "0", value_parser = value_parser!(u64).map(Epoch))]
+        epoch: Epoch,
+        /// One past the range's last offset.
+        #[arg(long, value_parser = value_parser!(u64).map(Offset))]
+        end: Offset,
+    },
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let format = cli.output;
     let result = match cli.command {
+        CliCommand::Cluster => {
+            return with_pm(&cli.pm, |managers| {
+                pm_one_shot(
+                    managers,
+                    format,
+                    Shape::Cluster,
+                    RequestCommand::DescribeCluster,
+                )
+            })
+        }
+        CliCommand::Stream { command } => {
+            return with_pm(&cli.pm, |managers| {
+                stream_command(managers, format, command)
+            })
+        }
         CliCommand::Shell { addr } => return run_shell(&addr, format),
         CliCommand::Ping { addr, payload } => one_shot(
             &addr,
@@ -469,6 +584,203 @@ fn follow_range(address: &str, format: Format, first: RequestCommand) -> ExitCod
             }
         }
     }
+}
+
+/// Runs `body` with the placement managers `--pm` names, or fails with a usage error.
+fn with_pm(addresses: &str, body: impl FnOnce(&PlacementManagers) -> ExitCode) -> ExitCode {
+    match parse_addresses(addresses) {
+        Ok(addresses) => body(&PlacementManagers::new(addresses)),
+        Err(message) => usage_error(&message),
+    }
+}
+
+fn stream_command(
+    managers: &PlacementManagers,
+    format: Format,
+    command: StreamCommand,
+) -> ExitCode {
+    let (shape, request) = match command {
+        StreamCommand::Create {
+            replica,
+            ack,
+            retention_ms,
+            retention_bytes,
+        } => (
+            Shape::StreamId,
+            RequestCommand::CreateStream {
+                replica_count: replica,
+                ack_count: ack,
+                retention_ms,
+                retention_bytes,
+            },
+        ),
+        StreamCommand::Describe { stream } => (
+            Shape::Stream,
+            RequestCommand::DescribeStream { stream_id: stream },
+        ),
+        StreamCommand::List { from, max } => (
+            Shape::Streams,
+            RequestCommand::ListStreams {
+                start_stream_id: StreamId(from),
+                max_count: max,
+            },
+        ),
+        StreamCommand::Trim { stream, offset } => (
+            Shape::Stream,
+            RequestCommand::TrimStream {
+                stream_id: stream,
+                start_offset: offset,
+            },
+        ),
+        StreamCommand::Delete { stream } => (
+            Shape::Stream,
+            RequestCommand::DeleteStream { stream_id: stream },
+        ),
+        StreamCommand::Ranges { stream } => (
+            Shape::Ranges,
+            RequestCommand::ListRanges {
+                stream_id: Some(stream),
+            },
+        ),
+        StreamCommand::Open { stream } => return open_stream(managers, format, stream),
+        StreamCommand::NewRange {
+            stream,
+            epoch,
+            start,
+            index,
+        } => (
+            Shape::Range,
+            RequestCommand::CreateRange {
+                stream_id: stream,
+                range_index: index,
+                start_offset: start,
+                epoch,
+                // The placement manager fills in the stream's R and A and picks the nodes.
+                replica_count_target: 0,
+                ack_count: 0,
+            },
+        ),
+        StreamCommand::SealRange {
+            stream,
+            index,
+            epoch,
+            end,
+        } => (
+            Shape::Sealed(RangeKey::new(stream, index)),
+            RequestCommand::Seal {
+                stream_id: stream,
+                range_index: index,
+                epoch,
+                end_offset: Some(end),
+            },
+        ),
+    };
+    pm_one_shot(managers, format, shape, request)
+}
+
+/// `stream open`: DESCRIBE_STREAM for the current epoch, then UPDATE_STREAM to one above it. A
+/// writer that opened the stream in between makes the update fail with STALE_EPOCH.
+fn open_stream(managers: &PlacementManagers, format: Format, stream_id: StreamId) -> ExitCode {
+    let current = match pm_request(
+        managers,
+        format,
+        RequestCommand::DescribeStream { stream_id },
+    ) {
+        Ok(Reply::Stream(stream)) => stream,
+        Ok(other) => return unexpected_reply(format, "describe-stream", &other),
+        Err(code) => return code,
+    };
+    let Some(epoch) = current.epoch.0.checked_add(1) else {
+        print_failure(
+            format,
+            "update-stream",
+            &format!("stream {stream_id} is at the last epoch and cannot be opened again"),
+        );
+        return ExitCode::from(EXIT_SERVER_ERROR);
+    };
+    let update = RequestCommand::UpdateStream {
+        stream_id,
+        replica_count: None,
+        ack_count: None,
+        retention_ms: None,
+        retention_bytes: None,
+        epoch: Some(Epoch(epoch)),
+    };
+    pm_one_shot(managers, format, Shape::Epoch, update)
+}
+
+/// Sends one request to the placement managers and prints the reply in `shape`.
+fn pm_one_shot(
+    managers: &PlacementManagers,
+    format: Format,
+    shape: Shape,
+    request: RequestCommand,
+) -> ExitCode {
+    let operation = request_operation(&request);
+    match pm_request(managers, format, request) {
+        Ok(reply) => match records::render(shape, &reply, format) {
+            Some(rendered) => {
+                print!("{rendered}");
+                ExitCode::SUCCESS
+            }
+            None => unexpected_reply(format, operation, &reply),
+        },
+        Err(code) => code,
+    }
+}
+
+/// The successful reply of one request, or the exit code after printing why there is none: an
+/// error response (its code name and message), or no placement manager reachable.
+fn pm_request(
+    managers: &PlacementManagers,
+    format: Format,
+    request: RequestCommand,
+) -> Result<Reply, ExitCode> {
+    let operation = request_operation(&request);
+    match managers.execute(&request) {
+        Ok(outcome) => match outcome.reply {
+            Reply::Failed(error) => {
+                match format {
+                    Format::Text => eprintln!(
+                        "es: {operation}: ERROR {} detail={}: {}",
+                        error.code, error.detail, error.message
+                    ),
+                    Format::Json => println!("{}", output::failed_json(&error)),
+                }
+                Err(ExitCode::from(EXIT_SERVER_ERROR))
+            }
+            reply => Ok(reply),
+        },
+        Err(error) => {
+            print_failure(format, operation, &error.to_string());
+            Err(ExitCode::from(EXIT_UNREACHABLE))
+        }
+    }
+}
+
+fn request_operation(request: &RequestCommand) -> &'static str {
+    match request {
+        RequestCommand::CreateStream { .. } => "create-stream",
+        RequestCommand::DescribeStream { .. } => "describe-stream",
+        RequestCommand::UpdateStream { .. } => "update-stream",
+        RequestCommand::TrimStream { .. } => "trim-stream",
+        RequestCommand::DeleteStream { .. } => "delete-stream",
+        RequestCommand::ListStreams { .. } => "list-streams",
+        RequestCommand::DescribeCluster => "describe-cluster",
+        RequestCommand::ListRanges { .. } => "list-ranges",
+        RequestCommand::CreateRange { .. } => "create-range",
+        RequestCommand::Seal { .. } => "seal-range",
+        _ => "request",
+    }
+}
+
+fn unexpected_reply(format: Format, operation: &str, reply: &Reply) -> ExitCode {
+    print_failure(
+        format,
+        operation,
+        &format!("unexpected answer from the placement manager: {reply:?}"),
+    );
+    ExitCode::from(EXIT_UNREACHABLE)
 }
 
 fn run_shell(address: &str, format: Format) -> ExitCode {
