@@ -123,8 +123,11 @@ pub(crate) struct IoThread {
     sync_in_flight: Option<SyncInFlight>,
     /// Groups up to this sequence are durable.
     synced_through: Option<u64>,
-    /// A failed group's write may have reached the disk up to here; the next group zeroes it.
+    /// A failed group's write may have reached the disk up to here; it is zeroed before the
+    /// failed appends are answered (or, if that fails too, by the next group's write).
     dirty_until: WalPosition,
+    /// Appends of failed groups, answered once their extent is zeroed.
+    failed_appends: Vec<(usize, u32, Error)>,
     spare_buffers: Vec<AlignedBuf>,
     /// A group failed; the groups behind it fail as they complete, and nothing new is
     /// submitted until all are done.
@@ -207,6 +210,7 @@ impl IoThread {
             start: 0,
             end: 0,
             sealed: false,
+            opened: false,
             entries: Vec::new(),
         };
         let cache = BlockCache {
@@ -237,6 +241,7 @@ impl IoThread {
             sync_in_flight: None,
             synced_through: None,
             dirty_until: 0,
+            failed_appends: Vec::new(),
             spare_buffers: vec![AlignedBuf::zeroed(group_capacity)],
             failure: None,
             loads: Slab::new(),
