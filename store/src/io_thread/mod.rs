@@ -12,6 +12,10 @@
 //!   writes start only once the previous group's writes completed, so two writes of one page
 //!   are never in flight together, unless the previous group ended on a page boundary (a
 //!   page-padding record, added to groups of 32 KiB or more): then both are written at once.
+//! * Every group carrying records opens with a group start record, encoded at submission with
+//!   the durable (synced) position of that moment: recovery's evidence that damage below it is
+//!   corruption of acknowledged data, not a torn write. A failed group's extent is zeroed and
+//!   synced (blocking, failure path only) before its appends are answered.
 //! * Data syncs are decoupled from writes: whenever written groups wait at the front of the log
 //!   and no sync is in flight, one `fdatasync` per segment file concerned makes them durable,
 //!   while later writes go on. Groups retire in WAL order when a sync issued after their write
