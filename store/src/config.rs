@@ -176,9 +176,10 @@ impl StoreConfig {
         }
     }
 
-    /// The largest batch payload one append may carry.
+    /// The largest batch payload one append may carry: its record, the group start record in
+    /// front of it and the partly filled page a group starts in fit one group.
     pub fn max_batch_bytes(&self) -> usize {
-        self.max_group_bytes - crate::record::HEADER_BYTES - PAGE_BYTES
+        self.max_group_bytes - 2 * crate::record::HEADER_BYTES - PAGE_BYTES
     }
 
     /// Checks the values the store depends on. Each error names the YAML key as the data

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! <path>/LOCK              flock()ed for the life of the store
-//! <path>/PROPERTIES        format-version, segment-size-bytes, node-id (text, key=value)
+//! <path>/PROPERTIES        format-version, segment-size-bytes, node-id, max-group-bytes
+//!                          (text, key=value)
 //! <path>/checkpoint        the index checkpoint (see checkpoint.rs)
 //! <path>/clean             present only after a clean shutdown
 //! <path>/wal/<16 hex digits of the start position>.wal   fixed-size segment files
@@ -21,8 +22,13 @@ use crate::error::{Error, Result};
 use crate::WalPosition;
 use runtime::buf::AlignedBuf;
 
-/// Version of the on-disk format written by this code.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the on-disk format written by this code. 2: every group opens with a group start
+/// record carrying the synced position, and record headers carry their own checksum.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this code opens. A format 1 directory is recovered by the format 1 rules
+/// (no synced positions in its log) and marked format 2 before anything new is written, so an
+/// older build refuses it from then on instead of misreading the new records.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 const LOCK_FILE: &str = "LOCK";
 const PROPERTIES_FILE: &str = "PROPERTIES";
 pub(crate) const WAL_DIRECTORY: &str = "wal";
@@ -77,17 +83,25 @@ pub(crate) struct Properties {
     pub format_version: u32,
     pub segment_size_bytes: u64,
     pub node_id: Option<u32>,
+    /// The largest group (and so record) ever written to this log: recovery sizes its reads
+    /// and torn-tail window with the larger of this and the configured value. Raised, never
+    /// lowered, when a larger value is configured; absent in format 1 directories.
+    pub max_group_bytes: Option<u64>,
 }
 
 fn render(properties: &Properties) -> String {
     let node_id = properties
         .node_id
         .map_or_else(|| "none".to_string(), |id| id.to_string());
-    format!(
-        "# ElasticStream store properties. Written once; do not edit.\nformat-version={}\n\
-         segment-size-bytes={}\nnode-id={}\n",
+    let mut text = format!(
+        "# ElasticStream store properties. Written by the store; do not edit.\n\
+         format-version={}\nsegment-size-bytes={}\nnode-id={}\n",
         properties.format_version, properties.segment_size_bytes, node_id
-    )
+    );
+    if let Some(max_group_bytes) = properties.max_group_bytes {
+        text.push_str(&format!("max-group-bytes={max_group_bytes}\n"));
+    }
+    text
 }
 
 fn parse(text: &str) -> Result<Properties> {
@@ -98,6 +112,7 @@ fn parse(text: &str) -> Result<Properties> {
     let mut format_version = None;
     let mut segment_size_bytes = None;
     let mut node_id = None;
+    let mut max_group_bytes = None;
     for line in text.lines().map(str::trim) {
         if line.is_empty() || line.starts_with('#') {
             continue;
@@ -110,6 +125,13 @@ fn parse(text: &str) -> Result<Properties> {
             "segment-size-bytes" => segment_size_bytes = value.parse().ok(),
             "node-id" if value == "none" => node_id = Some(None),
             "node-id" => node_id = value.parse().ok().map(Some),
+            "max-group-bytes" => {
+                max_group_bytes = Some(value.parse().map_err(|_| {
+                    bad(format!(
+                        "has a max-group-bytes that is not a number: {value:?}"
+                    ))
+                })?)
+            }
             other => return Err(bad(format!("has an unknown key {other:?}"))),
         }
     }
@@ -118,6 +140,7 @@ fn parse(text: &str) -> Result<Properties> {
         segment_size_bytes: segment_size_bytes
             .ok_or_else(|| bad("lacks segment-size-bytes".into()))?,
         node_id: node_id.ok_or_else(|| bad("lacks node-id".into()))?,
+        max_group_bytes,
     })
 }
 
@@ -129,12 +152,16 @@ fn write_properties(path: &Path, properties: &Properties) -> Result<()> {
 
 /// Creates the properties file on first open; afterwards checks it against the configuration.
 /// A node id is recorded once: a store created without one takes the first one configured.
+/// `max-group-bytes` is raised to the configured value when that is larger (never lowered), and
+/// a format 1 directory is marked format 2: both are durable before the log is written to.
 pub(crate) fn check_properties(config: &StoreConfig) -> Result<Properties> {
     let path = config.path.join(PROPERTIES_FILE);
+    let configured_group = config.max_group_bytes as u64;
     let wanted = Properties {
         format_version: FORMAT_VERSION,
         segment_size_bytes: config.segment_size_bytes,
         node_id: config.node_id,
+        max_group_bytes: Some(configured_group),
     };
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
@@ -144,12 +171,15 @@ pub(crate) fn check_properties(config: &StoreConfig) -> Result<Properties> {
         }
         Err(error) => return Err(Error::io(format!("reading {}", path.display()), &error)),
     };
-    let mut found = parse(&text)?;
-    if found.format_version != FORMAT_VERSION {
+    let found = parse(&text)?;
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&found.format_version) {
         return Err(Error::Properties {
             key: "format-version",
             on_disk: found.format_version.to_string(),
-            configured: format!("{FORMAT_VERSION} (this build)"),
+            configured: format!(
+                "{OLDEST_FORMAT_VERSION} to {FORMAT_VERSION} (this build opens these; use the \
+                 build that wrote the directory)"
+            ),
         });
     }
     if found.segment_size_bytes != config.segment_size_bytes {
@@ -167,13 +197,21 @@ pub(crate) fn check_properties(config: &StoreConfig) -> Result<Properties> {
                 configured: configured.to_string(),
             })
         }
-        (None, Some(configured)) => {
-            found.node_id = Some(configured);
-            write_properties(&config.path, &found)?;
-        }
         _ => {}
     }
-    Ok(found)
+    let mut updated = found.clone();
+    updated.node_id = found.node_id.or(config.node_id);
+    updated.format_version = FORMAT_VERSION;
+    updated.max_group_bytes = Some(found.max_group_bytes.unwrap_or(0).max(configured_group));
+    if updated != found {
+        write_properties(&config.path, &updated)?;
+    }
+    // Callers see what the log may hold: a format 1 directory's groups were at most what is
+    // configured now as far as anything on disk can tell.
+    Ok(Properties {
+        format_version: found.format_version,
+        ..updated
+    })
 }
 
 /// File name of the segment starting at `start`.
@@ -406,6 +444,59 @@ mod tests {
             error.to_string().contains("`segment-size-bytes`"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn max_group_bytes_is_raised_never_lowered() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut config = StoreConfig::new(directory.path());
+        config.segment_size_bytes = 16 << 20;
+        config.max_group_bytes = 1 << 20;
+        assert_eq!(
+            check_properties(&config).unwrap().max_group_bytes,
+            Some(1 << 20)
+        );
+        config.max_group_bytes = 64 << 10;
+        assert_eq!(
+            check_properties(&config).unwrap().max_group_bytes,
+            Some(1 << 20)
+        );
+        config.max_group_bytes = 4 << 20;
+        assert_eq!(
+            check_properties(&config).unwrap().max_group_bytes,
+            Some(4 << 20)
+        );
+        config.max_group_bytes = 64 << 10;
+        assert_eq!(
+            check_properties(&config).unwrap().max_group_bytes,
+            Some(4 << 20)
+        );
+        let text = fs::read_to_string(directory.path().join(PROPERTIES_FILE)).unwrap();
+        assert!(text.contains("max-group-bytes=4194304"), "{text}");
+    }
+
+    #[test]
+    fn format_1_directories_open_and_are_marked_format_2() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut config = StoreConfig::new(directory.path());
+        config.segment_size_bytes = 1 << 20;
+        fs::write(
+            directory.path().join(PROPERTIES_FILE),
+            "format-version=1\nsegment-size-bytes=1048576\nnode-id=none\n",
+        )
+        .unwrap();
+        let found = check_properties(&config).unwrap();
+        assert_eq!(found.format_version, 1);
+        let text = fs::read_to_string(directory.path().join(PROPERTIES_FILE)).unwrap();
+        assert!(text.contains("format-version=2"), "{text}");
+        assert_eq!(check_properties(&config).unwrap().format_version, 2);
+        fs::write(
+            directory.path().join(PROPERTIES_FILE),
+            "format-version=3\nsegment-size-bytes=1048576\nnode-id=none\n",
+        )
+        .unwrap();
+        let error = check_properties(&config).unwrap_err();
+        assert!(error.to_string().contains("`format-version`"), "{error}");
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub use fault_injection::FaultInjection;
 pub use index::{BatchIndex, IndexEntry, RangeSummary};
 pub use layout::{FORMAT_VERSION, SEGMENT_FILL_BYTE};
 pub use message::StoreStats;
-pub use recovery::RecoveryReport;
+pub use recovery::{DamagedRegion, RecoveryReport};
 pub use sync::{SyncStore, Ticket};
 pub use worker::{AppendResult, CompletionDriver, StoreFuture, StoreHandle, WorkerStore};
 
@@ -93,7 +93,14 @@ impl Store {
         let lock = layout::lock(&config.path)?;
         let properties = layout::check_properties(&config)?;
         let segments = layout::list_segments(&wal_directory, config.segment_size_bytes)?;
-        let mut recovered = recovery::recover(&config, segments)?;
+        // Recovery sizes its reads and windows for the largest group this log ever held.
+        let mut recovery_config = config.clone();
+        recovery_config.max_group_bytes = properties
+            .max_group_bytes
+            .map_or(config.max_group_bytes, |stored| {
+                (stored as usize).max(config.max_group_bytes)
+            });
+        let mut recovered = recovery::recover(&recovery_config, segments)?;
         let report = &recovered.report;
         log::info!(
             "store: recovered {} ranges from {} ({}): scanned from {} to {}, {} records replayed, \
@@ -175,6 +182,10 @@ impl Store {
         }
         let (control, control_receiver) = mailbox::channel(16).map_err(mailbox_error)?;
         let stats = Arc::new(SharedStats::default());
+        stats.damaged_regions.store(
+            recovered.report.damaged.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let io_thread = io_thread::IoThread::new(io_thread::IoThreadSetup {
             config: config.clone(),
             index: recovered.index,

@@ -88,6 +88,8 @@ pub(crate) struct SharedStats {
     pub segments_written_through: AtomicU64,
     pub segments_used_unwritten: AtomicU64,
     pub write_errors: AtomicU64,
+    pub damaged_regions: AtomicU64,
+    pub corrupt_reads: AtomicU64,
     pub full: AtomicBool,
 }
 
@@ -142,6 +144,12 @@ pub struct StoreStats {
     pub segments_used_unwritten: u64,
     /// Group writes or syncs that failed.
     pub write_errors: u64,
+    /// Regions of acknowledged data recovery found damaged at open (kept on disk, skipped,
+    /// reads of their batches fail with `Error::Corrupt`): see `RecoveryReport::damaged`. A
+    /// data node should alert on any value above zero.
+    pub damaged_regions: u64,
+    /// Reads failed since open because a batch's record did not verify (`Error::Corrupt`).
+    pub corrupt_reads: u64,
     /// True while no segment can be prepared for appends (disk full).
     pub full: bool,
 }
@@ -174,6 +182,8 @@ impl SharedStats {
             segments_written_through: load(&self.segments_written_through),
             segments_used_unwritten: load(&self.segments_used_unwritten),
             write_errors: load(&self.write_errors),
+            damaged_regions: load(&self.damaged_regions),
+            corrupt_reads: load(&self.corrupt_reads),
             full: self.full.load(Ordering::Relaxed),
         }
     }

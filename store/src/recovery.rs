@@ -2,12 +2,22 @@
 //!
 //! A clean shutdown leaves a marker naming its final checkpoint; then no WAL byte is read. After
 //! a crash the scan starts at the checkpoint's position and verifies every record's checksum.
-//! The first record that does not verify ends the log *if* nothing valid follows it beyond the
-//! groups that can have been in flight (at most twice `max_group_bytes` plus their pages): that is
-//! a torn tail, cut and logged with its position, and the bytes after it are zeroed so that
-//! leftovers of the torn group can never be mistaken for records later. A valid record further
-//! on (or at the start of a later segment) means damage in the middle of acknowledged data: the
-//! store refuses to open rather than serve or drop it silently.
+//! At a record that does not verify, recovery looks ahead (as far as the groups in flight and
+//! staged when that record became durable could reach) for a group start record whose synced
+//! position lies beyond it:
+//! * found: the damaged record was durable, hence acknowledged: it is **corruption**. The bytes
+//!   are kept, the batches there stay indexed (named by the record's own header when its header
+//!   checksum holds, else inferred from the gaps they leave in their ranges) so their reads fail
+//!   with `Error::Corrupt`, the region is reported and logged, and the scan goes on at the next
+//!   record (after the damaged one, or the next valid record found at 8-byte steps).
+//! * not found: only the groups not yet durable at the crash can be torn. If nothing valid
+//!   follows beyond them (at most `2 x max_group_bytes` plus their pages) it is a **torn tail**:
+//!   cut, logged, and the bytes after it zeroed so leftovers of the torn groups can never be
+//!   mistaken for records later. A valid record further on without any claim (a format 1 log,
+//!   or `sync: never`) means damage in the middle of the log: the store refuses to open.
+//!
+//! Sizes come from the largest `max_group_bytes` the directory ever recorded (PROPERTIES), not
+//! only from the configuration, so lowering it never turns stored records into torn ones.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -19,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::index::{BatchIndex, Index, IndexEntry};
 use crate::layout::{open_direct, read_at, segment_path, write_at};
 use crate::record::{self, Invalid, RecordHeader, RecordKind, HEADER_BYTES, RECORD_ALIGN};
-use crate::{WalPosition, PAGE_BYTES};
+use crate::{Offset, RangeKey, WalPosition, PAGE_BYTES};
 use runtime::buf::AlignedBuf;
 
 /// What recovery did, for logs, stats and tests.
@@ -35,10 +45,34 @@ pub struct RecoveryReport {
     pub scanned_from: WalPosition,
     /// End of the recovered log: new appends go here.
     pub tail: WalPosition,
-    /// A torn or corrupt tail that was cut: its position and what was found there.
+    /// A torn tail that was cut: its position and what was found there.
     pub cut_tail: Option<(WalPosition, String)>,
+    /// Damaged regions below a synced position: kept on disk, skipped, never served.
+    pub damaged: Vec<DamagedRegion>,
     /// Wall time of recovery.
     pub duration: Duration,
+}
+
+/// Bytes of acknowledged data that do not verify, found by recovery below a position the log
+/// itself recorded as synced. Kept on disk as they are; reads of the batches there fail with
+/// `Error::Corrupt`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedRegion {
+    /// First position that does not verify.
+    pub position: WalPosition,
+    /// Where valid records resume.
+    pub end: WalPosition,
+    /// Segment file holding it, and the byte offset of `position` in that file.
+    pub segment_file: String,
+    pub file_offset: u64,
+    /// A later group start record says the log was synced up to here (past `position`).
+    pub synced_claim: WalPosition,
+    /// The damaged record's header verified on its own: `batches` names exactly what lies
+    /// here. Otherwise batches are inferred from the gaps they leave in their ranges, and a
+    /// trim or delete in the region, or a range's last batch, cannot be named.
+    pub header_intact: bool,
+    /// Batches in the region (range, base offset, offset count).
+    pub batches: Vec<(RangeKey, Offset, u32)>,
 }
 
 pub(crate) struct Recovered {
@@ -240,6 +274,52 @@ impl SegmentReader {
         ))
     }
 
+    /// The header at `position` if it verifies on its own (its payload may be damaged).
+    fn intact_header(&mut self, position: WalPosition) -> Result<Option<RecordHeader>> {
+        if !self.ensure(position, HEADER_BYTES)? {
+            return Ok(None);
+        }
+        Ok(record::decode_header(
+            self.bytes(position, HEADER_BYTES),
+            self.start,
+            self.end,
+            position,
+        ))
+    }
+
+    /// Looks through `[from, to)` for a group start record claiming a synced position past
+    /// `damaged`, following valid records and stepping 8 bytes at a time elsewhere.
+    fn find_synced_claim(
+        &mut self,
+        damaged: WalPosition,
+        from: WalPosition,
+        to: WalPosition,
+    ) -> Result<ClaimSearch> {
+        let mut search = ClaimSearch::default();
+        let mut position = from.next_multiple_of(RECORD_ALIGN);
+        while position + HEADER_BYTES as u64 <= to.min(self.end) {
+            if !self.ensure(position, HEADER_BYTES)? {
+                break;
+            }
+            if record::names_position(self.bytes(position, HEADER_BYTES), position) {
+                if let Ok(header) = self.record_at(position)? {
+                    search.first_valid.get_or_insert(position);
+                    if let Some(claim) = header.synced_claim().filter(|claim| *claim > damaged) {
+                        search.claim = Some(claim);
+                        return Ok(search);
+                    }
+                    if header.kind == RecordKind::Padding {
+                        break;
+                    }
+                    position += record::record_length(header.payload_len as usize);
+                    continue;
+                }
+            }
+            position += RECORD_ALIGN;
+        }
+        Ok(search)
+    }
+
     /// First position in `[from, to)` holding a valid record, if any.
     fn find_valid_record(
         &mut self,
@@ -262,6 +342,22 @@ impl SegmentReader {
     }
 }
 
+/// What a look past damaged bytes found.
+#[derive(Debug, Default)]
+struct ClaimSearch {
+    /// The first valid record after the damage, in the segment searched.
+    first_valid: Option<WalPosition>,
+    /// A synced position past the damage that a later group start record claims.
+    claim: Option<WalPosition>,
+}
+
+/// How far past a damaged record a group submitted after it became durable can start: the
+/// record itself (one group at most), the groups in flight then (the torn window) and the
+/// group being staged meanwhile.
+pub(crate) fn claim_reach_bytes(config: &StoreConfig) -> u64 {
+    torn_window_bytes(config) + 2 * config.max_group_bytes as u64 + 2 * PAGE_BYTES as u64
+}
+
 /// How far past the first bad record a crash can have left written bytes: the groups that may
 /// be in flight together, each up to `max_group_bytes` plus the pages it rewrites or pads.
 pub(crate) fn torn_window_bytes(config: &StoreConfig) -> u64 {
@@ -270,12 +366,34 @@ pub(crate) fn torn_window_bytes(config: &StoreConfig) -> u64 {
         + groups * 2 * PAGE_BYTES as u64
 }
 
-fn apply(index: &mut Index, header: &RecordHeader) -> Result<()> {
+fn apply(index: &mut Index, header: &RecordHeader, damaged: &mut [DamagedRegion]) -> Result<()> {
     match header.kind {
         RecordKind::Append => {
             let range = index
                 .entry(header.range)
                 .or_insert_with(|| BatchIndex::new(header.offset));
+            let expected = range.next_offset();
+            let last_position = range.entries().back().map(|entry| entry.position);
+            // A gap in the range's offsets right after a damaged region whose headers are
+            // unreadable: the missing batches were there. They stay indexed, pointing at the
+            // damage, so reading them fails as corrupt instead of the offsets being reused.
+            let hole = damaged.iter_mut().rev().find(|region| {
+                !region.header_intact
+                    && region.end <= header.position
+                    && last_position.is_some_and(|last| last < region.position)
+            });
+            if let (Some(region), Some(_)) = (hole, last_position) {
+                if header.offset > expected && header.offset.0 - expected.0 <= u32::MAX as u64 {
+                    let count = (header.offset.0 - expected.0) as u32;
+                    range.push(IndexEntry {
+                        base_offset: expected,
+                        position: region.position,
+                        payload_len: 0,
+                        count,
+                    });
+                    region.batches.push((header.range, expected, count));
+                }
+            }
             let expected = range.next_offset();
             if !range.entries().is_empty() && expected != header.offset {
                 return Err(Error::Corrupt {
@@ -303,9 +421,98 @@ fn apply(index: &mut Index, header: &RecordHeader) -> Result<()> {
         RecordKind::Delete => {
             index.remove(&header.range);
         }
-        RecordKind::Padding | RecordKind::PagePadding => {}
+        RecordKind::Padding | RecordKind::PagePadding | RecordKind::GroupStart => {}
     }
     Ok(())
+}
+
+/// Records the damaged record at `position` (below the synced position `claim`) and returns
+/// where the scan goes on: after the record when its header is intact (its batch stays indexed
+/// so reads of it fail as corrupt; a trim or delete is applied), else at the next valid record.
+fn skip_damage(
+    reader: &mut SegmentReader,
+    index: &mut Index,
+    position: WalPosition,
+    claim: WalPosition,
+    first_valid: Option<WalPosition>,
+    damaged: &mut Vec<DamagedRegion>,
+) -> Result<WalPosition> {
+    let header = reader.intact_header(position)?;
+    let resume = match header {
+        Some(header) if header.kind == RecordKind::Padding => reader.end,
+        Some(header) => position + record::record_length(header.payload_len as usize),
+        None => first_valid.unwrap_or(reader.end),
+    };
+    let header_intact = header.is_some();
+    let continues = damaged
+        .last()
+        .is_some_and(|last| last.end == position && last.header_intact == header_intact);
+    if !continues {
+        damaged.push(DamagedRegion {
+            position,
+            end: resume,
+            segment_file: crate::layout::segment_name(reader.start),
+            file_offset: position - reader.start,
+            synced_claim: claim,
+            header_intact,
+            batches: Vec::new(),
+        });
+    }
+    let Some(region) = damaged.last_mut() else {
+        unreachable!("a region was just pushed or continued");
+    };
+    region.end = resume;
+    region.synced_claim = region.synced_claim.max(claim);
+    if let Some(header) = header {
+        if header.kind == RecordKind::Append {
+            region
+                .batches
+                .push((header.range, header.offset, header.count));
+        }
+        apply(index, &header, &mut [])?;
+    }
+    Ok(resume)
+}
+
+/// Logs every damaged region found, with what an operator needs to find and repair it.
+fn log_damage(wal_directory: &Path, damaged: &[DamagedRegion]) {
+    for region in damaged {
+        let batches: Vec<String> = region
+            .batches
+            .iter()
+            .map(|(range, offset, count)| {
+                format!(
+                    "stream {} range {} offsets {}..{}",
+                    range.stream_id,
+                    range.range_index,
+                    offset,
+                    offset.0 + *count as u64
+                )
+            })
+            .collect();
+        log::error!(
+            "store recovery: acknowledged data is damaged in {} at byte offset {} (WAL positions \
+             {}..{}; a later group records the log as synced up to {}): the bytes are kept as \
+             they are and skipped; reads of {} fail with CORRUPTED_DATA{}; repair this replica \
+             from a peer",
+            wal_directory.join(&region.segment_file).display(),
+            region.file_offset,
+            region.position,
+            region.end,
+            region.synced_claim,
+            if batches.is_empty() {
+                "the batches there".to_string()
+            } else {
+                batches.join(", ")
+            },
+            if region.header_intact {
+                ""
+            } else {
+                " (the records' headers are damaged too: a trim, a delete or a range's last \
+                 batch there cannot be named)"
+            }
+        );
+    }
 }
 
 /// Recovers the store under `config.path`.
@@ -369,11 +576,48 @@ pub(crate) fn recover(config: &StoreConfig, segments: Vec<u64>) -> Result<Recove
             break;
         }
         let mut reader = SegmentReader::open(&wal_directory, segment_start, config)?;
-        let outcome = scan_segment(&mut reader, &mut index, &mut position, &mut report);
-        report.wal_bytes_read += reader.bytes_read;
-        reader.bytes_read = 0;
-        let end_found = outcome?;
+        let mut end_found = false;
+        loop {
+            let outcome = scan_segment(&mut reader, &mut index, &mut position, &mut report);
+            report.wal_bytes_read += reader.bytes_read;
+            reader.bytes_read = 0;
+            if !outcome? {
+                break;
+            }
+            // Damage at `position`: acknowledged (a later group vouches for it) or torn?
+            let reach = position + claim_reach_bytes(config);
+            let mut search = reader.find_synced_claim(position, position + RECORD_ALIGN, reach)?;
+            if search.claim.is_none() && reach > reader.end {
+                // Groups go on in the next segment when this one was sealed.
+                let next = reader.end;
+                if segments.contains(&next) {
+                    let mut next_reader = SegmentReader::open(&wal_directory, next, config)?;
+                    search.claim = next_reader
+                        .find_synced_claim(position, next, next + (reach - reader.end))?
+                        .claim;
+                    report.wal_bytes_read += next_reader.bytes_read;
+                }
+            }
+            let Some(claim) = search.claim else {
+                end_found = true;
+                break;
+            };
+            position = skip_damage(
+                &mut reader,
+                &mut index,
+                position,
+                claim,
+                search.first_valid,
+                &mut report.damaged,
+            )?;
+            report.wal_bytes_read += reader.bytes_read;
+            reader.bytes_read = 0;
+            if position >= reader.end {
+                break;
+            }
+        }
         if !end_found {
+            position = position.max(reader.end);
             continue;
         }
         // `position` is the first invalid record of this segment: the end of the log, unless
@@ -418,6 +662,7 @@ pub(crate) fn recover(config: &StoreConfig, segments: Vec<u64>) -> Result<Recove
         report.wal_bytes_read += reader.bytes_read;
         break;
     }
+    log_damage(&wal_directory, &report.damaged);
     report.tail = position;
     report.duration = started.elapsed();
     Ok(Recovered {
@@ -446,7 +691,7 @@ fn scan_segment(
         }
         match reader.record_at(*position)? {
             Ok(header) => {
-                apply(index, &header)?;
+                apply(index, &header, &mut report.damaged)?;
                 report.records_replayed += 1;
                 if header.kind == RecordKind::Padding {
                     *position = reader.end;

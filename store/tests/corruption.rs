@@ -135,10 +135,14 @@ fn zeroed_tail_page_loses_only_the_records_touching_it() {
     store.shutdown();
 }
 
+/// Without synced positions in the log (`sync: never` writes none, nor did format 1) damage
+/// followed by valid records far beyond the torn-tail window cannot be placed: the store refuses
+/// to open rather than serve or drop acknowledged data.
 #[test]
-fn flipped_bit_in_the_middle_after_the_checkpoint_refuses_to_open() {
+fn flipped_bit_in_the_middle_of_a_log_without_synced_positions_refuses_to_open() {
     let directory = tempfile::tempdir().unwrap();
-    let config = small_config(directory.path());
+    let mut config = small_config(directory.path());
+    config.sync = store::SyncMode::Never;
     let range = RangeKey::new(StreamId(3), RangeIndex(0));
     // ~900 KB: far more than one group write after the damaged record.
     let positions = fill(&config, range, 300, 3000, false);
@@ -298,15 +302,30 @@ fn recovery_scan_across_many_read_windows() {
         );
     }
     store.halt();
-    // Damage a record beyond the first window: found, refused.
+    // Damage a record beyond the first window: found, reported, skipped.
     let victim = positions.iter().position(|p| *p > 9 << 20).unwrap();
     let (path, offset) = segment_file_sized(directory.path(), positions[victim], 32 << 20);
     flip_bit(&path, offset + 48 + 1);
-    let error = Store::open_sync(config).err().expect("open must fail");
+    let (store, mut wal) = Store::open_sync(config).unwrap();
+    let damaged = &store.recovery().damaged;
+    assert_eq!(damaged.len(), 1, "{damaged:?}");
+    assert_eq!(damaged[0].position, positions[victim]);
+    assert_eq!(wal.index(range).unwrap().next_offset, store::Offset(n));
+    let error = wal
+        .read(range, store::Offset(victim as u64), 1)
+        .unwrap_err();
     assert!(
         matches!(error, Error::Corrupt { position, .. } if position == positions[victim]),
         "{error}"
     );
+    for offset in [0, victim as u64 - 1, victim as u64 + 1, n - 1] {
+        let len = sizes[offset as usize % sizes.len()];
+        assert_eq!(
+            wal.read(range, store::Offset(offset), 1).unwrap()[0],
+            batch(range, offset, len)
+        );
+    }
+    store.shutdown();
 }
 
 fn segment_file_sized(directory: &Path, position: u64, segment: u64) -> (PathBuf, u64) {
@@ -315,4 +334,178 @@ fn segment_file_sized(directory: &Path, position: u64, segment: u64) -> (PathBuf
         directory.join("wal").join(format!("{start:016x}.wal")),
         position - start,
     )
+}
+
+/// Damage inside the last `W` bytes of the log (where a torn write could be), in a batch a later
+/// group vouches for as synced: reported, kept on disk byte for byte, never served, and every
+/// other batch, before and after it, still reads back.
+#[test]
+fn flipped_bit_in_acknowledged_data_near_the_tail_is_reported_kept_and_skipped() {
+    let directory = tempfile::tempdir().unwrap();
+    let config = small_config(directory.path());
+    let range = RangeKey::new(StreamId(8), RangeIndex(0));
+    // 60 batches of ~3 KB: the whole log is within the torn-tail window of 256 KiB.
+    let positions = fill(&config, range, 60, 3000, false);
+    let victim = 40;
+    let (path, offset) = segment_file(directory.path(), positions[victim]);
+    flip_bit(&path, offset + 48 + 1500);
+    let before = std::fs::read(&path).unwrap();
+
+    let (store, mut wal) = Store::open_sync(config.clone()).unwrap();
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "recovery changed the damaged segment's bytes"
+    );
+    assert_eq!(wal.index(range).unwrap().next_offset, store::Offset(600));
+    let error = wal
+        .read(range, store::Offset(victim as u64 * 10 + 3), 1)
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::Corrupt { position, .. } if position == positions[victim]),
+        "{error}"
+    );
+    for n in (0..60).filter(|n| *n != victim as u64) {
+        assert_eq!(
+            wal.read(range, store::Offset(n * 10), 1).unwrap()[0],
+            batch(range, n * 10, 3000),
+            "batch {n}"
+        );
+    }
+    let report = store.recovery().clone();
+    assert_eq!(report.cut_tail, None, "{report:?}");
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    let region = &report.damaged[0];
+    assert_eq!(region.position, positions[victim]);
+    assert_eq!(region.end, positions[victim] + record_length(3000));
+    assert_eq!(region.batches, vec![(range, store::Offset(400), 10)]);
+    assert_eq!(store.stats().damaged_regions, 1);
+    assert_eq!(store.stats().corrupt_reads, 1);
+    // The log goes on after the tail, and a clean restart still refuses the damaged batch.
+    wal.append(range, store::Offset(600), 10, batch(range, 600, 77))
+        .unwrap();
+    store.shutdown();
+    let (store, mut wal) = Store::open_sync(config).unwrap();
+    assert!(wal.read(range, store::Offset(400), 1).is_err());
+    assert_eq!(
+        wal.read(range, store::Offset(590), 1 << 20).unwrap(),
+        vec![batch(range, 590, 3000), batch(range, 600, 77)]
+    );
+    store.shutdown();
+}
+
+/// A torn tail is still cut: garbage in the last group (nothing after it vouches for it) and a
+/// later, fully written group that was in flight with it (it vouches only for what lay before
+/// the torn one) are cut and zeroed, and the log continues at the cut.
+#[test]
+fn torn_tail_past_the_synced_position_is_still_cut() {
+    use store::record::{encode, RecordHeader, RecordKind, HEADER_BYTES};
+    let directory = tempfile::tempdir().unwrap();
+    let config = small_config(directory.path());
+    let range = RangeKey::new(StreamId(9), RangeIndex(0));
+    let positions = fill(&config, range, 30, 3000, false);
+    let last = *positions.last().unwrap();
+    let end = last + record_length(3000);
+    let (path, offset) = segment_file(directory.path(), last);
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    // The last group's write tore: its payload's second half is garbage.
+    file.write_all_at(&[0x5Au8; 1500], offset + 48 + 1500)
+        .unwrap();
+    // A later group in flight with it was written completely; it claims as synced only what
+    // was synced when it was submitted: the log up to the torn group's start.
+    let later = end.next_multiple_of(4096) + 4096;
+    let other = RangeKey::new(StreamId(10), RangeIndex(0));
+    let payload = batch(other, 0, 100);
+    let mut bytes = vec![0u8; HEADER_BYTES + record_length(100) as usize];
+    let segment_start = later - later % SEGMENT;
+    encode(
+        &mut bytes[..HEADER_BYTES],
+        segment_start,
+        &RecordHeader::group_start(later, last - HEADER_BYTES as u64),
+        &[],
+    );
+    let append = RecordHeader {
+        kind: RecordKind::Append,
+        payload_len: 100,
+        count: 1,
+        position: later + HEADER_BYTES as u64,
+        range: other,
+        offset: store::Offset(0),
+    };
+    encode(&mut bytes[HEADER_BYTES..], segment_start, &append, &payload);
+    let (_, later_offset) = segment_file(directory.path(), later);
+    file.write_all_at(&bytes, later_offset).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+
+    let (store, mut wal) = Store::open_sync(config.clone()).unwrap();
+    let report = store.recovery().clone();
+    assert_eq!(
+        report.cut_tail.as_ref().map(|(at, _)| *at),
+        Some(last),
+        "{report:?}"
+    );
+    assert!(report.damaged.is_empty(), "{report:?}");
+    assert_eq!(wal.index(range).unwrap().next_offset, store::Offset(290));
+    assert!(
+        wal.index(other).is_none(),
+        "a torn group's companion was recovered"
+    );
+    let mut probe = vec![1u8; bytes.len()];
+    std::fs::File::open(&path)
+        .unwrap()
+        .read_exact_at(&mut probe, later_offset)
+        .unwrap();
+    assert!(
+        probe.iter().all(|byte| *byte == 0),
+        "the torn window was not zeroed"
+    );
+    wal.append(range, store::Offset(290), 10, batch(range, 290, 10))
+        .unwrap();
+    store.halt();
+    let (store, mut wal) = Store::open_sync(config).unwrap();
+    assert_eq!(store.recovery().cut_tail, None);
+    assert_eq!(
+        wal.read(range, store::Offset(290), 1).unwrap()[0],
+        batch(range, 290, 10)
+    );
+    store.shutdown();
+}
+
+/// Records written with a large group size are recovered after the configured size was
+/// lowered: recovery uses the largest size the directory ever recorded.
+#[test]
+fn lowering_the_group_size_loses_nothing() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut config = small_config(directory.path());
+    config.segment_size_bytes = 8 << 20;
+    config.max_group_bytes = 2 << 20;
+    let range = RangeKey::new(StreamId(11), RangeIndex(0));
+    let sizes = [1_500_000usize, 300, 900_000, 40_000];
+    let (store, mut wal) = Store::open_sync(config.clone()).unwrap();
+    for n in 0..24u64 {
+        let len = sizes[n as usize % sizes.len()];
+        wal.append(range, store::Offset(n), 1, batch(range, n, len))
+            .unwrap();
+    }
+    store.halt();
+    config.max_group_bytes = 64 << 10;
+    for _ in 0..2 {
+        let (store, mut wal) = Store::open_sync(config.clone()).unwrap();
+        assert_eq!(store.recovery().cut_tail, None, "{:?}", store.recovery());
+        assert_eq!(wal.index(range).unwrap().next_offset, store::Offset(24));
+        for n in 0..24u64 {
+            let len = sizes[n as usize % sizes.len()];
+            assert_eq!(
+                wal.read(range, store::Offset(n), 1).unwrap()[0],
+                batch(range, n, len),
+                "batch {n}"
+            );
+        }
+        store.halt();
+    }
+    let properties = std::fs::read_to_string(directory.path().join("PROPERTIES")).unwrap();
+    assert!(
+        properties.contains("max-group-bytes=2097152"),
+        "{properties}"
+    );
 }

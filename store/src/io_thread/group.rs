@@ -47,6 +47,9 @@ pub(super) struct Group {
     pub(super) end: WalPosition,
     /// A padding record ends the segment: the log continues at the next segment.
     pub(super) sealed: bool,
+    /// The group carries records and its first `HEADER_BYTES` at `start` are reserved for its
+    /// group start record, encoded at submission with the synced position of that moment.
+    pub(super) opened: bool,
     pub(super) entries: Vec<GroupEntry>,
 }
 

@@ -22,8 +22,10 @@ use super::sync_policy::{
     advance_synced, is_durable, may_retire, may_start_sync, plan_sync, GroupProgress, SyncPlan,
 };
 use super::IoThread;
+use crate::config::SyncMode;
 use crate::error::Error;
 use crate::index::{BatchIndex, IndexEntry};
+use crate::layout;
 use crate::message::Outcome;
 use crate::record::{self, RecordHeader, RecordKind, HEADER_BYTES};
 use crate::{Offset, RangeKey, WalPosition, PAGE_BYTES};
@@ -104,10 +106,32 @@ impl IoThread {
                 start: 0,
                 end: 0,
                 sealed: false,
+                opened: false,
                 entries: Vec::new(),
             },
         );
         let segment_start = self.segment_start(group.page_start);
+        if group.opened {
+            // What this group vouches for: everything before `durable` was synced (retired
+            // groups are synced with `sync: always`; with `never` nothing is known). Recovery
+            // believes damage below the highest such claim is corruption, not a torn write.
+            let synced = match self.config.sync {
+                SyncMode::Always => self.durable,
+                SyncMode::Never => 0,
+            };
+            assert!(
+                synced <= group.start,
+                "a group start claims {synced} synced but the group starts at {}",
+                group.start
+            );
+            let at = (group.start - group.page_start) as usize;
+            record::encode(
+                &mut group.buffer[at..at + HEADER_BYTES],
+                segment_start,
+                &RecordHeader::group_start(group.start, synced),
+                &[],
+            );
+        }
         let segment_end = segment_start + self.segment_size;
         let padded_end = page_padding_end(
             group.page_start,
@@ -376,6 +400,16 @@ impl IoThread {
         }
         if self.in_flight.is_empty() {
             if let Some(error) = self.failure.take() {
+                // The failed writes may have reached the disk after all: their records must
+                // never come back, not even after a clean shutdown and a later crash (the
+                // checkpoint's position, where a scan starts, is the log's tail, where they
+                // lie). They are zeroed and synced before their appends are failed.
+                if !self.halting {
+                    self.zero_failed_extent();
+                }
+                for (worker, slot, error) in std::mem::take(&mut self.failed_appends) {
+                    self.complete(worker, slot, Err(error));
+                }
                 let staged: Vec<(usize, u32)> = self
                     .staging
                     .entries
@@ -400,10 +434,70 @@ impl IoThread {
             log::error!("store: {error}; failing the group and everything after it");
             self.failure = Some(error.clone());
         }
+        // Failed once the extent is zeroed (`retire_groups`), when nothing is in flight.
         for entry in &group.entries {
-            self.complete(entry.worker, entry.slot, Err(error.clone()));
+            self.failed_appends
+                .push((entry.worker, entry.slot, error.clone()));
         }
         self.spare_buffers.push(group.buffer);
+    }
+
+    /// Overwrites `[durable, dirty_until)` with zeros (keeping the tail page's acknowledged
+    /// bytes) and syncs it, segment by segment. Blocking, on the IO thread: runs only after a
+    /// failed write or sync, with nothing in flight, before anything else is written. If the
+    /// disk refuses this too, `dirty_until` stays set and the next group's write covers the
+    /// extent instead (see `group::write_len`).
+    fn zero_failed_extent(&mut self) {
+        let page = PAGE_BYTES as u64;
+        let until = self.dirty_until;
+        if until <= self.durable {
+            return;
+        }
+        let mut position = self.durable - self.durable % page;
+        let mut buffer = AlignedBuf::zeroed(WRITE_CHUNK_BYTES);
+        while position < until {
+            let segment_start = self.segment_start(position);
+            let segment_end = segment_start + self.segment_size;
+            let end = until
+                .min(segment_end)
+                .next_multiple_of(page)
+                .min(segment_end);
+            let Some(segment) = self.segments.get(&segment_start) else {
+                position = segment_end;
+                continue;
+            };
+            let fd = segment.fd.as_raw_fd();
+            let result = (|| {
+                let mut at = position;
+                while at < end {
+                    let len = ((end - at) as usize).min(buffer.len());
+                    buffer[..len].fill(0);
+                    if at == self.durable - self.durable % page {
+                        // The tail page's bytes before `durable` are acknowledged records.
+                        buffer[..self.tail_page.len()].copy_from_slice(&self.tail_page);
+                    }
+                    layout::write_at(fd, &buffer[..len], at - segment_start)?;
+                    at += len as u64;
+                }
+                // SAFETY: plain syscall on a descriptor the segment owns.
+                if unsafe { libc::fdatasync(fd) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })();
+            if let Err(error) = result {
+                log::error!(
+                    "store: zeroing the failed WAL writes at {position}..{end} failed: {error}; \
+                     the next group's write covers them instead"
+                );
+                return;
+            }
+            self.stats
+                .wal_bytes_written
+                .fetch_add(end - position, Ordering::Relaxed);
+            position = segment_end;
+        }
+        self.dirty_until = 0;
     }
 
     pub(super) fn finish_group(&mut self, group: Group, write_len: usize) {
@@ -491,7 +585,7 @@ impl IoThread {
                     retention_changed = true;
                     Outcome::Deleted
                 }
-                RecordKind::Padding | RecordKind::PagePadding => continue,
+                RecordKind::Padding | RecordKind::PagePadding | RecordKind::GroupStart => continue,
             };
             self.complete(entry.worker, entry.slot, Ok(outcome));
         }

@@ -12,6 +12,10 @@
 //!   writes start only once the previous group's writes completed, so two writes of one page
 //!   are never in flight together, unless the previous group ended on a page boundary (a
 //!   page-padding record, added to groups of 32 KiB or more): then both are written at once.
+//! * Every group carrying records opens with a group start record, encoded at submission with
+//!   the durable (synced) position of that moment: recovery's evidence that damage below it is
+//!   corruption of acknowledged data, not a torn write. A failed group's extent is zeroed and
+//!   synced (blocking, failure path only) before its appends are answered.
 //! * Data syncs are decoupled from writes: whenever written groups wait at the front of the log
 //!   and no sync is in flight, one `fdatasync` per segment file concerned makes them durable,
 //!   while later writes go on. Groups retire in WAL order when a sync issued after their write
@@ -123,8 +127,11 @@ pub(crate) struct IoThread {
     sync_in_flight: Option<SyncInFlight>,
     /// Groups up to this sequence are durable.
     synced_through: Option<u64>,
-    /// A failed group's write may have reached the disk up to here; the next group zeroes it.
+    /// A failed group's write may have reached the disk up to here; it is zeroed before the
+    /// failed appends are answered (or, if that fails too, by the next group's write).
     dirty_until: WalPosition,
+    /// Appends of failed groups, answered once their extent is zeroed.
+    failed_appends: Vec<(usize, u32, Error)>,
     spare_buffers: Vec<AlignedBuf>,
     /// A group failed; the groups behind it fail as they complete, and nothing new is
     /// submitted until all are done.
@@ -207,6 +214,7 @@ impl IoThread {
             start: 0,
             end: 0,
             sealed: false,
+            opened: false,
             entries: Vec::new(),
         };
         let cache = BlockCache {
@@ -237,6 +245,7 @@ impl IoThread {
             sync_in_flight: None,
             synced_through: None,
             dirty_until: 0,
+            failed_appends: Vec::new(),
             spare_buffers: vec![AlignedBuf::zeroed(group_capacity)],
             failure: None,
             loads: Slab::new(),

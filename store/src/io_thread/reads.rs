@@ -188,6 +188,9 @@ impl IoThread {
                 .assemble(&pending.extents, &pending.blocks)
                 .map(Outcome::Read),
         };
+        if matches!(outcome, Err(Error::Corrupt { .. })) {
+            self.stats.corrupt_reads.fetch_add(1, Ordering::Relaxed);
+        }
         self.complete(pending.worker, pending.slot, outcome);
     }
 

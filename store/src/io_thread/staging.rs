@@ -32,6 +32,7 @@ impl IoThread {
         self.staging.start = position;
         self.staging.end = position;
         self.staging.sealed = false;
+        self.staging.opened = false;
         self.staging.entries.clear();
     }
 
@@ -72,6 +73,9 @@ impl IoThread {
         if self.staging.sealed {
             return Some(request);
         }
+        // The first record of a group comes after the group's start record.
+        let opening = !self.staging.opened;
+        let group_start_bytes = if opening { HEADER_BYTES as u64 } else { 0 };
         let position = self.staging.end;
         let segment_start = self.segment_start(position);
         if !self.segments.contains_key(&segment_start) {
@@ -87,7 +91,7 @@ impl IoThread {
         let length = record::record_length(payload.len());
         let fits = fit(
             position,
-            length,
+            group_start_bytes + length,
             kind == RecordKind::Append,
             segment_end,
             reserve_bytes(self.segment_size),
@@ -142,6 +146,12 @@ impl IoThread {
                 self.expected_next.remove(&range);
             }
         }
+        if opening {
+            debug_assert_eq!(self.staging.end, self.staging.start);
+            self.staging.opened = true;
+            self.staging.end += group_start_bytes;
+        }
+        let position = self.staging.end;
         let header = RecordHeader {
             kind,
             payload_len: payload.len() as u32,
