@@ -212,6 +212,10 @@ pub struct StoreGauges {
     /// Data syncs completed, and their time in all (submission to completion).
     pub data_syncs: u64,
     pub data_sync_micros: u64,
+    /// Damaged regions of acknowledged data recovery found at open (kept, never served).
+    pub damaged_regions: u64,
+    /// Reads refused because the data they asked for is damaged, since open.
+    pub corrupt_reads: u64,
 }
 
 /// Store gauges as last published by the thread that owns the store.
@@ -225,6 +229,8 @@ pub struct PublishedStoreGauges {
     group_write_micros: AtomicU64,
     data_syncs: AtomicU64,
     data_sync_micros: AtomicU64,
+    damaged_regions: AtomicU64,
+    corrupt_reads: AtomicU64,
 }
 
 impl PublishedStoreGauges {
@@ -244,6 +250,10 @@ impl PublishedStoreGauges {
         self.data_syncs.store(gauges.data_syncs, Ordering::Relaxed);
         self.data_sync_micros
             .store(gauges.data_sync_micros, Ordering::Relaxed);
+        self.damaged_regions
+            .store(gauges.damaged_regions, Ordering::Relaxed);
+        self.corrupt_reads
+            .store(gauges.corrupt_reads, Ordering::Relaxed);
     }
 
     pub fn load(&self) -> StoreGauges {
@@ -256,6 +266,8 @@ impl PublishedStoreGauges {
             group_write_micros: self.group_write_micros.load(Ordering::Relaxed),
             data_syncs: self.data_syncs.load(Ordering::Relaxed),
             data_sync_micros: self.data_sync_micros.load(Ordering::Relaxed),
+            damaged_regions: self.damaged_regions.load(Ordering::Relaxed),
+            corrupt_reads: self.corrupt_reads.load(Ordering::Relaxed),
         }
     }
 }
@@ -435,6 +447,11 @@ impl Registry {
                 store.wal_bytes_used,
             ),
             (
+                "es_wal_damaged_regions",
+                "Damaged regions of acknowledged WAL data found at start: kept on disk, never served.",
+                store.damaged_regions,
+            ),
+            (
                 "es_wal_bytes_capacity",
                 "WAL bytes in segment files.",
                 store.wal_bytes_capacity,
@@ -471,6 +488,11 @@ impl Registry {
                 "es_wal_data_syncs_total",
                 "WAL data syncs completed.",
                 store.data_syncs as f64,
+            ),
+            (
+                "es_wal_corrupt_reads_total",
+                "Reads refused because the WAL data they asked for is damaged.",
+                store.corrupt_reads as f64,
             ),
             (
                 "es_wal_data_sync_seconds_total",
@@ -533,6 +555,8 @@ mod tests {
             group_write_micros: 500_000,
             data_syncs: 3,
             data_sync_micros: 250_000,
+            damaged_regions: 1,
+            corrupt_reads: 2,
             ..StoreGauges::default()
         });
         assert_eq!(
@@ -552,6 +576,8 @@ mod tests {
         assert_eq!(line_value(&text, "es_mailbox_depth{worker=\"1\"}"), 7.0);
         assert_eq!(line_value(&text, "es_wal_bytes_used"), 4096.0);
         assert_eq!(line_value(&text, "es_wal_data_syncs_total"), 3.0);
+        assert_eq!(line_value(&text, "es_wal_damaged_regions"), 1.0);
+        assert_eq!(line_value(&text, "es_wal_corrupt_reads_total"), 2.0);
         assert_eq!(line_value(&text, "es_wal_data_sync_seconds_total"), 0.25);
         assert_eq!(line_value(&text, "es_wal_group_writes_total"), 5.0);
         assert_eq!(line_value(&text, "es_wal_group_write_seconds_total"), 0.5);

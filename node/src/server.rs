@@ -271,6 +271,8 @@ pub fn run(config: Config) -> Result<(), String> {
                     group_write_micros: stats.group_write_micros,
                     data_syncs: stats.data_syncs,
                     data_sync_micros: stats.data_sync_micros,
+                    damaged_regions: stats.damaged_regions,
+                    corrupt_reads: stats.corrupt_reads,
                 });
                 runtime::time::sleep(Duration::from_millis(100)).await;
             }
