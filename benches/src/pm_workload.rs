@@ -4,7 +4,8 @@
 //! for a data sync of its command log; many clients in flight let one sync carry many commands
 //! (group commit). To show how much, the run first measures the raw cost of one lone data sync
 //! on the PM's file system (64 bytes written + `fdatasync`, in a loop) and reports operations/s
-//! ÷ raw syncs/s: above 1 only because syncs are shared.
+//! ÷ raw syncs/s: above 1 only because syncs are shared. The baseline is measured again after
+//! the load, as the disk of a shared machine drifts.
 //!
 //! ```text
 //!  setup      each client creates its own stream (R/A of the mode); range-pairs raises its epoch
@@ -359,8 +360,11 @@ pub struct PmReport {
     pub requests: Vec<RequestLatency>,
     pub hiccup: LatencySummary,
     pub baseline: Option<SyncBaseline>,
-    /// operations/s ÷ raw syncs/s of the same run.
+    /// operations/s ÷ raw syncs/s of the same run (the baseline before the load).
     pub operations_per_raw_sync: Option<f64>,
+    /// The same baseline measured again after the load, and the ratio against it.
+    pub baseline_after: Option<SyncBaseline>,
+    pub operations_per_raw_sync_after: Option<f64>,
     pub target_operations_per_second: Option<f64>,
     pub target_met: Option<bool>,
     pub pm_side: Option<PmSide>,
@@ -429,23 +433,7 @@ impl Shared {
 /// Runs the whole benchmark: baseline, setup, warm-up, measurement. Prints progress lines.
 pub fn run(args: &PmArgs) -> Result<PmReport, String> {
     let plan = args.plan()?;
-    let baseline = match &args.baseline_dir {
-        Some(directory) => {
-            println!(
-                "raw data-sync baseline in {} ({:.1} s) ...",
-                directory.display(),
-                args.baseline_secs
-            );
-            let baseline = raw_sync_baseline(
-                directory,
-                Duration::from_secs_f64(args.baseline_secs.max(0.1)),
-            )
-            .map_err(|error| format!("raw sync baseline in {}: {error}", directory.display()))?;
-            print_baseline(&baseline);
-            Some(baseline)
-        }
-        None => None,
-    };
+    let baseline = measure_baseline(args, "before the load")?;
     let pm_pid = args.pm_pid.or_else(|| procstat::find_process("pm"));
     let cpus: Vec<Option<usize>> = if args.no_pin {
         vec![None; args.client_cpus.len().max(1)]
@@ -557,6 +545,8 @@ pub fn run(args: &PmArgs) -> Result<PmReport, String> {
         }
     }
     let hiccups = probe.stop();
+    // Again after the load: the disk's speed drifts on a shared machine; the two bracket it.
+    let baseline_after = measure_baseline(args, "after the load")?;
 
     let seconds = measured.as_secs_f64();
     let operations = shared.recorder.operations.load(Ordering::Relaxed);
@@ -600,6 +590,10 @@ pub fn run(args: &PmArgs) -> Result<PmReport, String> {
             .as_ref()
             .map(|baseline| operations_per_second / baseline.syncs_per_second.max(1e-9)),
         baseline,
+        operations_per_raw_sync_after: baseline_after
+            .as_ref()
+            .map(|baseline| operations_per_second / baseline.syncs_per_second.max(1e-9)),
+        baseline_after,
         target_operations_per_second: has_target.then_some(TARGET_OPERATIONS_PER_SECOND),
         target_met: has_target.then_some(operations_per_second >= TARGET_OPERATIONS_PER_SECOND),
         pm_side,
@@ -911,6 +905,25 @@ async fn seal_range(
     }
 }
 
+/// The raw sync baseline in `--baseline-dir`, if asked for.
+fn measure_baseline(args: &PmArgs, when: &str) -> Result<Option<SyncBaseline>, String> {
+    let Some(directory) = &args.baseline_dir else {
+        return Ok(None);
+    };
+    println!(
+        "raw data-sync baseline {when} in {} ({:.1} s) ...",
+        directory.display(),
+        args.baseline_secs
+    );
+    let baseline = raw_sync_baseline(
+        directory,
+        Duration::from_secs_f64(args.baseline_secs.max(0.1)),
+    )
+    .map_err(|error| format!("raw sync baseline in {}: {error}", directory.display()))?;
+    print_baseline(&baseline);
+    Ok(Some(baseline))
+}
+
 fn print_baseline(baseline: &SyncBaseline) {
     println!(
         "raw {} B write + fdatasync in {}: {} syncs in {:.2} s = {:.0} syncs/s",
@@ -952,6 +965,15 @@ pub fn print_report(report: &PmReport) {
             format_us(baseline.latency.p50_us)
         );
     }
+    if let (Some(baseline), Some(ratio)) =
+        (&report.baseline_after, report.operations_per_raw_sync_after)
+    {
+        println!(
+            "raw data syncs after the load: {:.0}/s, p50 {}; {unit}/s / raw syncs/s = {ratio:.2}",
+            baseline.syncs_per_second,
+            format_us(baseline.latency.p50_us)
+        );
+    }
     if let (Some(target), Some(met)) = (report.target_operations_per_second, report.target_met) {
         println!(
             "target >= {target:.0} op/s: {}",
@@ -981,6 +1003,9 @@ pub fn print_report(report: &PmReport) {
     println!("{}", latency_row("hiccup (machine stall)", &report.hiccup));
     if let Some(baseline) = &report.baseline {
         println!("{}", latency_row("raw write+sync", &baseline.latency));
+    }
+    if let Some(baseline) = &report.baseline_after {
+        println!("{}", latency_row("raw write+sync after", &baseline.latency));
     }
     for (name, usage) in [("es-bench", &report.client), ("pm", &report.pm)] {
         match usage {
