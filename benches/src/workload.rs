@@ -95,7 +95,8 @@ impl Recorder {
         }
     }
 
-    fn record(&self, latency: Duration, payload_bytes: usize) {
+    /// Counts one answered request, if measuring.
+    pub fn record(&self, latency: Duration, payload_bytes: usize) {
         if !self.measuring.load(Ordering::Relaxed) {
             return;
         }
@@ -111,7 +112,8 @@ impl Recorder {
         }
     }
 
-    fn error(&self, message: String) {
+    /// Counts one failed request; the first failure's message is kept.
+    pub fn error(&self, message: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut first) = self.first_error.lock() {
             first.get_or_insert(message);
@@ -119,7 +121,7 @@ impl Recorder {
     }
 
     /// Takes a ticket to send one more request; false once the run is over.
-    fn take_ticket(&self) -> bool {
+    pub fn take_ticket(&self) -> bool {
         if self.stop.load(Ordering::Relaxed) {
             return false;
         }

@@ -5,6 +5,9 @@
 //! fdatasync per group, without any server. Reports end-to-end latency (HDR histograms, p50 and
 //! p90 first), throughput, a hiccup probe measuring the machine's own stalls, the node's
 //! per-stage latency from its Prometheus metrics, CPU and RSS of both processes.
+//!
+//! `pm` drives a placement manager instead: durable operations per second next to the cost of
+//! one lone data sync measured in the same run (`benches::pm_workload`).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -15,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use benches::hiccup::HiccupProbe;
 use benches::metrics::{self, Scrape, StageLatency};
+use benches::pm_workload::{self, PmArgs};
 use benches::procstat::{self, ProcessSample, ProcessUsage};
 use benches::raw_disk::{self, RawDiskOptions};
 use benches::report::{format_rate, format_us, latency_header, latency_row, LatencySummary};
@@ -28,7 +32,7 @@ use wire::StreamId;
 #[command(
     name = "es-bench",
     version,
-    about = "Load generator for ElasticStream data nodes"
+    about = "Load generator for ElasticStream data nodes and the placement manager"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -105,6 +109,10 @@ enum Workload {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Durable placement-manager operations against a running `pm` (CREATE_STREAM,
+    /// UPDATE_STREAM epoch raises, or CREATE_RANGE + SEAL_RANGE pairs), next to the raw cost of
+    /// one data sync measured first in the same run.
+    Pm(PmArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -224,6 +232,20 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.workload {
+        Workload::Pm(args) => {
+            let report = pm_workload::run(&args)?;
+            pm_workload::print_report(&report);
+            if let Some(path) = &args.json {
+                write_json(path, &report)?;
+            }
+            if report.errors > 0 && report.operations == 0 {
+                return Err(format!(
+                    "no operation succeeded: {}",
+                    report.first_error.unwrap_or_default()
+                ));
+            }
+            Ok(())
+        }
         Workload::RawDisk {
             dir,
             block_bytes,
