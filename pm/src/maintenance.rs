@@ -11,8 +11,9 @@
 //!   ranges already hold `retention-bytes`, is trimmed (a TrimStream command, as if an operator
 //!   had asked), and its data nodes are told.
 //! * **Purge** a deleted stream once no live node reported one of its ranges in this round.
-//! * **Snapshot** the state once `storage.snapshot-every-commands` commands were logged since
-//!   the last one and the log is idle; the log then drops the segments the snapshot covers.
+//! * **Snapshot** the state once `storage.snapshot-every-commands` commands (and at least as
+//!   many as the state has records) were logged since the last one and the log is idle; the log
+//!   then drops the segments the snapshot covers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -188,7 +189,20 @@ async fn purge_deleted(pm: &Rc<Pm>, held: &BTreeSet<StreamId>) {
 
 /// Writes a snapshot once enough commands were logged and nothing is waiting for the disk.
 pub async fn snapshot_if_due(pm: &Rc<Pm>) {
-    if pm.commands_since_snapshot.get() < pm.config.storage.snapshot_every_commands {
+    // At least as many commands as the state has records: encoding a snapshot costs a pass over
+    // the state on this thread, so a large state is snapshotted less often and the cost per
+    // command stays bounded.
+    let records = {
+        let state = pm.state.borrow();
+        state.nodes().count() as u64
+            + state
+                .list_streams(ids::StreamId(0), usize::MAX)
+                .iter()
+                .map(|stream| 1 + state.ranges_of(stream.id).count() as u64)
+                .sum::<u64>()
+    };
+    let due = pm.config.storage.snapshot_every_commands.max(records);
+    if pm.commands_since_snapshot.get() < due {
         return;
     }
     let index = pm.last_appended();
