@@ -64,6 +64,9 @@ pub struct Member {
     addresses: Vec<SocketAddr>,
     advertised: String,
     data_directory: PathBuf,
+    /// `pm.heartbeat-interval-ms`; a placement manager that asks for more frequent heartbeats
+    /// (in its HEARTBEAT answer) gets them.
+    configured_interval: Duration,
     interval: Duration,
     registry: Registry,
     connections: Vec<Option<Connection>>,
@@ -86,6 +89,7 @@ impl Member {
             addresses,
             advertised: config.advertised_address(),
             data_directory: config.store.path.clone(),
+            configured_interval: Duration::from_millis(config.pm.heartbeat_interval_ms),
             interval: Duration::from_millis(config.pm.heartbeat_interval_ms),
             registry,
         })
@@ -132,7 +136,11 @@ impl Member {
             for slot in 0..self.addresses.len() {
                 let request = self.heartbeat_request(node, NodeState::ReadWrite);
                 match self.call::<_, HeartbeatResponse>(slot, &request).await {
-                    Ok(_) => {
+                    Ok(answer) => {
+                        let wanted = Duration::from_millis(u64::from(answer.heartbeat_interval_ms));
+                        self.interval = self
+                            .configured_interval
+                            .min(wanted.max(Duration::from_millis(10)));
                         if warned[slot] {
                             log::info!(
                                 "the placement manager at {} answers heartbeats again",

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use ids::{NodeId, RangeKey, StreamId};
 use wire::msg::{DeleteRangeRequest, TrimRangeRequest};
+use wire::ErrorCode;
 
+use crate::data_nodes::NodeFailure;
 use crate::service::{now_ms, Pm};
 use crate::state::{Command, Outcome};
 
@@ -123,8 +125,17 @@ async fn reconcile(pm: &Rc<Pm>) -> BTreeSet<StreamId> {
                     range_index: key.range_index,
                     offset: start,
                 };
-                if let Err(failure) = pm.data_nodes.trim_range(&address, &request).await {
-                    log::warn!("reconcile: trimming replica {key} on node {node}: {failure}");
+                match pm.data_nodes.trim_range(&address, &request).await {
+                    Ok(()) => {}
+                    // The replica holds less than the trim point (it lags, or the range was
+                    // sealed past what it holds): nothing of it below the point to drop.
+                    Err(NodeFailure::Refused {
+                        code: ErrorCode::OffsetOutOfRange,
+                        ..
+                    }) => log::debug!("reconcile: replica {key} on node {node} ends below {start}"),
+                    Err(failure) => {
+                        log::warn!("reconcile: trimming replica {key} on node {node}: {failure}")
+                    }
                 }
             }
         }
