@@ -89,6 +89,29 @@ fn the_shipped_data_node_config_is_a_working_one_node_cluster() {
         })
         .expect("the data node found free ports within 5 attempts");
 
+    // What a user of the one-command start types first.
+    let created = std::process::Command::new(support::es_binary())
+        .args([
+            "--pm",
+            &pm_address,
+            "stream",
+            "create",
+            "--replica",
+            "1",
+            "--ack",
+            "1",
+        ])
+        .output()
+        .expect("es runs");
+    let printed = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    assert!(
+        created.status.success() && printed.parse::<u64>().is_ok(),
+        "`es stream create` against the embedded placement manager prints the new stream id; \
+         found status {}, stdout {printed:?}, stderr {:?}",
+        created.status,
+        String::from_utf8_lossy(&created.stderr)
+    );
+
     let mut pm = Client::connect(&pm_address);
     let stream = pm.create_stream(1, 1);
     let node = wait_for(

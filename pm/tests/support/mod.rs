@@ -75,6 +75,20 @@ pub fn data_node_binary() -> PathBuf {
     path
 }
 
+/// The `es` binary in the same target directory as `pm` (built by `cargo test --workspace`).
+pub fn es_binary() -> PathBuf {
+    let pm = pm_binary();
+    let directory = pm.parent().expect("the pm binary has a directory");
+    let path = directory.join(format!("es{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{} does not exist: build it first with `cargo build -p client --bin es` (same profile), \
+         or run `cargo test --workspace`.",
+        path.display()
+    );
+    path
+}
+
 /// Polls `condition` every 50 ms until it returns `Ok` or `timeout` passes; panics then with
 /// `what` and the description of the last state it saw (the `Err`).
 pub fn wait_for<T>(
