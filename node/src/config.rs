@@ -26,6 +26,26 @@ pub struct Config {
     pub pm: PmSection,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    pub catalog: CatalogSection,
+}
+
+/// `catalog`: the ranges this node holds (the range catalog, `catalog/mod.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct CatalogSection {
+    /// Ranges the node holds at most; a CREATE_RANGE beyond is refused with `STORAGE_FULL`.
+    pub max_ranges: usize,
+}
+
+/// Largest `catalog.max-ranges` accepted.
+pub const MAX_MAX_RANGES: usize = 10_000_000;
+
+impl Default for CatalogSection {
+    fn default() -> Self {
+        CatalogSection {
+            max_ranges: 100_000,
+        }
+    }
 }
 
 /// `pm`: the placement manager this node joins, and the one it may run itself.
@@ -343,6 +363,13 @@ impl Config {
             problems.push(format!(
                 "log.level: expected one of error, warn, info, debug, trace, off, found {:?}",
                 self.log.level
+            ));
+        }
+        // `catalog` section.
+        if !(1..=MAX_MAX_RANGES).contains(&self.catalog.max_ranges) {
+            problems.push(format!(
+                "catalog.max-ranges: expected 1..={MAX_MAX_RANGES}, found {}",
+                self.catalog.max_ranges
             ));
         }
         if problems.is_empty() {
@@ -701,7 +728,7 @@ mod tests {
             })
             .map(|token| token.trim_end_matches('.'))
             .filter(|token| {
-                ["server.", "store.", "metrics.", "log."]
+                ["server.", "store.", "metrics.", "log.", "catalog."]
                     .iter()
                     .any(|section| token.starts_with(section))
             })
@@ -746,6 +773,7 @@ mod tests {
             "store:\n  uring:\n    sqpoll-cpu: 0\n",
             "metrics:\n  addr: x\n",
             "log:\n  level: loud\n",
+            "catalog:\n  max-ranges: 0\n",
         ];
         for text in node_cases {
             let config = Config::parse(text, "test").unwrap();

@@ -6,11 +6,16 @@
 //!   `serve` crate's connections call.
 //! * `dispatch`: which worker answers a request; `handler::<operation>`: what each request does,
 //!   answered as a `serve::Reply`; `range`: the per-range state machine.
-//! * `storage`: the worker's handle on the store; `ranges_file`: which ranges exist, on disk.
+//! * `storage`: the worker's handle on the store; `catalog`: which ranges exist and their
+//!   saved state, in one group-committed log written by a thread of its own; `ranges_file`: the
+//!   64-byte range record and the old one-file-per-range layout it migrates from.
+//! * `fault`: test-only fault injection (cargo feature `fault-injection`).
 //! * `metrics`: counters and histograms, rendered for `serve`'s Prometheus endpoint.
 
+pub mod catalog;
 pub mod config;
 pub mod dispatch;
+pub mod fault;
 pub mod handler;
 pub mod membership;
 pub mod metrics;

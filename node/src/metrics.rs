@@ -278,6 +278,8 @@ pub struct Registry {
     workers: Arc<Vec<Arc<WorkerMetrics>>>,
     /// Store gauges, published periodically by the owner of the store.
     pub store: Arc<PublishedStoreGauges>,
+    /// The range catalog thread's counters, which it updates itself.
+    pub catalog: Arc<crate::catalog::CatalogStats>,
 }
 
 impl Registry {
@@ -289,6 +291,7 @@ impl Registry {
                     .collect(),
             ),
             store: Arc::new(PublishedStoreGauges::default()),
+            catalog: Arc::default(),
         }
     }
 
@@ -498,6 +501,21 @@ impl Registry {
                 "es_wal_data_sync_seconds_total",
                 "Time WAL data syncs took, submission to completion, summed.",
                 store.data_sync_micros as f64 / 1e6,
+            ),
+            (
+                "es_catalog_changes_total",
+                "Range catalog changes (creates, seals, epoch raises, trims, deletes) made durable.",
+                self.catalog.changes.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "es_catalog_syncs_total",
+                "Range catalog group writes, each made durable by one fdatasync.",
+                self.catalog.syncs.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "es_catalog_compactions_total",
+                "Range catalog log rewrites to its live records.",
+                self.catalog.compactions.load(Ordering::Relaxed) as f64,
             ),
         ];
         for (name, help, value) in counters {

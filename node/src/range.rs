@@ -22,6 +22,25 @@
 //! Epochs fence writers: an APPEND or SEAL with an epoch below the range's is refused; a higher
 //! epoch is adopted, fencing the older writer on this node too.
 //!
+//! **Durable before effective.** A change a client could rely on (a raised epoch, a seal) is
+//! saved in the range catalog before this state shows it, so the saved state is never behind
+//! what any client observed. The scheme is "pending, everyone waits":
+//!
+//! ```text
+//!   begin_epoch_raise(e) / seal(..) → Save      pending = Some(..): the change is being saved
+//!     while pending: every APPEND and SEAL of the range, of any epoch, gets Wait
+//!   save succeeded → commit_raise / commit_seal   the change takes effect, pending = None
+//!   save failed    → abort_raise / abort_seal     the range is exactly as before, pending = None
+//! ```
+//!
+//! One change is pending at a time, so saves of one range never race each other, and the
+//! saved epoch is always ≥ the in-memory epoch. Appends already in flight finish normally while
+//! a raise is pending (they were admitted under the old epoch, which they carry). A seal first
+//! *drains*: it holds new appends (they wait, they are not refused: the seal is not visible
+//! yet) until the appends in flight settle, then becomes pending with its end. A seal whose end
+//! is below what readers may already have seen (the confirmed offset, counting appends in
+//! flight) is refused up front, so a drain never ends in a refusal.
+//!
 //! A trim (retention, TRIM_RANGE) raises `start`, never above what this node holds (the durable
 //! end, or the end once sealed), and raises `confirmed` with it so `start ≤ confirmed` holds.
 
@@ -44,6 +63,32 @@ pub enum AppendRejection {
     Gap { next: Offset },
     /// The batch lies below the range's start or is empty/overflowing.
     OutOfRange { start: Offset },
+    /// A seal or an epoch raise of the range is being saved (or a seal is draining): wait for
+    /// the range's change notification and try again.
+    Wait,
+    /// The request's epoch is above the range's: the raise must be saved first
+    /// ([`RangeState::begin_epoch_raise`]).
+    EpochNotSaved { epoch: Epoch },
+}
+
+/// Result of [`RangeState::begin_epoch_raise`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaiseStep {
+    /// No raise: the epoch is not above the range's, or the range is sealed (an APPEND to it
+    /// is refused anyway). Go on with [`RangeState::try_append`].
+    NotNeeded,
+    /// Another change of the range is being saved: wait and try again.
+    Wait,
+    /// The raise to `epoch` is now pending: save the range with it, then call
+    /// [`RangeState::commit_raise`] or [`RangeState::abort_raise`].
+    Save { epoch: Epoch },
+}
+
+/// A change being saved, not yet in effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    Raise { epoch: Epoch },
+    Seal { epoch: Epoch, end: Offset },
 }
 
 /// Result of [`RangeState::complete_append`].
@@ -62,11 +107,19 @@ pub enum Completion {
 pub enum SealOutcome {
     /// Sealed; this is the range's end.
     Sealed { end: Offset },
-    /// Sealed for appends, but appends are still in flight; the end is known once
+    /// New appends are held, but appends are still in flight; the end is known once
     /// [`RangeState::in_flight_is_empty`] (call [`RangeState::seal`] again then).
     Draining,
     /// The request's epoch is older than the range's.
     StaleEpoch { current: Epoch },
+    /// The requested end is below what readers may have seen (`confirmed`, counting the
+    /// appends in flight): sealing there would take back readable records.
+    BelowConfirmed { confirmed: Offset },
+    /// Another change of the range is being saved: wait and try again.
+    Wait,
+    /// The seal at `end` with `epoch` is pending: save the range sealed so, then call
+    /// [`RangeState::commit_seal`] or [`RangeState::abort_seal`].
+    Save { epoch: Epoch, end: Offset },
 }
 
 /// Result of [`RangeState::trim`].
@@ -79,6 +132,8 @@ pub enum TrimOutcome {
     /// The offset is above what this node holds for the range (`limit`: its durable end, or its
     /// end once sealed); a replica cannot drop data it does not have.
     BeyondHeld { limit: Offset },
+    /// A raise or seal of the range is being saved: wait and try again.
+    Wait,
 }
 
 /// One range as this node knows it.
@@ -92,8 +147,11 @@ pub struct RangeState {
     writer_confirmed: Offset,
     /// `Some(end)` once sealed with a known end.
     end: Option<Offset>,
-    /// Set by `seal` while appends are still in flight; no append is accepted.
+    /// Set by `seal` while appends are still in flight and while the seal is saved; new appends
+    /// wait.
     sealing: bool,
+    /// A raise or seal being saved; see the module header.
+    pending: Option<Pending>,
     /// The in-flight batches, in offset order, with whether each finished.
     in_flight: VecDeque<InFlight>,
     /// Source of [`AppendTicket`]s, so a completion of a dropped batch is never mistaken for a
@@ -124,6 +182,7 @@ impl RangeState {
             writer_confirmed: start,
             end: None,
             sealing: false,
+            pending: None,
             in_flight: VecDeque::new(),
             next_ticket: 0,
         }
@@ -174,8 +233,14 @@ impl RangeState {
     pub fn end(&self) -> Option<Offset> {
         self.end
     }
+    /// Sealed, with its end saved.
     pub fn is_sealed(&self) -> bool {
-        self.end.is_some() || self.sealing
+        self.end.is_some()
+    }
+    /// Whether a raise or a seal is being saved (the range's record must not be saved by anyone
+    /// else meanwhile: wait for the change notification).
+    pub fn has_pending_change(&self) -> bool {
+        self.pending.is_some()
     }
     pub fn in_flight_is_empty(&self) -> bool {
         self.in_flight.is_empty()
@@ -190,16 +255,19 @@ impl RangeState {
         base: Offset,
         count: u32,
     ) -> Result<AppendTicket, AppendRejection> {
+        if self.pending.is_some() || self.sealing {
+            return Err(AppendRejection::Wait);
+        }
         if let Some(end) = self.end {
             return Err(AppendRejection::Sealed { end });
-        }
-        if self.sealing {
-            return Err(AppendRejection::Sealed { end: self.next });
         }
         if epoch < self.epoch {
             return Err(AppendRejection::StaleEpoch {
                 current: self.epoch,
             });
+        }
+        if epoch > self.epoch {
+            return Err(AppendRejection::EpochNotSaved { epoch });
         }
         let Some(batch_end) = base.checked_add(u64::from(count)) else {
             return Err(AppendRejection::OutOfRange { start: self.start });
@@ -219,7 +287,7 @@ impl RangeState {
         if base > self.next {
             return Err(AppendRejection::Gap { next: self.next });
         }
-        self.epoch = epoch;
+        debug_assert_eq!(epoch, self.epoch);
         let ticket = AppendTicket(self.next_ticket);
         self.next_ticket += 1;
         self.in_flight.push_back(InFlight {
@@ -231,6 +299,37 @@ impl RangeState {
         self.next = batch_end;
         debug_assert!(self.durable_end <= self.next);
         Ok(ticket)
+    }
+
+    /// Starts raising the range's epoch to `epoch` for an APPEND (a SEAL raises it with the
+    /// seal). While the raise is pending, every APPEND and SEAL of the range waits.
+    pub fn begin_epoch_raise(&mut self, epoch: Epoch) -> RaiseStep {
+        if self.pending.is_some() || self.sealing {
+            return RaiseStep::Wait;
+        }
+        if self.end.is_some() || epoch <= self.epoch {
+            return RaiseStep::NotNeeded;
+        }
+        self.pending = Some(Pending::Raise { epoch });
+        RaiseStep::Save { epoch }
+    }
+
+    /// The raise to `epoch` is saved: it takes effect. False (nothing changes) if that raise
+    /// is not the pending change: the range was deleted and created again meanwhile.
+    pub fn commit_raise(&mut self, epoch: Epoch) -> bool {
+        if self.pending != Some(Pending::Raise { epoch }) {
+            return false;
+        }
+        self.pending = None;
+        self.epoch = self.epoch.max(epoch);
+        true
+    }
+
+    /// The raise to `epoch` could not be saved: the range is as it was before.
+    pub fn abort_raise(&mut self, epoch: Epoch) {
+        if self.pending == Some(Pending::Raise { epoch }) {
+            self.pending = None;
+        }
     }
 
     /// Records the writer's confirmed offset piggybacked on a request. Lower values are ignored.
@@ -303,8 +402,12 @@ impl RangeState {
 
     /// Seals the range for a writer at `epoch`. With `requested_end` (the end the writer settled
     /// on from the replicas) the range ends there; without it, at this node's end once in-flight
-    /// appends settle. Sealing again returns the same end.
+    /// appends settle. Sealing a sealed range returns its end and changes nothing. The seal
+    /// takes effect only with [`RangeState::commit_seal`], after `Save`.
     pub fn seal(&mut self, epoch: Epoch, requested_end: Option<Offset>) -> SealOutcome {
+        if self.pending.is_some() {
+            return SealOutcome::Wait;
+        }
         if epoch < self.epoch {
             return SealOutcome::StaleEpoch {
                 current: self.epoch,
@@ -313,20 +416,58 @@ impl RangeState {
         if let Some(end) = self.end {
             return SealOutcome::Sealed { end };
         }
-        self.epoch = epoch;
+        // What readers may have seen by the time the appends in flight settle.
+        let confirmed_bound = self.writer_confirmed.min(self.next);
+        if let Some(requested) = requested_end {
+            if requested < confirmed_bound {
+                return SealOutcome::BelowConfirmed {
+                    confirmed: confirmed_bound,
+                };
+            }
+        }
         self.sealing = true;
         if !self.in_flight.is_empty() {
             return SealOutcome::Draining;
         }
         let end = requested_end.unwrap_or(self.durable_end).max(self.start);
-        self.end = Some(end);
+        let epoch = epoch.max(self.epoch);
+        self.pending = Some(Pending::Seal { epoch, end });
+        SealOutcome::Save { epoch, end }
+    }
+
+    /// The seal at `end` with `epoch` is saved: the range is sealed so. False (nothing changes)
+    /// if that seal is not the pending change: the range was deleted and created again
+    /// meanwhile.
+    pub fn commit_seal(&mut self, epoch: Epoch, end: Offset) -> bool {
+        if self.pending != Some(Pending::Seal { epoch, end }) {
+            return false;
+        }
+        assert!(
+            self.in_flight.is_empty(),
+            "a seal commits only once drained"
+        );
+        self.pending = None;
         self.sealing = false;
-        SealOutcome::Sealed { end }
+        self.epoch = epoch;
+        self.end = Some(end);
+        true
+    }
+
+    /// The seal at `end` with `epoch` could not be saved: the range is as it was before the
+    /// seal, open, appends no longer held.
+    pub fn abort_seal(&mut self, epoch: Epoch, end: Offset) {
+        if self.pending == Some(Pending::Seal { epoch, end }) {
+            self.pending = None;
+            self.sealing = false;
+        }
     }
 
     /// Moves the start up to `offset` (the caller drops the stored batches below it). Appends
     /// in flight are all at or above the durable end, so they are unaffected.
     pub fn trim(&mut self, offset: Offset) -> TrimOutcome {
+        if self.pending.is_some() {
+            return TrimOutcome::Wait;
+        }
         if offset <= self.start {
             return TrimOutcome::Unchanged;
         }
@@ -385,6 +526,17 @@ pub enum FetchBounds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Seals and, when the seal is to be saved, saves it successfully.
+    fn seal_saved(range: &mut RangeState, epoch: Epoch, end: Option<Offset>) -> SealOutcome {
+        match range.seal(epoch, end) {
+            SealOutcome::Save { epoch, end } => {
+                assert!(range.commit_seal(epoch, end));
+                SealOutcome::Sealed { end }
+            }
+            other => other,
+        }
+    }
 
     #[test]
     fn append_in_order_becomes_durable_and_confirmed() {
@@ -484,8 +636,31 @@ mod tests {
             range.try_append(Epoch(4), Offset(0), 1),
             Err(AppendRejection::StaleEpoch { current: Epoch(5) })
         );
-        range.try_append(Epoch(6), Offset(0), 1).unwrap();
+        assert_eq!(
+            range.try_append(Epoch(6), Offset(0), 1),
+            Err(AppendRejection::EpochNotSaved { epoch: Epoch(6) }),
+            "a raise is never adopted without being saved"
+        );
+        assert_eq!(
+            range.begin_epoch_raise(Epoch(6)),
+            RaiseStep::Save { epoch: Epoch(6) }
+        );
+        assert_eq!(range.epoch(), Epoch(5), "not in effect before the save");
+        assert_eq!(
+            range.try_append(Epoch(5), Offset(0), 1),
+            Err(AppendRejection::Wait),
+            "both epochs wait while the raise is pending"
+        );
+        assert_eq!(range.begin_epoch_raise(Epoch(7)), RaiseStep::Wait);
+        assert_eq!(range.seal(Epoch(6), None), SealOutcome::Wait);
+        assert!(
+            !range.commit_raise(Epoch(7)),
+            "only the pending raise commits"
+        );
+        assert!(range.commit_raise(Epoch(6)));
         assert_eq!(range.epoch(), Epoch(6));
+        assert_eq!(range.begin_epoch_raise(Epoch(6)), RaiseStep::NotNeeded);
+        range.try_append(Epoch(6), Offset(0), 1).unwrap();
         assert_eq!(
             range.try_append(Epoch(5), Offset(1), 1),
             Err(AppendRejection::StaleEpoch { current: Epoch(6) })
@@ -502,16 +677,23 @@ mod tests {
         let mut range = RangeState::new(Epoch(1), Offset(0));
         let ticket = range.try_append(Epoch(1), Offset(0), 4).unwrap();
         assert_eq!(range.seal(Epoch(1), None), SealOutcome::Draining);
-        assert!(range.is_sealed());
+        assert!(!range.is_sealed(), "not visible before it is saved");
         assert_eq!(
             range.try_append(Epoch(1), Offset(4), 1),
-            Err(AppendRejection::Sealed { end: Offset(4) })
+            Err(AppendRejection::Wait),
+            "new appends wait while the seal drains"
         );
         range.complete_append(ticket);
         assert_eq!(
             range.seal(Epoch(1), None),
-            SealOutcome::Sealed { end: Offset(4) }
+            SealOutcome::Save {
+                epoch: Epoch(1),
+                end: Offset(4)
+            }
         );
+        assert_eq!(range.end(), None);
+        assert_eq!(range.fetch_limit(), Offset(0), "readers do not see it yet");
+        assert!(range.commit_seal(Epoch(1), Offset(4)));
         assert_eq!(range.end(), Some(Offset(4)));
         assert_eq!(
             range.seal(Epoch(1), None),
@@ -531,7 +713,7 @@ mod tests {
         range.complete_append(ticket);
         assert_eq!(range.classify_fetch(Offset(0)), FetchBounds::Wait);
         assert_eq!(
-            range.seal(Epoch(1), None),
+            seal_saved(&mut range, Epoch(1), None),
             SealOutcome::Sealed { end: Offset(4) }
         );
         assert_eq!(
@@ -552,9 +734,10 @@ mod tests {
         range.complete_append(first);
         range.complete_append(second);
         assert_eq!(
-            range.seal(Epoch(2), Some(Offset(4))),
+            seal_saved(&mut range, Epoch(2), Some(Offset(4))),
             SealOutcome::Sealed { end: Offset(4) }
         );
+        assert_eq!(range.epoch(), Epoch(2), "the seal raised the epoch");
         assert_eq!(range.fetch_limit(), Offset(4));
         assert_eq!(
             range.classify_fetch(Offset(4)),
@@ -562,7 +745,7 @@ mod tests {
         );
         // A lagging replica sealed past its durable end serves what it has and waits for the rest.
         let mut lagging = RangeState::new(Epoch(1), Offset(0));
-        lagging.seal(Epoch(1), Some(Offset(10)));
+        seal_saved(&mut lagging, Epoch(1), Some(Offset(10)));
         assert_eq!(lagging.classify_fetch(Offset(0)), FetchBounds::Wait);
     }
 
@@ -626,7 +809,7 @@ mod tests {
         let mut sealed = RangeState::new(Epoch(1), Offset(0));
         let ticket = sealed.try_append(Epoch(1), Offset(0), 10).unwrap();
         sealed.complete_append(ticket);
-        sealed.seal(Epoch(1), Some(Offset(8)));
+        seal_saved(&mut sealed, Epoch(1), Some(Offset(8)));
         assert_eq!(
             sealed.trim(Offset(9)),
             TrimOutcome::BeyondHeld { limit: Offset(8) }
@@ -662,5 +845,72 @@ mod tests {
         let sealed =
             RangeState::recovered(Epoch(3), Offset(0), Offset(42), Some(Offset(42)), Offset(0));
         assert_eq!(sealed.fetch_limit(), Offset(42));
+    }
+
+    #[test]
+    fn a_failed_seal_save_leaves_the_range_as_before() {
+        let mut range = RangeState::new(Epoch(1), Offset(0));
+        let ticket = range.try_append(Epoch(1), Offset(0), 4).unwrap();
+        range.complete_append(ticket);
+        range.report_confirmed(Offset(4));
+        let before = range.clone();
+        assert_eq!(
+            range.seal(Epoch(3), None),
+            SealOutcome::Save {
+                epoch: Epoch(3),
+                end: Offset(4)
+            }
+        );
+        assert_eq!(range.trim(Offset(2)), TrimOutcome::Wait);
+        range.abort_seal(Epoch(3), Offset(4));
+        assert_eq!(range, before, "exactly as before the seal");
+        range.try_append(Epoch(1), Offset(4), 1).unwrap();
+    }
+
+    #[test]
+    fn a_failed_raise_save_leaves_the_epoch_unchanged() {
+        let mut range = RangeState::new(Epoch(1), Offset(0));
+        let before = range.clone();
+        assert_eq!(
+            range.begin_epoch_raise(Epoch(2)),
+            RaiseStep::Save { epoch: Epoch(2) }
+        );
+        range.abort_raise(Epoch(2));
+        assert_eq!(range, before);
+        range.try_append(Epoch(1), Offset(0), 1).unwrap();
+    }
+
+    #[test]
+    fn seal_below_what_readers_may_have_seen_is_refused() {
+        let mut range = RangeState::new(Epoch(1), Offset(0));
+        let first = range.try_append(Epoch(1), Offset(0), 4).unwrap();
+        range.complete_append(first);
+        range.report_confirmed(Offset(6));
+        let in_flight = range.try_append(Epoch(1), Offset(4), 4).unwrap();
+        // Confirmed is 4 now, and becomes 6 once the batch in flight is durable.
+        assert_eq!(
+            range.seal(Epoch(1), Some(Offset(5))),
+            SealOutcome::BelowConfirmed {
+                confirmed: Offset(6)
+            }
+        );
+        assert!(range.in_flight_is_empty() || range.is_pending(in_flight));
+        assert_eq!(range.seal(Epoch(1), Some(Offset(6))), SealOutcome::Draining);
+        range.complete_append(in_flight);
+        assert_eq!(
+            seal_saved(&mut range, Epoch(1), Some(Offset(6))),
+            SealOutcome::Sealed { end: Offset(6) }
+        );
+    }
+
+    #[test]
+    fn a_sealed_range_is_not_raised_by_an_append() {
+        let mut range = RangeState::new(Epoch(1), Offset(0));
+        seal_saved(&mut range, Epoch(1), None);
+        assert_eq!(range.begin_epoch_raise(Epoch(2)), RaiseStep::NotNeeded);
+        assert_eq!(
+            range.try_append(Epoch(2), Offset(0), 1),
+            Err(AppendRejection::Sealed { end: Offset(0) })
+        );
     }
 }

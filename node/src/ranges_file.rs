@@ -1,16 +1,15 @@
-//! The node's list of ranges, kept on disk so ranges survive a restart.
+//! The record of one range as the node keeps it (what the WAL cannot tell: that a range exists,
+//! even empty, its start, its epoch, whether it is sealed and where, R and A, and the confirmed
+//! offset as of the last clean shutdown), its 64-byte encoding, and the *old* layout that kept
+//! one file per range.
 //!
-//! One small file per range under `<data-dir>/ranges/`, named `<stream>-<index>.range`. The
-//! WAL holds the batches; these files hold what the WAL cannot tell: that a range exists (even
-//! empty), its start, its epoch, whether it is sealed and where, and the confirmed offset as of
-//! the last clean shutdown (so readers of an open range need not wait for the writer's next
-//! report after a restart). A change rewrites the file
-//! atomically with `runtime::fs::write_file_durably`: write `<name>.tmp`, fsync it, rename over
-//! the old file, fsync the directory. A crash leaves either the old or the new file, never a mix; a leftover `.tmp` is deleted at
-//! start. Every file carries a CRC32C, so a damaged file stops the node with its name instead of
-//! resurrecting a wrong range.
+//! The records now live in the range catalog's log (`catalog/`), which uses the encoding below
+//! for each of its entries. Data directories written by earlier versions hold one file per
+//! range under `<data-dir>/ranges/`, named `<stream>-<index>.range`, each written with
+//! `runtime::fs::write_file_durably`; [`LegacyRangeFiles`] reads them once at start so the
+//! catalog can migrate them (see `catalog/mod.rs`).
 //!
-//! Layout (little endian, 64 bytes):
+//! Encoding (little endian, 64 bytes):
 //!
 //! | bytes | field |
 //! |---|---|
@@ -27,10 +26,9 @@
 //! | 52..60 | confirmed offset (the start when unknown) |
 //! | 60..64 | CRC32C of bytes 0..60 |
 //!
-//! Bytes 41..43 were zero before ranges carried R and A, so older files read back as "unknown".
-//! A deleted range's file is removed and the directory synced before DELETE_RANGE is answered.
-//!
-//! Files are per range so that workers, each owning its ranges, never write the same file.
+//! Bytes 41..43 were zero before ranges carried R and A, so older records read back as
+//! "unknown". Every record carries a CRC32C, so a damaged one stops the node with its place
+//! instead of resurrecting a wrong range.
 
 use std::fmt;
 use std::fs;
@@ -40,7 +38,9 @@ use std::path::{Path, PathBuf};
 use ids::{Epoch, Offset, RangeIndex, RangeKey, StreamId};
 
 const MAGIC: &[u8; 8] = b"ESRANGE2";
-const FILE_SIZE: usize = 64;
+/// Bytes of one encoded record.
+pub const RECORD_BYTES: usize = 64;
+const FILE_SIZE: usize = RECORD_BYTES;
 const CRC_AT: usize = 60;
 const FLAG_SEALED: u8 = 1;
 const SUFFIX: &str = ".range";
@@ -69,7 +69,8 @@ pub struct RangeRecord {
 }
 
 impl RangeRecord {
-    fn encode(&self) -> [u8; FILE_SIZE] {
+    /// The 64-byte encoding (see the module header).
+    pub fn encode(&self) -> [u8; FILE_SIZE] {
         let mut bytes = [0u8; FILE_SIZE];
         bytes[0..8].copy_from_slice(MAGIC);
         bytes[8..16].copy_from_slice(&self.key.stream_id.0.to_le_bytes());
@@ -87,7 +88,8 @@ impl RangeRecord {
         bytes
     }
 
-    fn decode(bytes: &[u8]) -> Result<RangeRecord, String> {
+    /// Decodes and checks a 64-byte record; the error says what is wrong.
+    pub fn decode(bytes: &[u8]) -> Result<RangeRecord, String> {
         if bytes.len() != FILE_SIZE {
             return Err(format!("expected {FILE_SIZE} bytes, found {}", bytes.len()));
         }
@@ -143,7 +145,7 @@ impl RangeRecord {
     }
 }
 
-/// A range file that could not be read back.
+/// A range file, or the catalog log, that could not be read back.
 #[derive(Debug)]
 pub struct CatalogError {
     pub path: PathBuf,
@@ -154,7 +156,8 @@ impl fmt::Display for CatalogError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             formatter,
-            "range file {}: {} (restore it from a replica or remove it to forget the range)",
+            "range catalog file {}: {} (restore the range from a replica, or remove the file to \
+             forget what it holds)",
             self.path.display(),
             self.reason
         )
@@ -163,15 +166,17 @@ impl fmt::Display for CatalogError {
 
 impl std::error::Error for CatalogError {}
 
-/// The `ranges/` directory of a data directory.
+/// The one-file-per-range layout of `<data-dir>/ranges/` written by earlier versions: read at
+/// start for the migration into the catalog log. [`LegacyRangeFiles::save`] remains for tests
+/// that build an old data directory.
 #[derive(Debug, Clone)]
-pub struct RangeCatalog {
+pub struct LegacyRangeFiles {
     directory: PathBuf,
 }
 
-impl RangeCatalog {
+impl LegacyRangeFiles {
     /// Opens (creating if needed) `<data_dir>/ranges` and removes leftover temporary files.
-    pub fn open(data_dir: &Path) -> io::Result<RangeCatalog> {
+    pub fn open(data_dir: &Path) -> io::Result<LegacyRangeFiles> {
         let directory = data_dir.join("ranges");
         if !directory.is_dir() {
             fs::create_dir_all(&directory)?;
@@ -183,7 +188,7 @@ impl RangeCatalog {
                 fs::remove_file(entry.path())?;
             }
         }
-        Ok(RangeCatalog { directory })
+        Ok(LegacyRangeFiles { directory })
     }
 
     /// Every persisted range, sorted by stream and index.
@@ -230,6 +235,11 @@ impl RangeCatalog {
         runtime::fs::write_file_durably(&path, &record.encode())
     }
 
+    /// The directory the files are in.
+    pub fn directory(&self) -> &Path {
+        &self.directory
+    }
+
     /// Deletes the file of range `key` durably (the directory is synced, so the range does not
     /// come back after a crash). A missing file is not an error: removing is idempotent.
     pub fn remove(&self, key: RangeKey) -> io::Result<()> {
@@ -264,7 +274,7 @@ mod tests {
     #[test]
     fn saved_ranges_load_back_after_reopen() {
         let data = tempfile::tempdir().unwrap();
-        let catalog = RangeCatalog::open(data.path()).unwrap();
+        let catalog = LegacyRangeFiles::open(data.path()).unwrap();
         assert!(catalog.load().unwrap().is_empty());
         catalog.save(&open_record(7, 1)).unwrap();
         catalog.save(&open_record(2, 0)).unwrap();
@@ -275,19 +285,19 @@ mod tests {
         };
         catalog.save(&sealed).unwrap();
 
-        let reopened = RangeCatalog::open(data.path()).unwrap();
+        let reopened = LegacyRangeFiles::open(data.path()).unwrap();
         assert_eq!(reopened.load().unwrap(), vec![open_record(2, 0), sealed]);
     }
 
     #[test]
     fn removed_range_is_gone_after_reopen_and_removing_again_succeeds() {
         let data = tempfile::tempdir().unwrap();
-        let catalog = RangeCatalog::open(data.path()).unwrap();
+        let catalog = LegacyRangeFiles::open(data.path()).unwrap();
         catalog.save(&open_record(7, 1)).unwrap();
         catalog.save(&open_record(7, 2)).unwrap();
         catalog.remove(open_record(7, 1).key).unwrap();
         catalog.remove(open_record(7, 1).key).unwrap();
-        let reopened = RangeCatalog::open(data.path()).unwrap();
+        let reopened = LegacyRangeFiles::open(data.path()).unwrap();
         assert_eq!(reopened.load().unwrap(), vec![open_record(7, 2)]);
     }
 
@@ -295,7 +305,7 @@ mod tests {
     fn file_without_replication_counts_reads_them_as_unknown() {
         // Files written before R and A were recorded hold zeros in bytes 41..43.
         let data = tempfile::tempdir().unwrap();
-        let catalog = RangeCatalog::open(data.path()).unwrap();
+        let catalog = LegacyRangeFiles::open(data.path()).unwrap();
         let old = RangeRecord {
             replica_count_target: 0,
             ack_count: 0,
@@ -308,7 +318,7 @@ mod tests {
     #[test]
     fn leftover_temp_file_is_ignored_and_removed() {
         let data = tempfile::tempdir().unwrap();
-        let catalog = RangeCatalog::open(data.path()).unwrap();
+        let catalog = LegacyRangeFiles::open(data.path()).unwrap();
         catalog.save(&open_record(1, 0)).unwrap();
         // The temporary file a crash in `save` leaves: the one `write_file_durably` writes.
         assert_eq!(
@@ -317,7 +327,7 @@ mod tests {
         );
         let temp = data.path().join("ranges/1-0.range.tmp");
         fs::write(&temp, b"half").unwrap();
-        let reopened = RangeCatalog::open(data.path()).unwrap();
+        let reopened = LegacyRangeFiles::open(data.path()).unwrap();
         assert!(!temp.exists());
         assert_eq!(reopened.load().unwrap(), vec![open_record(1, 0)]);
     }
@@ -325,7 +335,7 @@ mod tests {
     #[test]
     fn damaged_file_is_an_error_naming_it() {
         let data = tempfile::tempdir().unwrap();
-        let catalog = RangeCatalog::open(data.path()).unwrap();
+        let catalog = LegacyRangeFiles::open(data.path()).unwrap();
         catalog.save(&open_record(9, 2)).unwrap();
         let path = data.path().join("ranges/9-2.range");
         let mut bytes = fs::read(&path).unwrap();
@@ -346,7 +356,7 @@ mod tests {
     #[test]
     fn range_index_beyond_32_bits_is_an_error() {
         let data = tempfile::tempdir().unwrap();
-        let catalog = RangeCatalog::open(data.path()).unwrap();
+        let catalog = LegacyRangeFiles::open(data.path()).unwrap();
         catalog.save(&open_record(3, 0)).unwrap();
         // Hand-made file whose range index field holds 2^32: no protocol range has that index.
         let mut bytes = open_record(3, 0).encode();
@@ -361,7 +371,7 @@ mod tests {
     #[test]
     fn file_under_the_wrong_name_is_an_error() {
         let data = tempfile::tempdir().unwrap();
-        let catalog = RangeCatalog::open(data.path()).unwrap();
+        let catalog = LegacyRangeFiles::open(data.path()).unwrap();
         catalog.save(&open_record(1, 0)).unwrap();
         fs::rename(
             data.path().join("ranges/1-0.range"),

@@ -25,11 +25,12 @@ use runtime::{race, Either};
 use serve::connection;
 use store::SyncMode;
 
+use crate::catalog::{Catalog, CatalogHandle};
 use crate::config::Config;
 use crate::dispatch;
 use crate::membership::Member;
 use crate::metrics::{Registry, StoreGauges};
-use crate::ranges_file::{RangeCatalog, RangeRecord};
+use crate::ranges_file::RangeRecord;
 use crate::storage::Storage;
 use crate::worker::{owner_of, Worker, WorkerMessage};
 
@@ -81,7 +82,7 @@ struct WorkerSetup {
     config: Arc<Config>,
     registry: Registry,
     store: store::WorkerStore,
-    catalog: RangeCatalog,
+    catalog: CatalogHandle,
     records: Vec<RangeRecord>,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
@@ -116,13 +117,9 @@ pub fn run(config: Config) -> Result<(), String> {
     .map_err(|error| format!("cannot open the store: {error}"))?;
     // Only after the store holds the directory lock: a second node on the same directory
     // must fail before it touches anything.
-    let catalog = RangeCatalog::open(&config.store.path).map_err(|error| {
-        format!(
-            "cannot open the range files in {}: {error}",
-            config.store.path.display()
-        )
-    })?;
-    let records = catalog.load().map_err(|error| error.to_string())?;
+    let registry = Registry::new(workers);
+    let mut catalog = Catalog::open(&config.store.path, Arc::clone(&registry.catalog))?;
+    let records = catalog.take_records();
 
     log::info!(
         "{} range(s) on disk, store recovered in {:?}",
@@ -162,7 +159,6 @@ pub fn run(config: Config) -> Result<(), String> {
         }
     }
 
-    let registry = Registry::new(workers);
     let open_connections = Arc::new(AtomicUsize::new(0));
     let drained_workers = Arc::new(AtomicUsize::new(0));
     let mut records_by_worker: Vec<Vec<RangeRecord>> = (0..workers).map(|_| Vec::new()).collect();
@@ -188,7 +184,7 @@ pub fn run(config: Config) -> Result<(), String> {
             config: Arc::clone(&config),
             registry: registry.clone(),
             store: worker_store,
-            catalog: catalog.clone(),
+            catalog: catalog.handle(),
             records,
             listener,
             metrics_listener: if index == 0 {
@@ -343,6 +339,7 @@ pub fn run(config: Config) -> Result<(), String> {
     }
     let _ = store.request_checkpoint();
     store.shutdown();
+    catalog.close();
     if let Some(handle) = embedded_pm {
         if let Err(error) = handle.stop() {
             failures.push(format!("embedded placement manager: {error}"));
@@ -388,19 +385,48 @@ async fn worker_main(setup: WorkerSetup) -> Result<(), String> {
         catalog,
         peers,
     ));
+    // The epoch is the larger of the saved one and that of the range's last stored batch: a
+    // writer's raise is in its batches even where a crash beat every other save. A raise
+    // found this way is saved before the node serves, so a later trim cannot lose it.
+    let mut raised_saves = Vec::new();
     for record in &records {
         let durable_end = worker
             .storage
             .durable_end(record.key)
             .unwrap_or(record.start);
-        worker.install_range(record, durable_end);
+        let batch_epoch = worker
+            .storage
+            .last_batch_epoch(record.key)
+            .await
+            .map_err(|error| {
+                format!(
+                    "worker {index}: cannot read the last batch of range {}: {}",
+                    record.key, error.message
+                )
+            })?;
+        let epoch = batch_epoch.map_or(record.epoch, |batch| batch.max(record.epoch));
+        worker.install_range(record, durable_end, epoch);
+        if epoch > record.epoch {
+            log::info!(
+                "worker {index}: range {} is at epoch {epoch} (its last batch), above its saved \
+                 epoch {}; saving it",
+                record.key,
+                record.epoch
+            );
+            if let Some(raised) = worker.range_record(record.key) {
+                raised_saves.push(worker.catalog.save(raised));
+            }
+        }
+    }
+    for save in raised_saves {
+        save.await
+            .map_err(|error| format!("worker {index}: cannot save a recovered epoch: {error}"))?;
     }
     for key in worker.storage.ranges() {
         if !worker.contains_range(key) {
             log::warn!(
-                "worker {index}: the WAL holds data of range {key} but no range file names it; \
-                 its data is not served (restore ranges/{} to serve it)",
-                crate::ranges_file::file_name(key)
+                "worker {index}: the WAL holds data of range {key} but the range catalog does \
+                 not name it; its data is not served (create the range again to serve it)"
             );
         }
     }
@@ -498,7 +524,7 @@ async fn worker_main(setup: WorkerSetup) -> Result<(), String> {
             closed.await;
         }
     }
-    worker.persist_confirmed_offsets();
+    worker.persist_confirmed_offsets().await;
     // Keep answering requests other workers forward until every worker has drained.
     drained_workers.fetch_add(1, Ordering::AcqRel);
     while drained_workers.load(Ordering::Acquire) < workers {

@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 use serve::Reply;
-use wire::{ErrorCode, Offset, RangeKey};
+use wire::{BatchIter, Epoch, ErrorCode, Offset, RangeKey};
 
 /// A store failure as the protocol reports it.
 #[derive(Debug, Clone)]
@@ -112,6 +112,29 @@ impl Storage {
                 Ok(joined.freeze())
             }
         }
+    }
+
+    /// The epoch in the header of the range's last stored record batch, if the store holds
+    /// any batch of it. Read at start: an epoch a writer raised is in its batches even if a
+    /// crash came before the raise was saved elsewhere.
+    pub async fn last_batch_epoch(&self, key: RangeKey) -> Result<Option<Epoch>, StorageError> {
+        let Some(summary) = self.handle.index(key) else {
+            return Ok(None);
+        };
+        if summary.start_offset >= summary.next_offset {
+            return Ok(None);
+        }
+        let last = Offset(summary.next_offset.0 - 1);
+        let payload = self.read(key, last, 1).await?;
+        let mut epoch = None;
+        for batch in BatchIter::new(payload) {
+            let batch = batch.map_err(|error| StorageError {
+                code: ErrorCode::CorruptedData,
+                message: format!("the last stored batch of range {key} does not decode: {error}"),
+            })?;
+            epoch = Some(batch.header().epoch);
+        }
+        Ok(epoch)
     }
 
     /// Every range the store holds data of for this worker.

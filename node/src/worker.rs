@@ -11,7 +11,7 @@
 //! Everything a worker holds is behind `RefCell`s that are never borrowed across an `.await`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,10 +21,11 @@ use serve::Reply;
 use wire::msg::Request;
 use wire::{ErrorCode, Offset, RangeKey, StreamId};
 
+use crate::catalog::CatalogHandle;
 use crate::config::Config;
 use crate::metrics::{Operation, WorkerMetrics};
 use crate::range::RangeState;
-use crate::ranges_file::{RangeCatalog, RangeRecord};
+use crate::ranges_file::RangeRecord;
 use crate::storage::Storage;
 
 /// Messages between workers.
@@ -70,8 +71,12 @@ pub struct Worker {
     pub config: Arc<Config>,
     pub metrics: Arc<WorkerMetrics>,
     pub storage: Storage,
-    pub catalog: RangeCatalog,
+    pub catalog: CatalogHandle,
     ranges: RefCell<HashMap<RangeKey, RangeEntry>>,
+    /// Ranges whose CREATE_RANGE is being saved: a second create or a delete of the same
+    /// range waits for `creations` instead of racing it.
+    creating: RefCell<HashSet<RangeKey>>,
+    pub creations: Notify,
     /// `peers[j]`: mailbox to worker j (`None` for this worker itself).
     peers: RefCell<Vec<Option<runtime::mailbox::Sender<WorkerMessage>>>>,
     /// Connection tasks waiting for a forwarded request's reply, by token.
@@ -80,6 +85,19 @@ pub struct Worker {
     /// Set once shutdown began: long polls answer at once, connections stop reading.
     shutting_down: Cell<bool>,
     pub shutdown: Notify,
+}
+
+/// What the catalog should hold for the range `key` in `entry`.
+pub fn record_of(key: RangeKey, entry: &RangeEntry) -> RangeRecord {
+    RangeRecord {
+        key,
+        epoch: entry.state.epoch(),
+        start: entry.state.start(),
+        end: entry.state.end(),
+        confirmed: entry.state.confirmed(),
+        replica_count_target: entry.replica_count_target,
+        ack_count: entry.ack_count,
+    }
 }
 
 /// The worker that owns every range of `stream`.
@@ -96,7 +114,7 @@ impl Worker {
         config: Arc<Config>,
         metrics: Arc<WorkerMetrics>,
         storage: Storage,
-        catalog: RangeCatalog,
+        catalog: CatalogHandle,
         peers: Vec<Option<runtime::mailbox::Sender<WorkerMessage>>>,
     ) -> Worker {
         Worker {
@@ -107,6 +125,8 @@ impl Worker {
             storage,
             catalog,
             ranges: RefCell::new(HashMap::new()),
+            creating: RefCell::new(HashSet::new()),
+            creations: Notify::default(),
             peers: RefCell::new(peers),
             pending_forwards: RefCell::new(HashMap::new()),
             next_token: Cell::new(0),
@@ -115,10 +135,11 @@ impl Worker {
         }
     }
 
-    /// Installs a range recovered at start (from the range files and the store).
-    pub fn install_range(&self, record: &RangeRecord, durable_end: Offset) {
+    /// Installs a range recovered at start (from the range catalog and the store). `epoch` is
+    /// the larger of the saved one and that of the last stored batch.
+    pub fn install_range(&self, record: &RangeRecord, durable_end: Offset, epoch: ids::Epoch) {
         let state = RangeState::recovered(
-            record.epoch,
+            epoch,
             record.start,
             durable_end.max(record.start),
             record.end,
@@ -132,39 +153,58 @@ impl Worker {
             .set(&self.metrics.ranges, self.ranges.borrow().len() as u64);
     }
 
-    /// What the range file of `key` should hold now.
+    /// What the catalog should hold for `key` now.
     pub fn range_record(&self, key: RangeKey) -> Option<RangeRecord> {
-        self.with_range(key, |entry| RangeRecord {
-            key,
-            epoch: entry.state.epoch(),
-            start: entry.state.start(),
-            end: entry.state.end(),
-            confirmed: entry.state.confirmed(),
-            replica_count_target: entry.replica_count_target,
-            ack_count: entry.ack_count,
-        })
+        self.with_range(key, |entry| record_of(key, entry))
     }
 
-    /// Persists the confirmed offset of every open range that has one, so tailing readers can
+    /// Marks `key` as being created; false if a create of it is under way already.
+    pub fn begin_create(&self, key: RangeKey) -> bool {
+        self.creating.borrow_mut().insert(key)
+    }
+
+    /// Ends the create of `key` begun with [`Worker::begin_create`] and wakes who waits on it.
+    pub fn end_create(&self, key: RangeKey) {
+        self.creating.borrow_mut().remove(&key);
+        self.creations.notify();
+    }
+
+    /// Waits until no create of `key` is under way.
+    pub async fn wait_no_create(&self, key: RangeKey) {
+        loop {
+            let notified = self.creations.notified();
+            if !self.creating.borrow().contains(&key) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Saves the confirmed offset of every open range that has one, so tailing readers can
     /// go on after a clean restart. Called once the connections have drained.
-    pub fn persist_confirmed_offsets(&self) {
+    pub async fn persist_confirmed_offsets(&self) {
         let keys: Vec<RangeKey> = self
             .ranges
             .borrow()
             .iter()
             .filter(|(_, entry)| {
-                entry.state.end().is_none() && entry.state.confirmed() > entry.state.start()
+                entry.state.end().is_none()
+                    && !entry.state.has_pending_change()
+                    && entry.state.confirmed() > entry.state.start()
             })
             .map(|(key, _)| *key)
             .collect();
-        for key in keys {
-            if let Some(record) = self.range_record(key) {
-                if let Err(error) = self.catalog.save(&record) {
-                    log::warn!(
-                        "worker {}: cannot persist the confirmed offset of range {key}: {error}",
-                        self.index
-                    );
-                }
+        let saves: Vec<_> = keys
+            .into_iter()
+            .filter_map(|key| self.range_record(key))
+            .map(|record| (record.key, self.catalog.save(record)))
+            .collect();
+        for (key, save) in saves {
+            if let Err(error) = save.await {
+                log::warn!(
+                    "worker {}: cannot save the confirmed offset of range {key}: {error}",
+                    self.index
+                );
             }
         }
     }

@@ -4,6 +4,13 @@
 //! The range's state machine (`range.rs`) decides duplicates, gaps, seals and stale epochs
 //! before anything is written; the batches' CRCs are checked here so corrupt data is refused at
 //! the door and never reaches the WAL.
+//!
+//! An APPEND with an epoch above the range's raises it first: the range is saved in the catalog
+//! with the new epoch, and only then does the raise take effect and the batch get its offsets
+//! (`range.rs` explains the pending state; requests of both epochs wait meanwhile). So the raise
+//! is durable before the writer learns anything from this node, whatever happens next: a
+//! duplicate (`OFFSET_DUPLICATE`, `OFFSET_IN_FLIGHT_DUPLICATE`), a gap, a failed write. A
+//! failed save refuses the APPEND with `STORAGE_UNAVAILABLE` and leaves the epoch as it was.
 
 use std::time::Instant;
 
@@ -13,8 +20,9 @@ use wire::msg::{AppendRequest, AppendResponse, Response};
 use wire::{BatchIter, ErrorCode, Offset, RangeKey};
 
 use crate::metrics::Stage;
-use crate::range::{AppendRejection, Completion};
-use crate::worker::Worker;
+use crate::range::{AppendRejection, AppendTicket, Completion, RaiseStep};
+use crate::ranges_file::RangeRecord;
+use crate::worker::{record_of, Worker};
 
 /// The offsets an APPEND payload covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,20 +133,62 @@ fn rejection_reply(key: RangeKey, rejection: AppendRejection) -> Reply {
             start,
             format!("batch offsets lie outside range {range}, which starts at {start}"),
         ),
+        AppendRejection::Wait | AppendRejection::EpochNotSaved { .. } => Reply::error(
+            ErrorCode::Internal,
+            format!("range {range}: append decided before its epoch was settled ({rejection:?})"),
+        ),
     }
 }
 
-fn persist_epoch(worker: &Worker, key: RangeKey) -> Result<(), Reply> {
-    let Some(record) = worker.range_record(key) else {
-        return Ok(());
-    };
-    worker.catalog.save(&record).map_err(|error| {
-        log::error!("worker {}: cannot persist the epoch of range {}: {error}", worker.index, key);
-        Reply::error(
-            ErrorCode::StorageUnavailable,
-            format!("the batch is durable but the range's new epoch could not be persisted: {error}; retry"),
-        )
-    })
+/// What the claim step of an APPEND found.
+enum Claim {
+    /// The offsets are claimed: write the batch.
+    Accepted(AppendTicket),
+    /// Answer now.
+    Refused(Reply),
+    /// A raise or seal of the range is being saved: wait for it and try again.
+    Wait(serve::local::Notified),
+    /// This request raises the range's epoch: save it, then try again.
+    SaveEpoch(RangeRecord),
+}
+
+/// Saves the raise of `key`'s epoch begun in the range, then lets it take effect, or undoes it
+/// when the save fails.
+pub async fn save_epoch_raise(
+    worker: &Worker,
+    key: RangeKey,
+    record: RangeRecord,
+) -> Result<(), Reply> {
+    let epoch = record.epoch;
+    let saved = worker.catalog.save(record).await;
+    let settled = worker.with_range(key, |entry| {
+        let committed = match &saved {
+            Ok(()) => entry.state.commit_raise(epoch),
+            Err(_) => {
+                entry.state.abort_raise(epoch);
+                false
+            }
+        };
+        entry.changed.notify();
+        committed
+    });
+    match saved {
+        Err(error) => {
+            log::error!(
+                "worker {}: cannot save the epoch {epoch} of range {key}: {error}",
+                worker.index
+            );
+            Err(Reply::error(
+                ErrorCode::StorageUnavailable,
+                format!(
+                    "range {key} is still at its earlier epoch: its raise to {epoch} could not be \
+                     saved ({error}); retry"
+                ),
+            ))
+        }
+        Ok(()) if settled != Some(true) => Err(super::range_not_found(key)),
+        Ok(()) => Ok(()),
+    }
 }
 
 pub async fn handle(
@@ -158,30 +208,52 @@ pub async fn handle(
             "the node is shutting down; retry on another connection",
         );
     }
+    if request.epoch > wire::Epoch::MAX {
+        return super::absent_epoch(request.epoch);
+    }
     let span = match check_batches(&request, &payload) {
         Ok(span) => span,
         Err(reply) => return reply,
     };
-    let claimed = worker.with_range(key, |entry| {
-        // A fenced writer's report is ignored: only the current writer knows what is confirmed.
-        let previous_epoch = entry.state.epoch();
-        let current_writer = request.epoch >= previous_epoch;
-        if let Some(confirmed) = request.confirmed_offset.filter(|_| current_writer) {
-            let before = entry.state.fetch_limit();
-            entry.state.report_confirmed(confirmed);
-            if entry.state.fetch_limit() != before {
-                entry.changed.notify();
+    let ticket = loop {
+        let claim = worker.with_range(key, |entry| {
+            match entry.state.begin_epoch_raise(request.epoch) {
+                RaiseStep::Wait => return Claim::Wait(entry.changed.notified()),
+                RaiseStep::Save { epoch } => {
+                    let mut record = record_of(key, entry);
+                    record.epoch = epoch;
+                    return Claim::SaveEpoch(record);
+                }
+                RaiseStep::NotNeeded => {}
+            }
+            // A fenced writer's report is ignored: only the current writer knows what is
+            // confirmed.
+            if request.epoch == entry.state.epoch() && entry.state.end().is_none() {
+                if let Some(confirmed) = request.confirmed_offset {
+                    let before = entry.state.fetch_limit();
+                    entry.state.report_confirmed(confirmed);
+                    if entry.state.fetch_limit() != before {
+                        entry.changed.notify();
+                    }
+                }
+            }
+            match entry.state.try_append(request.epoch, span.base, span.count) {
+                Ok(ticket) => Claim::Accepted(ticket),
+                Err(AppendRejection::Wait) => Claim::Wait(entry.changed.notified()),
+                Err(rejection) => Claim::Refused(rejection_reply(key, rejection)),
+            }
+        });
+        match claim {
+            None => return super::range_not_found(key),
+            Some(Claim::Accepted(ticket)) => break ticket,
+            Some(Claim::Refused(reply)) => return reply,
+            Some(Claim::Wait(notified)) => notified.await,
+            Some(Claim::SaveEpoch(record)) => {
+                if let Err(reply) = save_epoch_raise(worker, key, record).await {
+                    return reply;
+                }
             }
         }
-        entry
-            .state
-            .try_append(request.epoch, span.base, span.count)
-            .map(|ticket| (ticket, request.epoch > previous_epoch))
-    });
-    let (ticket, epoch_raised) = match claimed {
-        None => return super::range_not_found(key),
-        Some(Err(rejection)) => return rejection_reply(key, rejection),
-        Some(Ok(claimed)) => claimed,
     };
     let batch_end = span.base + u64::from(span.count);
 
@@ -199,6 +271,10 @@ pub async fn handle(
             entry.changed.notify();
         });
         return error.reply();
+    }
+    if crate::fault::armed(crate::fault::ABORT_AFTER_APPEND_DURABLE) {
+        log::error!("injected fault: aborting after a durable append of range {key}");
+        std::process::abort();
     }
 
     // Acknowledge only once this batch and everything before it are durable. The store
@@ -238,12 +314,6 @@ pub async fn handle(
             ErrorCode::StorageUnavailable,
             "an earlier batch of this range failed to be written; resend from the range's next offset",
         );
-    }
-    if epoch_raised {
-        // A new writer fenced the old one on this node; keep the fence across a restart.
-        if let Err(reply) = persist_epoch(worker, key) {
-            return reply;
-        }
     }
     let reply = Reply::new(Response::Append(AppendResponse {
         base_offset: span.base,

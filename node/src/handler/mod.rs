@@ -37,7 +37,7 @@ pub async fn handle(
     let reply = match request {
         Request::Ping(_) => ping::handle(payload),
         Request::Heartbeat(_) => heartbeat::handle(),
-        Request::CreateRange(header) => create_range::handle(worker, header),
+        Request::CreateRange(header) => create_range::handle(worker, header).await,
         Request::Append(header) => append::handle(worker, header, payload, received).await,
         Request::Fetch(header) => fetch::handle(worker, header, received).await,
         Request::SealRange(header) => seal_range::handle(worker, header).await,
@@ -83,5 +83,17 @@ pub fn range_not_found(key: RangeKey) -> Reply {
     Reply::error(
         ErrorCode::RangeNotFound,
         format!("range {key} is not on this node; create it first or ask the placement manager"),
+    )
+}
+
+/// The error for an epoch of `u64::MAX`, which the wire reserves for "absent".
+pub fn absent_epoch(epoch: wire::Epoch) -> Reply {
+    Reply::error_with_detail(
+        ErrorCode::InvalidArgument,
+        wire::Epoch::MAX.0,
+        format!(
+            "epoch {epoch} is reserved for \"absent\"; the largest epoch is {}",
+            wire::Epoch::MAX
+        ),
     )
 }

@@ -27,6 +27,24 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
+/// The directory where a test arms the node's injected faults (`node::fault`): a file named
+/// after a fault arms it. Next to the data directory.
+pub fn fault_dir(data_dir: &Path) -> PathBuf {
+    data_dir.with_extension("faults")
+}
+
+/// Arms (`true`) or disarms the fault `name` of the node on `data_dir`.
+pub fn set_fault(data_dir: &Path, name: &str, armed: bool) {
+    let directory = fault_dir(data_dir);
+    std::fs::create_dir_all(&directory).unwrap();
+    let path = directory.join(name);
+    if armed {
+        std::fs::write(&path, b"armed").unwrap();
+    } else {
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
 /// A running `data-node` process. Killed on drop.
 pub struct Node {
     child: Option<Child>,
@@ -44,6 +62,8 @@ pub struct NodeOptions {
     pub idle_timeout_ms: u64,
     pub grace_period_ms: u64,
     pub max_connections: usize,
+    /// YAML appended to the generated configuration (whole sections, e.g. `catalog:`).
+    pub extra_yaml: String,
 }
 
 impl Default for NodeOptions {
@@ -54,6 +74,7 @@ impl Default for NodeOptions {
             idle_timeout_ms: 60_000,
             grace_period_ms: 5_000,
             max_connections: 1024,
+            extra_yaml: String::new(),
         }
     }
 }
@@ -80,18 +101,20 @@ impl Node {
                      idle-timeout-ms: {}\n  grace-period-ms: {}\n  max-connections: {}\n\
                      store:\n  path: {}\n  segment-size-bytes: 8388608\n  cache-size-bytes: 8388608\n\
                      pm:\n  embedded: false\n  addresses: []\n\
-                     metrics:\n  addr: {metrics_address}\nlog:\n  level: info\n",
+                     metrics:\n  addr: {metrics_address}\nlog:\n  level: info\n{}",
                     options.workers,
                     options.max_in_flight,
                     options.idle_timeout_ms,
                     options.grace_period_ms,
                     options.max_connections,
-                    data_dir.display()
+                    data_dir.display(),
+                    options.extra_yaml
                 ),
             )
             .unwrap();
             let log = std::fs::File::create(&log_path).unwrap();
             let child = Command::new(env!("CARGO_BIN_EXE_data-node"))
+                .env("ES_NODE_FAULT_DIR", fault_dir(data_dir))
                 .arg("-c")
                 .arg(&config_path)
                 .stdin(Stdio::null())
