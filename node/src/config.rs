@@ -26,6 +26,9 @@ pub struct Config {
     pub pm: PmSection,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    /// `auth`: the tokens connections authenticate with; the placement manager's own section
+    /// type, so the keys and the default (none: authentication off) are the same in both.
+    pub auth: pm::config::AuthConfig,
 }
 
 /// `pm`: the placement manager this node joins, and the one it may run itself.
@@ -345,6 +348,7 @@ impl Config {
                 self.log.level
             ));
         }
+        problems.extend(self.auth.problems());
         if problems.is_empty() {
             // The store's own checks, on the values the node hands it; the node's checks above
             // are stricter, so this only reports what they do not cover.
@@ -385,6 +389,8 @@ impl Config {
         // The node's own endpoint serves its metrics; the embedded placement manager has none.
         config.metrics.enabled = false;
         config.log.level = self.log.level.clone();
+        // The node's own tokens: its PM client (membership) proves the admin token to it.
+        config.auth = self.auth.clone();
         config
     }
 
@@ -701,7 +707,7 @@ mod tests {
             })
             .map(|token| token.trim_end_matches('.'))
             .filter(|token| {
-                ["server.", "store.", "metrics.", "log."]
+                ["server.", "store.", "metrics.", "log.", "auth."]
                     .iter()
                     .any(|section| token.starts_with(section))
             })
@@ -746,6 +752,8 @@ mod tests {
             "store:\n  uring:\n    sqpoll-cpu: 0\n",
             "metrics:\n  addr: x\n",
             "log:\n  level: loud\n",
+            "auth:\n  admin-token: short\n",
+            "auth:\n  client-token: client-token-0123456789\n",
         ];
         for text in node_cases {
             let config = Config::parse(text, "test").unwrap();

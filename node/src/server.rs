@@ -213,6 +213,7 @@ pub fn run(config: Config) -> Result<(), String> {
         threads.push(thread);
     }
     log::info!("serving on {listen}");
+    serve::auth::warn_if_open("data node", listen, &config.auth.tokens());
 
     // The embedded placement manager starts once the node serves, so that its first placement
     // can reach this node; it stops after the node drained, so the node's OFFLINE report

@@ -80,6 +80,8 @@ pub struct Worker {
     /// Set once shutdown began: long polls answer at once, connections stop reading.
     shutting_down: Cell<bool>,
     pub shutdown: Notify,
+    /// The `auth` tokens connections prove (see `service.rs`).
+    pub tokens: serve::Tokens,
 }
 
 /// The worker that owns every range of `stream`.
@@ -102,6 +104,7 @@ impl Worker {
         Worker {
             index,
             worker_count,
+            tokens: config.auth.tokens(),
             config,
             metrics,
             storage,
