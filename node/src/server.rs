@@ -137,6 +137,8 @@ pub fn run(config: Config) -> Result<(), String> {
             .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
         listeners.push(listener);
     }
+    // Before any worker accepts: the warning is in the log by the time anyone can connect.
+    serve::auth::warn_if_open("data node", listen, &config.auth.tokens());
     let metrics_listener = match config.metrics_address() {
         Some(address) => Some(
             TcpListener::bind(address)
@@ -213,7 +215,6 @@ pub fn run(config: Config) -> Result<(), String> {
         threads.push(thread);
     }
     log::info!("serving on {listen}");
-    serve::auth::warn_if_open("data node", listen, &config.auth.tokens());
 
     // The embedded placement manager starts once the node serves, so that its first placement
     // can reach this node; it stops after the node drained, so the node's OFFLINE report

@@ -237,3 +237,58 @@ fn roles_are_enforced_the_node_joins_its_placement_manager_and_tokens_stay_out_o
     }
     assert!(!log.contains("without a token"), "{log}");
 }
+
+#[test]
+fn a_node_listening_beyond_loopback_without_a_token_warns_at_start() {
+    let directory = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config_path = directory.path().join("node.yaml");
+    let log_path = directory.path().join("node.log");
+    std::fs::write(
+        &config_path,
+        format!(
+            "server:\n  listen: 0.0.0.0:{port}\n  workers: 1\n\
+             store:\n  path: {}\n  segment-size-bytes: 8388608\n  cache-size-bytes: 8388608\n\
+             pm:\n  embedded: false\n  addresses: []\n\
+             metrics:\n  enabled: false\n",
+            directory.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_data-node"))
+        .arg("-c")
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start data-node");
+    let _daemon = Daemon(child);
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut client) = Client::connect(address) {
+            if client.ping(b"ready").is_ok() {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no data node");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("beyond loopback, without a token"),
+        "no warning in:\n{log}"
+    );
+    // Authentication is off: an unauthenticated connection has full rights.
+    let mut client = connect(address, None);
+    call::<_, CreateRangeResponse>(
+        &mut client,
+        &CreateRangeRequest {
+            stream_id: StreamId(MANUAL_STREAM),
+            ..CreateRangeRequest::default()
+        },
+    )
+    .expect("no token configured: anyone may create a range");
+}

@@ -17,6 +17,10 @@
 //! GOAWAY(SHUTTING_DOWN) goes out first, the requests already accepted are answered, then the
 //! connection closes.
 //!
+//! Authentication: the connection holds the role its last AUTHENTICATE granted (answered here,
+//! with the token checked by [`Service::authenticate`]) and asks [`Service::authorize`] about
+//! every other request as it is decoded; a refused request never reaches the service.
+//!
 //! What a request does is the [`Service`]'s business: this file knows frames, bounds and the
 //! order things go out in, not what any operation means.
 
