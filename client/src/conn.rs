@@ -40,6 +40,8 @@ pub enum ClientError {
     Goaway { reason: String, message: String },
     /// A response that does not belong to the request, or of the wrong operation.
     Unexpected(String),
+    /// The server refused the connection's AUTHENTICATE (wrong token). The token is not shown.
+    Unauthenticated(String),
 }
 
 impl fmt::Display for ClientError {
@@ -68,6 +70,10 @@ impl fmt::Display for ClientError {
                 )
             }
             ClientError::Unexpected(what) => write!(formatter, "unexpected response: {what}"),
+            ClientError::Unauthenticated(message) => write!(
+                formatter,
+                "authentication failed: {message} (check --token or ES_TOKEN)"
+            ),
         }
     }
 }
@@ -98,6 +104,20 @@ impl From<EncodeError> for ClientError {
 }
 
 /// The GOAWAY in a frame as a [`ClientError`], or `None` if the frame is not a GOAWAY.
+/// The role an AUTHENTICATE response grants, or why the server refused it.
+pub(crate) fn authentication_result(frame: &wire::Frame) -> Result<wire::Role, ClientError> {
+    if frame.is_error() {
+        let error = frame.error_response()?;
+        return Err(ClientError::Unauthenticated(format!(
+            "{}: {}",
+            error.code, error.message
+        )));
+    }
+    Ok(frame
+        .decode_message::<wire::msg::AuthenticateResponse>()?
+        .role)
+}
+
 pub(crate) fn goaway_error(frame: &wire::Frame) -> Option<ClientError> {
     if frame.opcode != wire::Opcode::Goaway {
         return None;
@@ -232,6 +252,15 @@ pub mod blocking {
                     latency: start.elapsed(),
                 });
             }
+        }
+
+        /// Proves `token` on this connection (AUTHENTICATE); the role the server granted.
+        pub fn authenticate(&mut self, token: &str) -> Result<wire::Role, ClientError> {
+            let request = wire::msg::AuthenticateRequest {
+                token: token.to_string(),
+            };
+            let exchange = self.request(&request, &[], super::RESPONSE_TIMEOUT)?;
+            super::authentication_result(&exchange.response)
         }
 
         /// Writes bytes as they are (raw mode).

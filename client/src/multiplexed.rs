@@ -137,6 +137,16 @@ impl Connection {
         })
     }
 
+    /// Proves `token` on this connection (AUTHENTICATE), before any other request is sent on
+    /// it; the role the server granted.
+    pub async fn authenticate(&self, token: &str) -> Result<wire::Role, ClientError> {
+        let request = wire::msg::AuthenticateRequest {
+            token: token.to_string(),
+        };
+        let frame = self.request(&request, &[]).await?;
+        crate::conn::authentication_result(&frame)
+    }
+
     /// Requests currently waiting for their response.
     pub fn in_flight(&self) -> usize {
         self.shared.state.borrow().pending.len()

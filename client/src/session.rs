@@ -125,6 +125,8 @@ pub struct Outcome {
 
 pub struct Session {
     address: String,
+    /// Sent in AUTHENTICATE on every (re)connection; never shown.
+    token: Option<String>,
     connection: Option<Connection>,
     next_offsets: HashMap<RangeKey, Offset>,
 }
@@ -132,9 +134,17 @@ pub struct Session {
 impl Session {
     /// Connects to `address` at once, so a wrong address is reported before any command.
     pub fn connect(address: &str) -> Result<Session, ClientError> {
-        let connection = Connection::connect(address)?;
+        Session::connect_with_token(address, None)
+    }
+
+    /// Connects and, with a token, authenticates at once, so a wrong token is reported before
+    /// any command too.
+    pub fn connect_with_token(address: &str, token: Option<&str>) -> Result<Session, ClientError> {
+        let token = token.map(str::to_string);
+        let connection = open(address, token.as_deref())?;
         Ok(Session {
             address: address.to_string(),
+            token,
             connection: Some(connection),
             next_offsets: HashMap::new(),
         })
@@ -147,7 +157,7 @@ impl Session {
     /// The connection, reconnecting if the previous one failed.
     fn connection(&mut self) -> Result<&mut Connection, ClientError> {
         if self.connection.is_none() {
-            self.connection = Some(Connection::connect(&self.address)?);
+            self.connection = Some(open(&self.address, self.token.as_deref())?);
         }
         Ok(self.connection.as_mut().expect("connection was just set"))
     }
@@ -582,6 +592,15 @@ impl Session {
 
 /// Decodes the response of an exchange: an error response becomes [`Reply::Failed`], a success
 /// is decoded as `M` and turned into a reply by `build`.
+/// A connection to `address`, authenticated with `token` when there is one.
+fn open(address: &str, token: Option<&str>) -> Result<Connection, ClientError> {
+    let mut connection = Connection::connect(address)?;
+    if let Some(token) = token {
+        connection.authenticate(token)?;
+    }
+    Ok(connection)
+}
+
 fn decode<M: Message>(
     exchange: &Exchange,
     build: impl FnOnce(M, Bytes) -> Reply,

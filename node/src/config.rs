@@ -26,6 +26,9 @@ pub struct Config {
     pub pm: PmSection,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    /// `auth`: the tokens connections authenticate with; the placement manager's own section
+    /// type, so the keys and the default (none: authentication off) are the same in both.
+    pub auth: pm::config::AuthConfig,
     pub catalog: CatalogSection,
 }
 
@@ -372,6 +375,7 @@ impl Config {
                 self.catalog.max_ranges
             ));
         }
+        problems.extend(self.auth.problems());
         if problems.is_empty() {
             // The store's own checks, on the values the node hands it; the node's checks above
             // are stricter, so this only reports what they do not cover.
@@ -412,6 +416,8 @@ impl Config {
         // The node's own endpoint serves its metrics; the embedded placement manager has none.
         config.metrics.enabled = false;
         config.log.level = self.log.level.clone();
+        // The node's own tokens: its PM client (membership) proves the admin token to it.
+        config.auth = self.auth.clone();
         config
     }
 
@@ -728,7 +734,7 @@ mod tests {
             })
             .map(|token| token.trim_end_matches('.'))
             .filter(|token| {
-                ["server.", "store.", "metrics.", "log.", "catalog."]
+                ["server.", "store.", "metrics.", "log.", "catalog.", "auth."]
                     .iter()
                     .any(|section| token.starts_with(section))
             })
@@ -774,6 +780,8 @@ mod tests {
             "metrics:\n  addr: x\n",
             "log:\n  level: loud\n",
             "catalog:\n  max-ranges: 0\n",
+            "auth:\n  admin-token: short\n",
+            "auth:\n  client-token: client-token-0123456789\n",
         ];
         for text in node_cases {
             let config = Config::parse(text, "test").unwrap();

@@ -9,6 +9,9 @@
 //! drains, so the placement manager stops placing ranges on it at once instead of after the node
 //! timeout.
 //!
+//! With `auth.admin-token` set, every connection to a placement manager first authenticates
+//! with it (ALLOCATE_ID and HEARTBEAT need the admin role).
+//!
 //! Everything here runs on the node's main runtime thread and never blocks the workers; a
 //! placement manager that does not answer costs a timeout per heartbeat, nothing else.
 
@@ -70,6 +73,9 @@ pub struct Member {
     interval: Duration,
     registry: Registry,
     connections: Vec<Option<Connection>>,
+    /// `auth.admin-token`: each new connection to a placement manager authenticates with it.
+    /// Never logged.
+    admin_token: Option<String>,
 }
 
 impl Member {
@@ -92,6 +98,11 @@ impl Member {
             configured_interval: Duration::from_millis(config.pm.heartbeat_interval_ms),
             interval: Duration::from_millis(config.pm.heartbeat_interval_ms),
             registry,
+            admin_token: config
+                .auth
+                .admin_token
+                .as_ref()
+                .map(|token| token.expose().to_string()),
         })
     }
 
@@ -209,6 +220,13 @@ impl Member {
                     .await
                     .map_err(|_| "no connection within 2 s".to_string())?
                     .map_err(|error| error.to_string())?;
+            if let Some(token) = &self.admin_token {
+                // First on the connection: ALLOCATE_ID and HEARTBEAT need the admin role.
+                runtime::time::timeout(REQUEST_TIMEOUT, connection.authenticate(token))
+                    .await
+                    .map_err(|_| "no answer to AUTHENTICATE within 2 s".to_string())?
+                    .map_err(|error| error.to_string())?;
+            }
             self.connections[slot] = Some(connection);
         }
         let connection = self.connections[slot].as_ref().expect("connected above");

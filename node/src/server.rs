@@ -134,6 +134,8 @@ pub fn run(config: Config) -> Result<(), String> {
             .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
         listeners.push(listener);
     }
+    // Before any worker accepts: the warning is in the log by the time anyone can connect.
+    serve::auth::warn_if_open("data node", listen, &config.auth.tokens());
     let metrics_listener = match config.metrics_address() {
         Some(address) => Some(
             TcpListener::bind(address)

@@ -1,6 +1,6 @@
 //! The worker as a [`serve::Service`]: the connections of the `serve` crate take their bounds
-//! and shutdown signal from the worker, count into its metrics, and hand each decoded request
-//! to [`dispatch`].
+//! and shutdown signal from the worker, count into its metrics, check each request against the
+//! connection's role ([`required_role`]), and hand each decoded request to [`dispatch`].
 
 use std::future::Future;
 use std::rc::Rc;
@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serve::local::Notified;
 use serve::{ConnectionCounters, Limits, Reply, Service};
-use wire::msg::Request;
+use wire::msg::{Request, Role};
 
 use crate::dispatch::dispatch;
 use crate::worker::Worker;
@@ -40,6 +40,15 @@ impl Service for Worker {
         &self.metrics.connection
     }
 
+    fn authenticate(&self, token: &str) -> Option<Role> {
+        self.tokens.authenticate(token)
+    }
+
+    fn authorize(&self, role: Option<Role>, request: &Request) -> Result<(), Reply> {
+        self.tokens
+            .authorize(role, required_role(request), request.opcode())
+    }
+
     fn call(
         self: &Rc<Self>,
         request: Request,
@@ -47,5 +56,36 @@ impl Service for Worker {
         received: Instant,
     ) -> impl Future<Output = Reply> {
         dispatch(self, request, payload, received)
+    }
+}
+
+/// The role a request needs at a data node (`docs/protocol.md` §5.21). Applications (client)
+/// write, read and seal; creating, trimming and deleting replicas is the placement manager's or
+/// an operator's (admin). A client's SEAL_RANGE is bounded by the range's epoch check: below the
+/// range's current epoch it is `STALE_EPOCH`, so a client seals only as the range's current
+/// writer or as a writer holding a newer epoch. Operations a data node does not serve need admin
+/// (and are then refused as they always were).
+pub fn required_role(request: &Request) -> Option<Role> {
+    match request {
+        Request::Ping(_) | Request::Authenticate(_) => None,
+        Request::Append(_)
+        | Request::Fetch(_)
+        | Request::SealRange(_)
+        | Request::DescribeRange(_)
+        | Request::ListRanges(_)
+        | Request::Heartbeat(_) => Some(Role::Client),
+        Request::CreateRange(_)
+        | Request::TrimRange(_)
+        | Request::DeleteRange(_)
+        | Request::AllocateId(_)
+        | Request::ReportMetrics(_)
+        | Request::DescribeCluster(_)
+        | Request::CreateStream(_)
+        | Request::DescribeStream(_)
+        | Request::UpdateStream(_)
+        | Request::TrimStream(_)
+        | Request::DeleteStream(_)
+        | Request::ListStreams(_)
+        | Request::Goaway(_) => Some(Role::Admin),
     }
 }

@@ -85,6 +85,8 @@ pub struct Worker {
     /// Set once shutdown began: long polls answer at once, connections stop reading.
     shutting_down: Cell<bool>,
     pub shutdown: Notify,
+    /// The `auth` tokens connections prove (see `service.rs`).
+    pub tokens: serve::Tokens,
 }
 
 /// What the catalog should hold for the range `key` in `entry`.
@@ -120,6 +122,7 @@ impl Worker {
         Worker {
             index,
             worker_count,
+            tokens: config.auth.tokens(),
             config,
             metrics,
             storage,

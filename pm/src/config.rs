@@ -21,6 +21,7 @@ pub struct PmConfig {
     pub cluster: ClusterConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    pub auth: AuthConfig,
 }
 
 /// `server`: the protocol listener.
@@ -70,6 +71,114 @@ pub struct ClusterConfig {
     /// they should hold.
     pub maintenance_interval_ms: u64,
 }
+
+/// `auth`: the tokens connections authenticate with (`docs/operations.md`, Authentication).
+/// None set: authentication is off and every connection has full rights. Shared by the data
+/// node's configuration (the same section, the same keys), so there is one default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct AuthConfig {
+    /// Grants the admin role: what the placement manager, data nodes (towards the placement
+    /// manager) and operators use.
+    pub admin_token: Option<Token>,
+    /// Grants the client role: what applications use. Needs `admin-token` too.
+    pub client_token: Option<Token>,
+}
+
+/// A secret from a configuration file. `Debug`, `Display` and serialisation show
+/// `<redacted>`, never the secret, so a configuration can be logged or dumped safely.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(secret: impl Into<String>) -> Token {
+        Token(secret.into())
+    }
+
+    /// The secret itself, for the comparison and the AUTHENTICATE request only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Token {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+impl AuthConfig {
+    /// Whether connections must authenticate.
+    pub fn enabled(&self) -> bool {
+        self.admin_token.is_some() || self.client_token.is_some()
+    }
+
+    /// The tokens as the connections check them.
+    pub fn tokens(&self) -> serve::Tokens {
+        serve::Tokens::new(
+            self.admin_token.as_ref().map(Token::expose),
+            self.client_token.as_ref().map(Token::expose),
+        )
+    }
+
+    /// What is wrong with the tokens, one message per key. Messages give lengths, never a
+    /// token.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (key, token) in [
+            ("auth.admin-token", &self.admin_token),
+            ("auth.client-token", &self.client_token),
+        ] {
+            let Some(token) = token else { continue };
+            let secret = token.expose();
+            if secret.len() < MIN_TOKEN_BYTES || secret.len() > wire::msg::MAX_TOKEN_BYTES {
+                problems.push(format!(
+                    "{key}: expected {MIN_TOKEN_BYTES}..={} bytes, found {} bytes",
+                    wire::msg::MAX_TOKEN_BYTES,
+                    secret.len()
+                ));
+            } else if secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                problems.push(format!(
+                    "{key}: expected printable characters without spaces, found a space or \
+                     control character"
+                ));
+            }
+        }
+        if self.client_token.is_some() && self.admin_token.is_none() {
+            problems.push(
+                "auth.client-token: expected auth.admin-token to be set too (without it nobody \
+                 could create ranges on data nodes), found it unset"
+                    .to_string(),
+            );
+        }
+        if let (Some(admin), Some(client)) = (&self.admin_token, &self.client_token) {
+            if admin == client {
+                problems.push(
+                    "auth.client-token: expected a token different from auth.admin-token, found \
+                     the same"
+                        .to_string(),
+                );
+            }
+        }
+        problems
+    }
+}
+
+/// Shortest token accepted: long enough that guessing it over the network is hopeless.
+pub const MIN_TOKEN_BYTES: usize = 16;
 
 /// `metrics`: the Prometheus text endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -310,6 +419,7 @@ impl PmConfig {
                 self.log.level
             ),
         );
+        problems.extend(self.auth.problems());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -337,6 +447,49 @@ mod tests {
     }
 
     #[test]
+    fn token_rules_name_their_keys() {
+        let mut config = PmConfig::default();
+        config.auth.client_token = Some(Token::new("client-token-0123456789"));
+        let problems = config.auth.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("auth.client-token: expected auth.admin-token"));
+        config.auth.admin_token = Some(Token::new("client-token-0123456789"));
+        let problems = config.auth.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("different"), "{problems:?}");
+        config.auth.admin_token = Some(Token::new("admin-token-0123456789"));
+        assert_eq!(config.auth.problems(), Vec::<String>::new());
+        config.validate().unwrap();
+        assert!(config.auth.enabled());
+    }
+
+    #[test]
+    fn tokens_never_show_in_debug_display_or_serialisation() {
+        let text = "auth:\n  admin-token: admin-secret-0123456789\n  \
+                    client-token: client-secret-0123456789\n";
+        let config = PmConfig::parse(text, "test").unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.auth.admin_token.as_ref().unwrap().expose(),
+            "admin-secret-0123456789"
+        );
+        let shown = [
+            format!("{config:?}"),
+            format!("{config:#?}"),
+            format!("{}", config.auth.client_token.as_ref().unwrap()),
+            serde_yaml_ng::to_string(&config).unwrap(),
+        ];
+        for shown in shown {
+            assert!(!shown.contains("secret"), "{shown}");
+        }
+        // Nor in the errors about them.
+        let mut config = config;
+        config.auth.admin_token = Some(Token::new("tiny-secret"));
+        let error = config.validate().unwrap_err().to_string();
+        assert!(!error.contains("secret"), "{error}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused_with_their_name() {
         let error = PmConfig::parse("cluster:\n  node-timeout: 5\n", "test").unwrap_err();
         assert!(error.to_string().contains("node-timeout"), "{error}");
@@ -359,10 +512,12 @@ mod tests {
         config.cluster.maintenance_interval_ms = 1;
         config.metrics.addr = "nowhere".into();
         config.log.level = "loud".into();
+        config.auth.admin_token = Some(Token::new("short"));
+        config.auth.client_token = Some(Token::new("a client token with spaces"));
         let ConfigError::Invalid(problems) = config.validate().unwrap_err() else {
             panic!("expected invalid values");
         };
-        assert_eq!(problems.len(), 14, "{problems:?}");
+        assert_eq!(problems.len(), 16, "{problems:?}");
         let shipped: serde_yaml_ng::Value = serde_yaml_ng::from_str(SHIPPED).unwrap();
         for problem in problems {
             let key = problem.split(':').next().unwrap();

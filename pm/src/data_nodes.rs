@@ -48,13 +48,17 @@ impl std::fmt::Display for NodeFailure {
 /// Connections to data nodes, by address.
 pub struct DataNodes {
     timeout: Duration,
+    /// `auth.admin-token`: each new connection authenticates with it (the data nodes must
+    /// hold the same admin token). Never logged.
+    admin_token: Option<String>,
     connections: RefCell<HashMap<String, Rc<Connection>>>,
 }
 
 impl DataNodes {
-    pub fn new(timeout: Duration) -> DataNodes {
+    pub fn new(timeout: Duration, admin_token: Option<String>) -> DataNodes {
         DataNodes {
             timeout,
+            admin_token,
             connections: RefCell::new(HashMap::new()),
         }
     }
@@ -143,6 +147,15 @@ impl DataNodes {
         let connection = Connection::connect(socket, MAX_IN_FLIGHT_PER_NODE)
             .await
             .map_err(|error| NodeFailure::Unreachable(error.to_string()))?;
+        if let Some(token) = &self.admin_token {
+            // Sent before any other request on the connection, so they are all checked with
+            // the admin role. A refusal is this node's configuration, not a dead node, but
+            // placement must pick another node either way.
+            connection
+                .authenticate(token)
+                .await
+                .map_err(|error| NodeFailure::Unreachable(error.to_string()))?;
+        }
         let connection = Rc::new(connection);
         self.connections
             .borrow_mut()

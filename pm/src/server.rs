@@ -130,6 +130,7 @@ pub fn start(config: PmConfig) -> Result<PmHandle, String> {
     let address = listener
         .local_addr()
         .map_err(|error| format!("cannot read the listen address: {error}"))?;
+    serve::auth::warn_if_open("placement manager", address, &config.auth.tokens());
     let metrics_listener = if config.metrics.enabled {
         let metrics = parse_socket_address(&config.metrics.addr)
             .ok_or_else(|| format!("metrics.addr: cannot resolve {:?}", config.metrics.addr))?;

@@ -26,7 +26,7 @@ use ids::{NodeId, RangeKey, StreamId};
 use serve::local::{Notified, Notify};
 use serve::{ConnectionCounters, Limits, Reply, Service};
 use wire::msg::{DeleteRangeRequest, Request, TrimRangeRequest};
-use wire::{ErrorCode, ReplicaNode};
+use wire::{ErrorCode, ReplicaNode, Role};
 
 use crate::command_log::CommandLog;
 use crate::config::PmConfig;
@@ -75,6 +75,8 @@ pub struct Pm {
     counters: ConnectionCounters,
     pub(crate) metrics: PmMetrics,
     pub(crate) commands_since_snapshot: Cell<u64>,
+    /// The `auth` tokens connections prove.
+    tokens: serve::Tokens,
 }
 
 /// Milliseconds since the Unix epoch, the clock commands carry.
@@ -88,14 +90,22 @@ impl Pm {
     pub fn new(config: PmConfig, state: PmState, log: CommandLog) -> Pm {
         let last_appended = log.next_index().saturating_sub(1);
         let timeout = Duration::from_millis(config.cluster.node_request_timeout_ms);
+        let tokens = config.auth.tokens();
+        // The placement manager is an admin towards data nodes.
+        let admin_token = config
+            .auth
+            .admin_token
+            .as_ref()
+            .map(|token| token.expose().to_string());
         Pm {
+            tokens,
             config,
             state: RefCell::new(state),
             log,
             last_appended: Cell::new(last_appended),
             log_failed: Cell::new(false),
             liveness: RefCell::new(BTreeMap::new()),
-            data_nodes: DataNodes::new(timeout),
+            data_nodes: DataNodes::new(timeout, admin_token),
             creating: RefCell::new(BTreeSet::new()),
             create_done: Notify::default(),
             uncommitted: RefCell::new(BTreeSet::new()),
@@ -370,12 +380,49 @@ impl Service for Pm {
         &self.counters
     }
 
+    fn authenticate(&self, token: &str) -> Option<Role> {
+        self.tokens.authenticate(token)
+    }
+
+    fn authorize(&self, role: Option<Role>, request: &Request) -> Result<(), Reply> {
+        self.tokens
+            .authorize(role, required_role(request), request.opcode())
+    }
+
     async fn call(self: &Rc<Self>, request: Request, _payload: Bytes, received: Instant) -> Reply {
         let operation = request.opcode();
         let reply = self.handle(request).await;
         self.metrics
             .count(operation, reply.is_error(), received.elapsed());
         reply
+    }
+}
+
+/// The role a request needs at the placement manager (`docs/protocol.md` §5.21): applications
+/// (client) manage and read their streams and ranges; membership, cluster state and deleting a
+/// stream are for data nodes and operators (admin). Anything not listed needs admin.
+pub fn required_role(request: &Request) -> Option<Role> {
+    match request {
+        Request::Ping(_) | Request::Authenticate(_) => None,
+        Request::CreateStream(_)
+        | Request::DescribeStream(_)
+        | Request::UpdateStream(_)
+        | Request::TrimStream(_)
+        | Request::ListStreams(_)
+        | Request::CreateRange(_)
+        | Request::SealRange(_)
+        | Request::DescribeRange(_)
+        | Request::ListRanges(_) => Some(Role::Client),
+        Request::Heartbeat(_)
+        | Request::AllocateId(_)
+        | Request::ReportMetrics(_)
+        | Request::DescribeCluster(_)
+        | Request::DeleteStream(_)
+        | Request::TrimRange(_)
+        | Request::DeleteRange(_)
+        | Request::Append(_)
+        | Request::Fetch(_)
+        | Request::Goaway(_) => Some(Role::Admin),
     }
 }
 

@@ -17,6 +17,10 @@
 //! GOAWAY(SHUTTING_DOWN) goes out first, the requests already accepted are answered, then the
 //! connection closes.
 //!
+//! Authentication: the connection holds the role its last AUTHENTICATE granted (answered here,
+//! with the token checked by [`Service::authenticate`]) and asks [`Service::authorize`] about
+//! every other request as it is decoded; a refused request never reaches the service.
+//!
 //! What a request does is the [`Service`]'s business: this file knows frames, bounds and the
 //! order things go out in, not what any operation means.
 
@@ -29,9 +33,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use runtime::{race, Either};
-use wire::msg::{ErrorResponse, Goaway, GoawayReason, Request, Response};
+use wire::msg::{
+    AuthenticateRequest, AuthenticateResponse, ErrorResponse, Goaway, GoawayReason, Request,
+    Response, Role,
+};
 use wire::{DecodeError, Decoder, ErrorCode, Flags, Frame, Opcode};
 
+use crate::auth::MAX_FAILED_AUTHENTICATIONS;
 use crate::local::Notify;
 use crate::reply::Reply;
 use crate::service::Service;
@@ -58,6 +66,11 @@ struct Shared {
     reading_done: Cell<bool>,
     /// The socket failed; nobody should bother sending more.
     broken: Cell<bool>,
+    /// The role the connection's last AUTHENTICATE granted; `None` until one succeeds.
+    role: Cell<Option<Role>>,
+    /// AUTHENTICATE requests refused so far; at [`MAX_FAILED_AUTHENTICATIONS`] the connection
+    /// closes.
+    failed_authentications: Cell<u32>,
 }
 
 impl Shared {
@@ -101,6 +114,8 @@ pub async fn serve<S: Service>(service: Rc<S>, stream: runtime::net::TcpStream, 
         request_done: Notify::default(),
         reading_done: Cell::new(false),
         broken: Cell::new(false),
+        role: Cell::new(None),
+        failed_authentications: Cell::new(0),
     });
     let writer = runtime::spawn(write_loop(
         Rc::clone(&stream),
@@ -277,6 +292,15 @@ fn accept_frame<S: Service>(
     }
     let opcode = frame.opcode;
     let request_id = frame.request_id;
+    if let Request::Authenticate(authenticate) = &request {
+        return authenticate_connection(service, shared, request_id, authenticate);
+    }
+    // Checked as the request is decoded, with the role the connection holds now: a request
+    // pipelined behind an AUTHENTICATE is checked with the role that one granted.
+    if let Err(refusal) = service.authorize(shared.role.get(), &request) {
+        push_reply(shared, opcode, request_id, refusal);
+        return None;
+    }
     let payload = frame.payload;
     shared.in_flight.set(shared.in_flight.get() + 1);
     let service = Rc::clone(service);
@@ -302,6 +326,60 @@ fn accept_frame<S: Service>(
         shared.writer_wake.notify();
     });
     None
+}
+
+/// Answers AUTHENTICATE: the connection holds the role the token grants, or none after a wrong
+/// token; too many wrong tokens close the connection. The token is never logged.
+fn authenticate_connection<S: Service>(
+    service: &Rc<S>,
+    shared: &Shared,
+    request_id: u64,
+    request: &AuthenticateRequest,
+) -> Option<ReadEnd> {
+    match service.authenticate(&request.token) {
+        Some(role) => {
+            shared.role.set(Some(role));
+            let reply = Reply::new(Response::Authenticate(AuthenticateResponse { role }));
+            push_reply(shared, Opcode::Authenticate, request_id, reply);
+            None
+        }
+        None => {
+            shared.role.set(None);
+            let failures = shared.failed_authentications.get() + 1;
+            shared.failed_authentications.set(failures);
+            log::debug!("AUTHENTICATE with a wrong token ({failures} on this connection)");
+            push_reply(
+                shared,
+                Opcode::Authenticate,
+                request_id,
+                Reply::error(
+                    ErrorCode::Unauthenticated,
+                    format!(
+                        "the token matches neither of the {}'s tokens; check the token",
+                        service.name()
+                    ),
+                ),
+            );
+            (failures >= MAX_FAILED_AUTHENTICATIONS).then(|| {
+                ReadEnd::ProtocolError(format!(
+                    "{failures} AUTHENTICATE requests with a wrong token; closing the connection"
+                ))
+            })
+        }
+    }
+}
+
+/// Queues a reply produced without a request task (an answer of the connection itself).
+fn push_reply(shared: &Shared, opcode: Opcode, request_id: u64, reply: Reply) {
+    match encode_reply(opcode, request_id, reply) {
+        Ok(frames) => shared.push_response(frames),
+        Err(message) => push_error(
+            shared,
+            opcode,
+            request_id,
+            ErrorResponse::new(ErrorCode::Internal, message),
+        ),
+    }
 }
 
 /// The frames of a reply. A FETCH payload is not copied: it goes out as its own buffer.

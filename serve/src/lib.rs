@@ -4,6 +4,8 @@
 //!   sent as they finish — for any [`Service`].
 //! * `service`: what a daemon plugs into a connection: its [`Limits`], its shutdown signal, its
 //!   [`ConnectionCounters`] and how it answers one request with a [`Reply`].
+//! * `auth`: the tokens a daemon holds, compared in constant time, and the role check every
+//!   request passes before it reaches the daemon.
 //! * `reply`: a response header and its payload, ready to encode.
 //! * `local`: single-thread synchronisation (one-shot slot, notification) for the tasks of one
 //!   runtime.
@@ -12,11 +14,13 @@
 //! Dependencies point one way: a daemon calls [`connection::serve`], the connection calls the
 //! daemon's [`Service::call`]; nothing here knows ranges, streams or the store.
 
+pub mod auth;
 pub mod connection;
 pub mod http;
 pub mod local;
 pub mod reply;
 pub mod service;
 
+pub use auth::Tokens;
 pub use reply::Reply;
 pub use service::{ConnectionCounters, Limits, Service};

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use wire::msg::Request;
+use wire::msg::{Request, Role};
 
 use crate::local::Notified;
 use crate::reply::Reply;
@@ -69,6 +69,17 @@ pub trait Service: 'static {
 
     /// Where connections count their traffic.
     fn counters(&self) -> &ConnectionCounters;
+
+    /// The role `token` grants on this service, or `None` for a wrong token (answered
+    /// `UNAUTHENTICATED`). The connection calls this for AUTHENTICATE, which it answers itself,
+    /// and keeps the role for the rest of the connection. Compare in constant time
+    /// ([`crate::auth::Tokens`] does); with authentication off, grant [`Role::Admin`].
+    fn authenticate(&self, token: &str) -> Option<Role>;
+
+    /// Whether a connection holding `role` (`None`: it has not authenticated) may run
+    /// `request`; the refusal (`UNAUTHENTICATED`, `PERMISSION_DENIED`) is sent as the answer and
+    /// [`Service::call`] is never made. Checked as each request is decoded.
+    fn authorize(&self, role: Option<Role>, request: &Request) -> Result<(), Reply>;
 
     /// Answers one decoded request, `received` being when its frame was decoded. Each request
     /// runs as a task of its own, so a call may wait (a long poll, a disk write) without holding

@@ -3,7 +3,8 @@
 //! reading without losing a request.
 //!
 //! The service answers PING by echoing its payload; a payload starting with `slow` is answered
-//! only after [`SLOW_REQUEST_MS`]. The server runs on a runtime thread of its own; the client is
+//! only after [`SLOW_REQUEST_MS`]. It also answers APPEND (client role) and CREATE_RANGE (admin
+//! role) with empty successes, so the authentication tests can tell what got through. The server runs on a runtime thread of its own; the client is
 //! a blocking std socket on the test's thread.
 
 use std::cell::Cell;
@@ -18,8 +19,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use serve::local::{Notified, Notify};
-use serve::{ConnectionCounters, Limits, Reply, Service};
-use wire::msg::{PingRequest, PingResponse, Request, Response};
+use serve::{ConnectionCounters, Limits, Reply, Service, Tokens};
+use wire::msg::{
+    AppendRequest, AppendResponse, AuthenticateRequest, AuthenticateResponse, CreateRangeRequest,
+    CreateRangeResponse, PingRequest, PingResponse, Request, Response, Role,
+};
 use wire::{Decoder, ErrorCode, Frame, Opcode};
 
 const SLOW_REQUEST_MS: u64 = 300;
@@ -42,9 +46,23 @@ struct EchoService {
     running: Cell<usize>,
     most_running: Cell<usize>,
     calls: Cell<usize>,
+    tokens: Tokens,
 }
 
 impl Service for EchoService {
+    fn authenticate(&self, token: &str) -> Option<Role> {
+        self.tokens.authenticate(token)
+    }
+
+    fn authorize(&self, role: Option<Role>, request: &Request) -> Result<(), Reply> {
+        let required = match request {
+            Request::Ping(_) => None,
+            Request::Append(_) => Some(Role::Client),
+            _ => Some(Role::Admin),
+        };
+        self.tokens.authorize(role, required, request.opcode())
+    }
+
     fn name(&self) -> &'static str {
         "echo service"
     }
@@ -84,6 +102,10 @@ impl Service for EchoService {
             service.running.set(service.running.get() - 1);
             match request {
                 Request::Ping(_) => Reply::with_payload(Response::Ping(PingResponse {}), payload),
+                Request::Append(_) => Reply::new(Response::Append(AppendResponse::default())),
+                Request::CreateRange(_) => {
+                    Reply::new(Response::CreateRange(CreateRangeResponse::default()))
+                }
                 _ => Reply::error(ErrorCode::UnknownOpcode, "the echo service only takes PING"),
             }
         }
@@ -92,6 +114,14 @@ impl Service for EchoService {
 
 /// Starts a server for one connection with at most `max_in_flight` requests in flight.
 fn start_server(max_in_flight: usize) -> (SocketAddr, JoinHandle<Seen>) {
+    start_server_with_tokens(max_in_flight, Tokens::disabled())
+}
+
+/// Starts a server for one connection that checks `tokens`.
+fn start_server_with_tokens(
+    max_in_flight: usize,
+    tokens: Tokens,
+) -> (SocketAddr, JoinHandle<Seen>) {
     let (address_sender, address_receiver) = mpsc::channel();
     let server = std::thread::spawn(move || {
         let mut runtime = runtime::Runtime::new().expect("a runtime");
@@ -111,6 +141,7 @@ fn start_server(max_in_flight: usize) -> (SocketAddr, JoinHandle<Seen>) {
                 running: Cell::new(0),
                 most_running: Cell::new(0),
                 calls: Cell::new(0),
+                tokens,
             });
             serve::connection::serve(Rc::clone(&service), stream, peer).await;
             Seen {
@@ -154,6 +185,47 @@ impl Client {
         wire::codec::encode_request(&mut frame, request_id, &PingRequest {}, payload).unwrap();
         self.stream.write_all(&frame).expect("send a request");
         self.bytes_sent += frame.len() as u64;
+    }
+
+    fn send<M: wire::Message>(&mut self, request_id: u64, message: &M) {
+        let mut frame = BytesMut::new();
+        wire::codec::encode_request(&mut frame, request_id, message, &[]).unwrap();
+        self.stream.write_all(&frame).expect("send a request");
+        self.bytes_sent += frame.len() as u64;
+    }
+
+    /// Sends `message` and reads its answer: `Ok(opcode)` for a success, `Err(code)` for an
+    /// error response.
+    fn call<M: wire::Message>(
+        &mut self,
+        request_id: u64,
+        message: &M,
+    ) -> Result<Opcode, ErrorCode> {
+        self.send(request_id, message);
+        let frame = self.read_frame();
+        assert_eq!(frame.request_id, request_id);
+        assert_eq!(frame.opcode, M::OPCODE);
+        if frame.is_error() {
+            Err(frame.error_response().unwrap().code)
+        } else {
+            Ok(frame.opcode)
+        }
+    }
+
+    fn authenticate(&mut self, request_id: u64, token: &str) -> Result<Role, ErrorCode> {
+        self.send(
+            request_id,
+            &AuthenticateRequest {
+                token: token.to_string(),
+            },
+        );
+        let frame = self.read_frame();
+        assert_eq!(frame.request_id, request_id);
+        match Response::decode(&frame).unwrap() {
+            Response::Authenticate(AuthenticateResponse { role }) => Ok(role),
+            Response::Error(error) => Err(error.code),
+            other => panic!("unexpected answer {other:?}"),
+        }
     }
 
     fn read_frame(&mut self) -> Frame {
@@ -237,4 +309,130 @@ fn answers_go_out_as_they_finish_and_reading_stops_at_the_in_flight_bound() {
     assert_eq!(seen.bytes_in, bytes_sent);
     assert!(seen.bytes_out > 0);
     assert_eq!(seen.bad_frames, 0);
+}
+
+const ADMIN_TOKEN: &str = "admin-token-for-the-test";
+const CLIENT_TOKEN: &str = "client-token-for-the-test";
+
+fn tokens() -> Tokens {
+    Tokens::new(Some(ADMIN_TOKEN), Some(CLIENT_TOKEN))
+}
+
+#[test]
+fn an_unauthenticated_connection_gets_only_ping_answered() {
+    let (address, server) = start_server_with_tokens(8, tokens());
+    let mut client = Client::connect(address);
+    client.ping(1, b"before");
+    assert_eq!(client.read_echo(), (1, Bytes::from_static(b"before")));
+    assert_eq!(
+        client.call(2, &AppendRequest::default()),
+        Err(ErrorCode::Unauthenticated)
+    );
+    assert_eq!(
+        client.call(3, &CreateRangeRequest::default()),
+        Err(ErrorCode::Unauthenticated)
+    );
+    client.close();
+    let seen = server.join().expect("the server thread");
+    assert_eq!(seen.calls, 1, "only PING reached the service");
+}
+
+#[test]
+fn a_wrong_token_is_unauthenticated_and_grants_nothing() {
+    let (address, server) = start_server_with_tokens(8, tokens());
+    let mut client = Client::connect(address);
+    assert_eq!(
+        client.authenticate(1, "admin-token-for-the-tesT"),
+        Err(ErrorCode::Unauthenticated)
+    );
+    assert_eq!(
+        client.call(2, &AppendRequest::default()),
+        Err(ErrorCode::Unauthenticated)
+    );
+    // A failed attempt also takes back a role granted before.
+    assert_eq!(client.authenticate(3, CLIENT_TOKEN), Ok(Role::Client));
+    assert_eq!(client.authenticate(4, ""), Err(ErrorCode::Unauthenticated));
+    assert_eq!(
+        client.call(5, &AppendRequest::default()),
+        Err(ErrorCode::Unauthenticated)
+    );
+    client.close();
+    assert_eq!(server.join().unwrap().calls, 0);
+}
+
+#[test]
+fn too_many_wrong_tokens_close_the_connection() {
+    let (address, server) = start_server_with_tokens(8, tokens());
+    let mut client = Client::connect(address);
+    for request_id in 1..=serve::auth::MAX_FAILED_AUTHENTICATIONS as u64 {
+        client.send(
+            request_id,
+            &AuthenticateRequest {
+                token: format!("guess {request_id}"),
+            },
+        );
+    }
+    let mut goaway = false;
+    let mut refusals = 0;
+    for _ in 0..=serve::auth::MAX_FAILED_AUTHENTICATIONS {
+        let frame = client.read_frame();
+        if frame.opcode == Opcode::Goaway {
+            goaway = true;
+        } else {
+            assert_eq!(
+                frame.error_response().unwrap().code,
+                ErrorCode::Unauthenticated
+            );
+            refusals += 1;
+        }
+    }
+    assert!(goaway, "the server said GOAWAY");
+    assert_eq!(refusals, serve::auth::MAX_FAILED_AUTHENTICATIONS);
+    let mut rest = [0u8; 64];
+    assert_eq!(client.stream.read(&mut rest).unwrap(), 0, "then closed");
+    server.join().unwrap();
+}
+
+#[test]
+fn the_client_role_may_append_but_not_create_ranges_and_the_admin_may_do_both() {
+    let (address, server) = start_server_with_tokens(8, tokens());
+    let mut client = Client::connect(address);
+    assert_eq!(client.authenticate(1, CLIENT_TOKEN), Ok(Role::Client));
+    assert_eq!(
+        client.call(2, &AppendRequest::default()),
+        Ok(Opcode::Append)
+    );
+    assert_eq!(
+        client.call(3, &CreateRangeRequest::default()),
+        Err(ErrorCode::PermissionDenied)
+    );
+    assert_eq!(client.authenticate(4, ADMIN_TOKEN), Ok(Role::Admin));
+    assert_eq!(
+        client.call(5, &AppendRequest::default()),
+        Ok(Opcode::Append)
+    );
+    assert_eq!(
+        client.call(6, &CreateRangeRequest::default()),
+        Ok(Opcode::CreateRange)
+    );
+    client.close();
+    assert_eq!(
+        server.join().unwrap().calls,
+        3,
+        "refused requests never ran"
+    );
+}
+
+#[test]
+fn without_tokens_every_connection_has_full_rights() {
+    let (address, server) = start_server(8);
+    let mut client = Client::connect(address);
+    assert_eq!(
+        client.call(1, &CreateRangeRequest::default()),
+        Ok(Opcode::CreateRange)
+    );
+    // A client configured with a token still works: any token is answered ADMIN.
+    assert_eq!(client.authenticate(2, "whatever"), Ok(Role::Admin));
+    client.close();
+    assert_eq!(server.join().unwrap().calls, 1);
 }

@@ -92,6 +92,10 @@ error_codes! {
     NodeNotFound = 300, "NODE_NOT_FOUND", false;
     /// Fewer live, writable nodes with free disk than the stream's ack count.
     NoAvailableNodes = 301, "NO_AVAILABLE_NODES", true;
+    /// The connection has not authenticated, or its AUTHENTICATE carried a wrong token.
+    Unauthenticated = 400, "UNAUTHENTICATED", false;
+    /// The connection's role may not run this operation.
+    PermissionDenied = 401, "PERMISSION_DENIED", false;
     /// The node's storage failed; it still serves reads.
     StorageUnavailable = 500, "STORAGE_UNAVAILABLE", true;
     /// No free space for the append.

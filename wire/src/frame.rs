@@ -110,6 +110,8 @@ opcodes! {
     ReportMetrics = 0x0005, "REPORT_METRICS";
     /// List the data nodes the placement manager knows.
     DescribeCluster = 0x0006, "DESCRIBE_CLUSTER";
+    /// Prove a token; the answer names the role the connection holds from then on.
+    Authenticate = 0x0007, "AUTHENTICATE";
     /// Append record batches to a range.
     Append = 0x0101, "APPEND";
     /// Read record batches from a range.

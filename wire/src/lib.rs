@@ -34,7 +34,7 @@ pub use codec::{
 };
 pub use error::{DecodeError, ErrorCode};
 pub use frame::{Flags, Frame, Opcode, DEFAULT_MAX_FRAME_BYTES};
-pub use msg::{ErrorResponse, Message, MessageKind, Request, Response};
+pub use msg::{ErrorResponse, Message, MessageKind, Request, Response, Role};
 pub use types::{
     Epoch, NodeId, NodeState, Offset, Range, RangeIndex, RangeKey, ReplicaNode, Stream, StreamId,
 };

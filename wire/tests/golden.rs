@@ -5,8 +5,9 @@
 
 use bytes::{Bytes, BytesMut};
 use wire::msg::{
-    AppendRequest, AppendResponse, DeleteRangeRequest, DescribeStreamResponse, ErrorResponse,
-    FetchRequest, FetchResponse, HeartbeatRequest, PingRequest, PingResponse, TrimRangeRequest,
+    AppendRequest, AppendResponse, AuthenticateRequest, AuthenticateResponse, DeleteRangeRequest,
+    DescribeStreamResponse, ErrorResponse, FetchRequest, FetchResponse, HeartbeatRequest,
+    PingRequest, PingResponse, Role, TrimRangeRequest,
 };
 use wire::{
     encode_error, encode_request, encode_response, BatchBuilder, BatchIter, Decoder, Epoch,
@@ -420,7 +421,77 @@ const VECTORS: &[Vector] = &[
             );
         },
     },
+    Vector {
+        title: "9.12 AUTHENTICATE request",
+        description: "request id 9: token \"s3cret\"",
+        rows: &[
+            ("length = 32", "20 00 00 00"),
+            ("magic", "45 53"),
+            ("version = 1", "01"),
+            ("flags = 0 (request)", "00"),
+            ("opcode = AUTHENTICATE", "07 00"),
+            ("reserved", "00 00"),
+            ("request_id = 9", "09 00 00 00 00 00 00 00"),
+            ("header_length = 8", "08 00 00 00"),
+            ("token length = 6", "06 00"),
+            ("token \"s3cret\"", "73 33 63 72 65 74"),
+            ("crc32c", "c7 04 0c 64"),
+        ],
+        encode: || {
+            let mut buf = Vec::new();
+            encode_request(&mut buf, 9, &authenticate_request(), &[]).unwrap();
+            buf
+        },
+        check_decoded: |frame| {
+            assert_eq!(
+                Request::decode(frame).unwrap(),
+                Request::Authenticate(authenticate_request())
+            );
+        },
+    },
+    Vector {
+        title: "9.13 AUTHENTICATE response",
+        description: "answer to request 9: role ADMIN",
+        rows: &[
+            ("length = 32", "20 00 00 00"),
+            ("magic", "45 53"),
+            ("version = 1", "01"),
+            ("flags = RESPONSE | END_OF_RESPONSE", "03"),
+            ("opcode = AUTHENTICATE", "07 00"),
+            ("reserved", "00 00"),
+            ("request_id = 9", "09 00 00 00 00 00 00 00"),
+            ("header_length = 8", "08 00 00 00"),
+            ("role = 2 ADMIN", "02"),
+            ("reserved", "00"),
+            ("reserved", "00 00"),
+            ("reserved", "00 00 00 00"),
+            ("crc32c", "5f 81 4e f8"),
+        ],
+        encode: || {
+            let mut buf = Vec::new();
+            encode_response(
+                &mut buf,
+                9,
+                &AuthenticateResponse { role: Role::Admin },
+                &[],
+            )
+            .unwrap();
+            buf
+        },
+        check_decoded: |frame| {
+            assert_eq!(
+                Response::decode(frame).unwrap(),
+                Response::Authenticate(AuthenticateResponse { role: Role::Admin })
+            );
+        },
+    },
 ];
+
+fn authenticate_request() -> AuthenticateRequest {
+    AuthenticateRequest {
+        token: "s3cret".to_string(),
+    }
+}
 
 fn heartbeat_request() -> HeartbeatRequest {
     HeartbeatRequest {

@@ -49,6 +49,11 @@ struct Cli {
         default_value = DEFAULT_PM_ADDRESS
     )]
     pm: String,
+    /// Token to authenticate every connection with (AUTHENTICATE), for servers that have tokens
+    /// configured. Default: the ES_TOKEN environment variable, which keeps the token out of the
+    /// process list. Never printed.
+    #[arg(long, global = true, value_name = "TOKEN")]
+    token: Option<String>,
     #[command(subcommand)]
     command: CliCommand,
 }
@@ -291,10 +296,18 @@ enum StreamCommand {
         end: Offset,
     },
 }
+/// The token every connection authenticates with: `--token`, else `ES_TOKEN`, else none.
+static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
+    let token = cli
+        .token
+        .clone()
+        .or_else(|| std::env::var("ES_TOKEN").ok())
+        .filter(|token| !token.is_empty());
+    TOKEN.get_or_init(|| token);
     let format = cli.output;
     let result = match cli.command {
         CliCommand::Cluster => {
@@ -479,7 +492,8 @@ fn usage_error(message: &str) -> ExitCode {
 }
 
 fn connect(address: &str, format: Format) -> Result<Session, ExitCode> {
-    Session::connect(address).map_err(|error| {
+    let token = TOKEN.get().and_then(Option::as_deref);
+    Session::connect_with_token(address, token).map_err(|error| {
         print_failure(format, "connect", &error.to_string());
         ExitCode::from(EXIT_UNREACHABLE)
     })

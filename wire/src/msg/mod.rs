@@ -13,6 +13,7 @@ use crate::frame::{Frame, Opcode};
 
 pub mod allocate_id;
 pub mod append;
+pub mod authenticate;
 pub mod create_range;
 pub mod create_stream;
 pub mod delete_range;
@@ -36,6 +37,7 @@ pub mod update_stream;
 pub use crate::types::NodeState;
 pub use allocate_id::{AllocateIdRequest, AllocateIdResponse};
 pub use append::{AppendRequest, AppendResponse};
+pub use authenticate::{AuthenticateRequest, AuthenticateResponse, Role, MAX_TOKEN_BYTES};
 pub use create_range::{CreateRangeRequest, CreateRangeResponse};
 pub use create_stream::{CreateStreamRequest, CreateStreamResponse};
 pub use delete_range::{DeleteRangeRequest, DeleteRangeResponse};
@@ -196,6 +198,7 @@ message_enums! {
     AllocateId(AllocateIdRequest, AllocateIdResponse),
     ReportMetrics(ReportMetricsRequest, ReportMetricsResponse),
     DescribeCluster(DescribeClusterRequest, DescribeClusterResponse),
+    Authenticate(AuthenticateRequest, AuthenticateResponse),
     Append(AppendRequest, AppendResponse),
     Fetch(FetchRequest, FetchResponse),
     CreateRange(CreateRangeRequest, CreateRangeResponse),

@@ -167,6 +167,7 @@ pub fn request() -> impl Strategy<Value = Request> {
                 }
             ),
         address().prop_map(|address| Request::AllocateId(AllocateIdRequest { address })),
+        "[ -~]{0,255}".prop_map(|token| Request::Authenticate(AuthenticateRequest { token })),
         (
             node_id(),
             vec(
@@ -332,6 +333,8 @@ pub fn response() -> impl Strategy<Value = Response> {
         }),
         node_id().prop_map(|node_id| Response::AllocateId(AllocateIdResponse { node_id })),
         Just(Response::ReportMetrics(ReportMetricsResponse {})),
+        prop_oneof![Just(Role::Client), Just(Role::Admin)]
+            .prop_map(|role| Response::Authenticate(AuthenticateResponse { role })),
         vec(cluster_node(), 0..4)
             .prop_map(|nodes| Response::DescribeCluster(DescribeClusterResponse { nodes })),
         (offset(), offset()).prop_map(|(base_offset, next_offset)| {
