@@ -9,11 +9,14 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Builds `bin` of workspace package `package` with the profile this test was built with and
-/// returns its path. It lands next to this test's own target directory
-/// (`target/<profile>/<bin>`). After `cargo test --workspace` (which builds every binary for
-/// its own crate's tests) the build is a no-op. Cargo gives `CARGO_BIN_EXE_<name>` only for
-/// this crate's binaries, hence the build.
+/// The path of `bin` of workspace package `package` next to this test's own target directory
+/// (`target/<profile>/<bin>`), built with the profile this test was built with if it is not
+/// there yet. `cargo test --workspace` builds every binary for its own crate's tests (with the
+/// features its tests enable, such as the data node's `fault-injection`): an existing binary is
+/// used as it is, never rebuilt here, because a rebuild without those features would replace
+/// the binary under the other crates' tests running at the same time. After changing a binary's
+/// crate, run `cargo test --workspace` (or build the binary) before `cargo test -p client`.
+/// Cargo gives `CARGO_BIN_EXE_<name>` only for this crate's binaries, hence the lookup.
 fn workspace_binary(package: &str, bin: &str) -> PathBuf {
     let test_exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>
@@ -22,6 +25,10 @@ fn workspace_binary(package: &str, bin: &str) -> PathBuf {
         .and_then(|deps| deps.parent())
         .expect("test executable lives in target/<profile>/deps")
         .to_path_buf();
+    let existing = profile_dir.join(bin);
+    if existing.exists() {
+        return existing;
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
     let mut build = Command::new(cargo);
