@@ -162,7 +162,10 @@ pub fn run(config: Config) -> Result<(), String> {
         }
     }
 
-    let registry = Registry::new(workers);
+    let registry = Registry::new(
+        workers,
+        Arc::new(serve::NodeBudget::new(config.server.max_buffered_bytes)),
+    );
     let open_connections = Arc::new(AtomicUsize::new(0));
     let drained_workers = Arc::new(AtomicUsize::new(0));
     let mut records_by_worker: Vec<Vec<RangeRecord>> = (0..workers).map(|_| Vec::new()).collect();
@@ -377,15 +380,18 @@ async fn worker_main(setup: WorkerSetup) -> Result<(), String> {
     let storage = Storage::new(handle);
     let workers = config.server.workers;
     let metrics = registry.worker(index);
-    let worker = Rc::new(Worker::new(
-        index,
-        workers,
-        Arc::clone(&config),
-        metrics,
-        storage,
-        catalog,
-        peers,
-    ));
+    let worker = Rc::new(
+        Worker::new(
+            index,
+            workers,
+            Arc::clone(&config),
+            metrics,
+            storage,
+            catalog,
+            peers,
+        )
+        .with_node_budget(Arc::clone(&registry.node_budget)),
+    );
     for record in &records {
         let durable_end = worker
             .storage

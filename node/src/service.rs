@@ -4,12 +4,14 @@
 
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use serve::local::Notified;
-use serve::{ConnectionCounters, Limits, Reply, Service};
-use wire::msg::Request;
+use serve::{ConnectionCounters, Limits, NodeBudget, Reply, Service};
+use wire::msg::{FetchRequest, Request};
+use wire::{Frame, Opcode};
 
 use crate::dispatch::dispatch;
 use crate::worker::Worker;
@@ -25,6 +27,8 @@ impl Service for Worker {
             max_frame_size_bytes: server.max_frame_size_bytes,
             max_in_flight_per_connection: server.max_in_flight_per_connection,
             idle_timeout_ms: server.idle_timeout_ms,
+            max_buffered_bytes_per_connection: server.max_buffered_bytes_per_connection,
+            max_buffered_bytes: server.max_buffered_bytes,
         }
     }
 
@@ -38,6 +42,23 @@ impl Service for Worker {
 
     fn counters(&self) -> &ConnectionCounters {
         &self.metrics.connection
+    }
+
+    fn node_budget(&self) -> &Arc<NodeBudget> {
+        &self.node_budget
+    }
+
+    /// A FETCH answer may be as large as its max_bytes (cut to a frame): charged before the
+    /// request runs, so FETCHes that have not read yet cannot together promise more than the
+    /// budgets. (One batch larger than max_bytes is charged at its real size once read.)
+    fn response_bytes_bound(&self, frame: &Frame) -> usize {
+        if frame.opcode != Opcode::Fetch {
+            return 0;
+        }
+        match frame.decode_message::<FetchRequest>() {
+            Ok(request) => crate::handler::fetch::read_bytes_bound(self, &request),
+            Err(_) => 0,
+        }
     }
 
     fn call(

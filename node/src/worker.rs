@@ -80,6 +80,8 @@ pub struct Worker {
     /// Set once shutdown began: long polls answer at once, connections stop reading.
     shutting_down: Cell<bool>,
     pub shutdown: Notify,
+    /// Bytes held by the connections of every worker (`server.max-buffered-bytes`).
+    pub node_budget: Arc<serve::NodeBudget>,
 }
 
 /// The worker that owns every range of `stream`.
@@ -99,6 +101,8 @@ impl Worker {
         catalog: RangeCatalog,
         peers: Vec<Option<runtime::mailbox::Sender<WorkerMessage>>>,
     ) -> Worker {
+        // A budget of its own until `with_node_budget` shares the node's among the workers.
+        let node_budget = Arc::new(serve::NodeBudget::new(config.server.max_buffered_bytes));
         Worker {
             index,
             worker_count,
@@ -112,7 +116,14 @@ impl Worker {
             next_token: Cell::new(0),
             shutting_down: Cell::new(false),
             shutdown: Notify::default(),
+            node_budget,
         }
+    }
+
+    /// Counts this worker's connections in `budget`, shared by every worker of the node.
+    pub fn with_node_budget(mut self, budget: Arc<serve::NodeBudget>) -> Worker {
+        self.node_budget = budget;
+        self
     }
 
     /// Installs a range recovered at start (from the range files and the store).

@@ -19,12 +19,13 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ids::{NodeId, RangeKey, StreamId};
 use serve::local::{Notified, Notify};
-use serve::{ConnectionCounters, Limits, Reply, Service};
+use serve::{ConnectionCounters, Limits, NodeBudget, Reply, Service};
 use wire::msg::{
     AllocateIdResponse, CreateRangeRequest, CreateRangeResponse, CreateStreamResponse,
     DeleteRangeRequest, DeleteStreamResponse, DescribeClusterResponse, DescribeRangeResponse,
@@ -82,6 +83,8 @@ pub struct Pm {
     shutting_down: Cell<bool>,
     shutdown: Notify,
     counters: ConnectionCounters,
+    /// Bytes held by all connections (`server.max-buffered-bytes`).
+    node_budget: Arc<NodeBudget>,
     pub(crate) metrics: PmMetrics,
     pub(crate) commands_since_snapshot: Cell<u64>,
 }
@@ -97,6 +100,7 @@ impl Pm {
     pub fn new(config: PmConfig, state: PmState, log: CommandLog) -> Pm {
         let last_appended = log.next_index().saturating_sub(1);
         let timeout = Duration::from_millis(config.cluster.node_request_timeout_ms);
+        let node_budget = Arc::new(NodeBudget::new(config.server.max_buffered_bytes));
         Pm {
             config,
             state: RefCell::new(state),
@@ -112,6 +116,7 @@ impl Pm {
             shutting_down: Cell::new(false),
             shutdown: Notify::default(),
             counters: ConnectionCounters::default(),
+            node_budget,
             metrics: PmMetrics::default(),
             commands_since_snapshot: Cell::new(0),
         }
@@ -885,6 +890,8 @@ impl Service for Pm {
             max_frame_size_bytes: self.config.server.max_frame_size_bytes,
             max_in_flight_per_connection: self.config.server.max_in_flight_per_connection,
             idle_timeout_ms: self.config.server.idle_timeout_ms,
+            max_buffered_bytes_per_connection: self.config.server.max_buffered_bytes_per_connection,
+            max_buffered_bytes: self.config.server.max_buffered_bytes,
         }
     }
 
@@ -898,6 +905,10 @@ impl Service for Pm {
 
     fn counters(&self) -> &ConnectionCounters {
         &self.counters
+    }
+
+    fn node_budget(&self) -> &Arc<NodeBudget> {
+        &self.node_budget
     }
 
     async fn call(self: &Rc<Self>, request: Request, _payload: Bytes, received: Instant) -> Reply {

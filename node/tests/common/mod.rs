@@ -44,6 +44,8 @@ pub struct NodeOptions {
     pub idle_timeout_ms: u64,
     pub grace_period_ms: u64,
     pub max_connections: usize,
+    /// More `server:` keys, one `key: value` a line, for the tests of other bounds.
+    pub server_extra: Vec<(&'static str, String)>,
 }
 
 impl Default for NodeOptions {
@@ -54,6 +56,7 @@ impl Default for NodeOptions {
             idle_timeout_ms: 60_000,
             grace_period_ms: 5_000,
             max_connections: 1024,
+            server_extra: Vec::new(),
         }
     }
 }
@@ -73,11 +76,16 @@ impl Node {
             let metrics_address: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
             let config_path = data_dir.with_extension("yaml");
             let log_path = data_dir.with_extension("log");
+            let server_extra: String = options
+                .server_extra
+                .iter()
+                .map(|(key, value)| format!("  {key}: {value}\n"))
+                .collect();
             std::fs::write(
                 &config_path,
                 format!(
                     "server:\n  listen: {address}\n  workers: {}\n  max-in-flight-per-connection: {}\n  \
-                     idle-timeout-ms: {}\n  grace-period-ms: {}\n  max-connections: {}\n\
+                     idle-timeout-ms: {}\n  grace-period-ms: {}\n  max-connections: {}\n{server_extra}\
                      store:\n  path: {}\n  segment-size-bytes: 8388608\n  cache-size-bytes: 8388608\n\
                      pm:\n  embedded: false\n  addresses: []\n\
                      metrics:\n  addr: {metrics_address}\nlog:\n  level: info\n",
@@ -142,6 +150,30 @@ impl Node {
 
     pub fn client(&self) -> Client {
         Client::connect(self.address).expect("connect to data-node")
+    }
+
+    /// Resident memory of the process, from /proc/<pid>/status.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/<pid>/status");
+        let line = status
+            .lines()
+            .find(|line| line.starts_with("VmRSS:"))
+            .expect("a VmRSS line");
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|value| value.parse().ok())
+            .expect("VmRSS in kB");
+        kib * 1024
+    }
+
+    /// The value of an unlabelled metric (or a labelled one, `name{label="x"}`).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics()
+            .lines()
+            .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
+            .and_then(|line| line[name.len()..].trim().parse().ok())
     }
 
     pub fn pid(&self) -> i32 {
