@@ -273,3 +273,83 @@ fn a_panicking_handler_closes_one_connection_not_the_node() {
     assert_eq!(node.metric("es_panics_total"), Some(1.0));
     assert!(node.log().contains("panicked"), "{}", node.log());
 }
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The issue's scenario with the node's default configuration, for docs/benchmark-e2e.md:
+/// a range of ES_HOSTILE_RANGE_MIB (48) MiB in 256 KiB batches, ES_HOSTILE_CONNECTIONS (16)
+/// connections each pipelining ES_HOSTILE_FETCHES (64) FETCHes of max_bytes 16,000,000 that
+/// never read; prints the RSS before and at its peak over 5 s, and how long a PING on a fresh
+/// connection took. ES_DATA_NODE_BIN runs another build (the one before the budgets).
+/// Not a check: run it by name with --ignored --nocapture.
+#[test]
+#[ignore]
+fn hostile_fetch_measurement() {
+    let range_mib = env_number("ES_HOSTILE_RANGE_MIB", 48);
+    let connections = env_number("ES_HOSTILE_CONNECTIONS", 16);
+    let fetches = env_number("ES_HOSTILE_FETCHES", 64);
+    let (_root, data) = temp_data_dir();
+    let node = Node::start_with(
+        &data,
+        &NodeOptions {
+            workers: 1,
+            ..NodeOptions::default()
+        },
+    );
+    let mut writer = node.client();
+    writer.create_range(5, 0, 1, 0).unwrap();
+    let (records, record_bytes) = (64u32, 4096usize);
+    let batches = range_mib * 4;
+    for index in 0..batches {
+        let batch = make_batch(5, 0, 1, index * u64::from(records), records, record_bytes);
+        writer.append(5, 0, 1, &batch, None).expect("append");
+    }
+    writer
+        .seal(5, 0, 1, Some(batches * u64::from(records)))
+        .expect("seal");
+    let baseline = node.rss_bytes();
+    let mut attackers = Vec::new();
+    for _ in 0..connections {
+        let mut client = node.client();
+        let mut frames = bytes::BytesMut::new();
+        for request_id in 1..=fetches {
+            let request = fetch_request(5, 0, 0, 16_000_000, 0);
+            wire::encode_request(&mut frames, request_id, &request, &[]).unwrap();
+        }
+        client.raw_stream().write_all(&frames).unwrap();
+        attackers.push(client);
+    }
+    let started = Instant::now();
+    let mut peak = 0;
+    let ping_latency = std::thread::scope(|scope| {
+        let ping = scope.spawn(|| {
+            std::thread::sleep(Duration::from_secs(1));
+            let sent = Instant::now();
+            let mut fresh = node.client();
+            fresh
+                .raw_stream()
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            fresh
+                .ping(b"during the attack")
+                .ok()
+                .map(|_| sent.elapsed())
+        });
+        while started.elapsed() < Duration::from_secs(5) || !ping.is_finished() {
+            peak = peak.max(node.rss_bytes());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ping.join().unwrap()
+    });
+    println!(
+        "{connections} connections x {fetches} FETCH on a {range_mib} MiB range: RSS {} MiB before, \
+         peak {} MiB; PING on a fresh connection after 1 s of attack: {ping_latency:?}",
+        baseline / MIB,
+        peak / MIB
+    );
+}

@@ -99,7 +99,10 @@ impl Node {
             )
             .unwrap();
             let log = std::fs::File::create(&log_path).unwrap();
-            let child = Command::new(env!("CARGO_BIN_EXE_data-node"))
+            // ES_DATA_NODE_BIN runs another build (an older one, for a before/after measurement).
+            let binary = std::env::var("ES_DATA_NODE_BIN")
+                .unwrap_or_else(|_| env!("CARGO_BIN_EXE_data-node").to_string());
+            let child = Command::new(binary)
                 .arg("-c")
                 .arg(&config_path)
                 .stdin(Stdio::null())
