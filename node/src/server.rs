@@ -89,6 +89,7 @@ struct WorkerSetup {
     inbound: Vec<mailbox::Receiver<WorkerMessage>>,
     control: mailbox::Receiver<Control>,
     open_connections: Arc<AtomicUsize>,
+    largest_append_bytes: Arc<AtomicUsize>,
     drained_workers: Arc<AtomicUsize>,
 }
 
@@ -167,6 +168,7 @@ pub fn run(config: Config) -> Result<(), String> {
         Arc::new(serve::NodeBudget::new(config.server.max_buffered_bytes)),
     );
     let open_connections = Arc::new(AtomicUsize::new(0));
+    let largest_append_bytes = Arc::new(AtomicUsize::new(0));
     let drained_workers = Arc::new(AtomicUsize::new(0));
     let mut records_by_worker: Vec<Vec<RangeRecord>> = (0..workers).map(|_| Vec::new()).collect();
     for record in records {
@@ -203,6 +205,7 @@ pub fn run(config: Config) -> Result<(), String> {
             inbound,
             control,
             open_connections: Arc::clone(&open_connections),
+            largest_append_bytes: Arc::clone(&largest_append_bytes),
             drained_workers: Arc::clone(&drained_workers),
         };
         let builder = runtime::Builder::new();
@@ -373,6 +376,7 @@ async fn worker_main(setup: WorkerSetup) -> Result<(), String> {
         inbound,
         mut control,
         open_connections,
+        largest_append_bytes,
         drained_workers,
     } = setup;
     let (handle, driver) = store.start();
@@ -390,8 +394,14 @@ async fn worker_main(setup: WorkerSetup) -> Result<(), String> {
             catalog,
             peers,
         )
-        .with_node_budget(Arc::clone(&registry.node_budget)),
+        .with_node_budget(
+            Arc::clone(&registry.node_budget),
+            Arc::clone(&largest_append_bytes),
+        ),
     );
+    worker
+        .largest_append_bytes
+        .fetch_max(worker.storage.largest_append_bytes(), Ordering::Relaxed);
     for record in &records {
         let durable_end = worker
             .storage

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -48,15 +49,16 @@ impl Service for Worker {
         &self.node_budget
     }
 
-    /// A FETCH answer may be as large as its max_bytes (cut to a frame): charged before the
-    /// request runs, so FETCHes that have not read yet cannot together promise more than the
-    /// budgets. (One batch larger than max_bytes is charged at its real size once read.)
+    /// A FETCH answer is at most its max_bytes (cut to a frame) or one whole append, whichever
+    /// is larger: charged before the request runs, so FETCHes that have not read yet cannot
+    /// together promise more than the budgets, whatever max_bytes they ask for.
     fn response_bytes_bound(&self, frame: &Frame) -> usize {
         if frame.opcode != Opcode::Fetch {
             return 0;
         }
         match frame.decode_message::<FetchRequest>() {
-            Ok(request) => crate::handler::fetch::read_bytes_bound(self, &request),
+            Ok(request) => crate::handler::fetch::read_bytes_bound(self, &request)
+                .max(self.largest_append_bytes.load(Ordering::Relaxed)),
             Err(_) => 0,
         }
     }
@@ -67,6 +69,17 @@ impl Service for Worker {
         payload: Bytes,
         received: Instant,
     ) -> impl Future<Output = Reply> {
-        dispatch(self, request, payload, received)
+        let worker = Rc::clone(self);
+        // Recorded once stored, so a refused APPEND cannot inflate what every FETCH is charged.
+        let append_bytes = matches!(request, Request::Append(_)).then_some(payload.len());
+        async move {
+            let reply = dispatch(&worker, request, payload, received).await;
+            if let (Some(bytes), false) = (append_bytes, reply.is_error()) {
+                worker
+                    .largest_append_bytes
+                    .fetch_max(bytes, Ordering::Relaxed);
+            }
+            reply
+        }
     }
 }

@@ -82,6 +82,9 @@ pub struct Worker {
     pub shutdown: Notify,
     /// Bytes held by the connections of every worker (`server.max-buffered-bytes`).
     pub node_budget: Arc<serve::NodeBudget>,
+    /// The largest append payload any worker of the node holds: a FETCH may return one whole
+    /// append however small its max_bytes, so this is what its answer is charged at least.
+    pub largest_append_bytes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The worker that owns every range of `stream`.
@@ -117,12 +120,19 @@ impl Worker {
             shutting_down: Cell::new(false),
             shutdown: Notify::default(),
             node_budget,
+            largest_append_bytes: Arc::default(),
         }
     }
 
-    /// Counts this worker's connections in `budget`, shared by every worker of the node.
-    pub fn with_node_budget(mut self, budget: Arc<serve::NodeBudget>) -> Worker {
+    /// Counts this worker's connections in `budget`, and reads the node's largest append from
+    /// `largest_append_bytes`, both shared by every worker of the node.
+    pub fn with_node_budget(
+        mut self,
+        budget: Arc<serve::NodeBudget>,
+        largest_append_bytes: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Worker {
         self.node_budget = budget;
+        self.largest_append_bytes = largest_append_bytes;
         self
     }
 

@@ -28,6 +28,17 @@ fn temp_data_dir() -> (tempfile::TempDir, std::path::PathBuf) {
 /// baseline, and a PING on a fresh connection must still be answered.
 #[test]
 fn clients_that_never_read_cannot_grow_the_node_past_its_budgets() {
+    never_reading_clients_stay_within_the_budgets(16_000_000);
+}
+
+/// The same with max_bytes 1: every answer is one whole 256 KiB append, far more than its
+/// max_bytes, so the budgets must charge FETCHes by the largest append, not by max_bytes.
+#[test]
+fn fetches_with_a_tiny_max_bytes_are_charged_a_whole_append() {
+    never_reading_clients_stay_within_the_budgets(1);
+}
+
+fn never_reading_clients_stay_within_the_budgets(max_bytes: u32) {
     const FRAME_BYTES: u64 = MIB;
     const CONNECTION_BUDGET_BYTES: u64 = 2 * MIB;
     const NODE_BUDGET_BYTES: u64 = 8 * MIB;
@@ -76,7 +87,7 @@ fn clients_that_never_read_cannot_grow_the_node_past_its_budgets() {
         let mut client = node.client();
         let mut frames = bytes::BytesMut::new();
         for request_id in 1..=32 {
-            let request = fetch_request(5, 0, 0, 16_000_000, 0);
+            let request = fetch_request(5, 0, 0, max_bytes, 0);
             wire::encode_request(&mut frames, request_id, &request, &[]).unwrap();
         }
         client.raw_stream().write_all(&frames).unwrap();

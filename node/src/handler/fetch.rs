@@ -99,8 +99,8 @@ pub async fn handle(worker: &Worker, request: FetchRequest, received: Instant) -
     }
 }
 
-/// Bytes a FETCH reads from the store and returns at most (but one batch larger than that):
-/// its max_bytes, cut to what a response frame can carry.
+/// Bytes a FETCH asks the store for: its max_bytes, cut to what a response frame can carry.
+/// The store may return one whole append larger than that (§5.8: at least one whole batch).
 pub fn read_bytes_bound(worker: &Worker, request: &FetchRequest) -> usize {
     let frame_budget = worker
         .config
