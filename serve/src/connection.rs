@@ -333,23 +333,22 @@ fn frame_admission(limits: BudgetLimits, shared: &Shared, cost_bytes: usize) -> 
     )
 }
 
-/// What the budgets say about reading another chunk. The bytes of the frame still arriving do
+/// What the budgets say about reading another chunk. The bytes of a frame still arriving do
 /// not count against its own connection (a budget holds at least one frame, so the frame can
-/// always complete once the connection's responses drained); they do count for the process.
+/// always complete once the connection's other bytes drained); they do count for the process,
+/// where only a connection holding nothing at all may read past the budget, one chunk (that is
+/// how a PING on a fresh connection gets in while the process is at its budget).
 fn read_admission(limits: BudgetLimits, shared: &Shared) -> Admission {
     let buffered = shared.buffered_bytes.get();
     let others = buffered - shared.read_buffer_bytes.get();
-    let connection = if others == 0 { 0 } else { buffered };
-    match admission(
-        limits,
-        connection,
-        shared.node_budget.buffered_bytes(),
-        READ_CHUNK_BYTES,
-    ) {
-        // A connection holding no bytes at all may always read one chunk: that is how a PING
-        // on a fresh connection gets in while the process is at its budget.
-        Admission::WaitForNode if buffered == 0 => Admission::Admit,
-        decision => decision,
+    if others > 0 && buffered + READ_CHUNK_BYTES > limits.per_connection_bytes {
+        return Admission::WaitForConnection;
+    }
+    let node = shared.node_budget.buffered_bytes();
+    if buffered == 0 || node == 0 || node + READ_CHUNK_BYTES <= limits.node_bytes {
+        Admission::Admit
+    } else {
+        Admission::WaitForNode
     }
 }
 
