@@ -18,11 +18,11 @@
 //! `idle-timeout-ms` (and has nothing running) is closed, so neither a client trickling a byte
 //! now and then nor one that never reads keeps its slot or its budget for ever.
 //! A request whose handler panics closes its connection with GOAWAY(INTERNAL_ERROR); the
-//! worker and its other connections go on. A frame that cannot be delimited gets a GOAWAY(PROTOCOL_ERROR) and
-//! closes this connection only; an intact frame with an unknown opcode or a bad header gets an
-//! error response and the connection carries on. On shutdown the reader stops, a
-//! GOAWAY(SHUTTING_DOWN) goes out first, the requests already accepted are answered, then the
-//! connection closes.
+//! worker and its other connections go on. A frame that cannot be delimited gets a
+//! GOAWAY(PROTOCOL_ERROR) and closes this connection only; an intact frame with an unknown
+//! opcode or a bad header gets an error response and the connection carries on. On shutdown the
+//! reader stops, a GOAWAY(SHUTTING_DOWN) goes out first, the requests already accepted are
+//! answered, then the connection closes.
 //!
 //! What a request does is the [`Service`]'s business: this file knows frames, bounds and the
 //! order things go out in, not what any operation means.
@@ -115,10 +115,13 @@ impl Shared {
     /// Gives back bytes charged before; the reader may be waiting for them.
     fn release(&self, bytes: usize) {
         let held = self.buffered_bytes.get();
-        assert!(
+        debug_assert!(
             held >= bytes,
             "connection releases {bytes} bytes of {held} held"
         );
+        // Never more than this connection charged: a miscount here must not make the process's
+        // counter wrap (every reader would then wait for ever).
+        let bytes = bytes.min(held);
         self.buffered_bytes.set(held - bytes);
         self.node_budget.release(bytes);
         if bytes > 0 {
