@@ -96,8 +96,15 @@ pub struct ServerConfig {
     pub max_in_flight_per_connection: usize,
     /// Largest frame accepted or sent, header included.
     pub max_frame_size_bytes: usize,
-    /// A connection with no request for this long is closed; 0 disables the timeout.
+    /// A connection that completes no frame (and has no answer sent) for this long, with no
+    /// request running, is closed; 0 disables the timeout.
     pub idle_timeout_ms: u64,
+    /// Bytes one connection may hold (request payloads, FETCH answers being read or queued for
+    /// the socket); it stops reading at this bound. At least `max-frame-size-bytes`.
+    pub max_buffered_bytes_per_connection: usize,
+    /// Bytes all connections of the node may hold; every connection stops reading while they
+    /// are over it. At least `max-buffered-bytes-per-connection`.
+    pub max_buffered_bytes: usize,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub grace_period_ms: u64,
 }
@@ -131,6 +138,8 @@ impl Default for ServerConfig {
             max_in_flight_per_connection: 256,
             max_frame_size_bytes: 16 * 1024 * 1024,
             idle_timeout_ms: 300_000,
+            max_buffered_bytes_per_connection: 32 * 1024 * 1024,
+            max_buffered_bytes: 256 * 1024 * 1024,
             grace_period_ms: 5_000,
         }
     }
@@ -284,6 +293,25 @@ impl Config {
             problems.push(format!(
                 "server.max-frame-size-bytes: expected {MIN_FRAME}..={MAX_FRAME}, found {}",
                 server.max_frame_size_bytes
+            ));
+        }
+        const MAX_BUFFERED: usize = 64 * 1024 * 1024 * 1024;
+        if server.max_buffered_bytes_per_connection < server.max_frame_size_bytes
+            || server.max_buffered_bytes_per_connection > MAX_BUFFERED
+        {
+            problems.push(format!(
+                "server.max-buffered-bytes-per-connection: expected server.max-frame-size-bytes \
+                 ({})..={MAX_BUFFERED} (a connection must hold one whole frame), found {}",
+                server.max_frame_size_bytes, server.max_buffered_bytes_per_connection
+            ));
+        }
+        if server.max_buffered_bytes < server.max_buffered_bytes_per_connection
+            || server.max_buffered_bytes > MAX_BUFFERED
+        {
+            problems.push(format!(
+                "server.max-buffered-bytes: expected server.max-buffered-bytes-per-connection \
+                 ({})..={MAX_BUFFERED}, found {}",
+                server.max_buffered_bytes_per_connection, server.max_buffered_bytes
             ));
         }
         if server.grace_period_ms > 600_000 {
@@ -536,6 +564,8 @@ mod tests {
             "max-in-flight-per-connection:",
             "max-frame-size-bytes:",
             "idle-timeout-ms:",
+            "max-buffered-bytes-per-connection:",
+            "max-buffered-bytes:",
             "grace-period-ms:",
             "path:",
             "segment-size-bytes:",
@@ -767,6 +797,8 @@ mod tests {
             "server:\n  max-connections: 0\n",
             "server:\n  max-in-flight-per-connection: 0\n",
             "server:\n  max-frame-size-bytes: 10\n",
+            "server:\n  max-buffered-bytes-per-connection: 4096\n",
+            "server:\n  max-buffered-bytes: 4096\n",
             "server:\n  grace-period-ms: 600001\n",
             "store:\n  path: \"\"\n",
             "store:\n  segment-size-bytes: 1000\n",

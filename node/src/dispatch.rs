@@ -52,7 +52,27 @@ pub fn receive(worker: &Rc<Worker>, message: WorkerMessage) {
         } => {
             let worker = Rc::clone(worker);
             runtime::spawn(async move {
-                let reply = handler::handle(&worker, request, payload, received).await;
+                let operation = handler::operation_of(&request);
+                let handled = handler::handle(&worker, request, payload, received);
+                // The connection's own panic guard is on the worker that forwarded: a panic
+                // here is caught here, so this worker and its connections go on.
+                let reply = match serve::catch_panic::catch_panic(handled).await {
+                    Ok(reply) => reply,
+                    Err(message) => {
+                        let counters = &worker.metrics.connection;
+                        counters.add(&counters.panics, 1);
+                        log::error!(
+                            "worker {}: the handler of a {} forwarded by worker {from} \
+                             panicked: {message}",
+                            worker.index,
+                            operation.name()
+                        );
+                        Reply::error(
+                            wire::ErrorCode::Internal,
+                            "internal error while handling the request; the data node logged it",
+                        )
+                    }
+                };
                 if let Err(reason) = worker.reply_to(from, token, reply).await {
                     log::warn!(
                         "worker {}: reply to worker {from} lost: {reason}",

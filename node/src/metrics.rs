@@ -280,10 +280,12 @@ pub struct Registry {
     pub store: Arc<PublishedStoreGauges>,
     /// The range catalog thread's counters, which it updates itself.
     pub catalog: Arc<crate::catalog::CatalogStats>,
+    /// Bytes held by all connections (`es_buffered_bytes`).
+    pub node_budget: Arc<serve::NodeBudget>,
 }
 
 impl Registry {
-    pub fn new(workers: usize) -> Registry {
+    pub fn new(workers: usize, node_budget: Arc<serve::NodeBudget>) -> Registry {
         Registry {
             workers: Arc::new(
                 (0..workers)
@@ -292,6 +294,7 @@ impl Registry {
             ),
             store: Arc::new(PublishedStoreGauges::default()),
             catalog: Arc::default(),
+            node_budget,
         }
     }
 
@@ -367,7 +370,7 @@ impl Registry {
             let _ = writeln!(out, "es_latency_seconds_count{{{labels}}} {count}");
         }
 
-        let counters: [(&str, &str, Pick); 7] = [
+        let counters: [(&str, &str, Pick); 8] = [
             (
                 "es_bytes_in_total",
                 "Bytes received from clients.",
@@ -401,6 +404,11 @@ impl Registry {
                 "Requests passed to the owning worker.",
                 |worker| &worker.forwarded,
             ),
+            (
+                "es_panics_total",
+                "Requests whose handler panicked; each closed its connection with GOAWAY(INTERNAL_ERROR).",
+                |worker| &worker.connection.panics,
+            ),
         ];
         for (name, help, pick) in counters {
             let _ = writeln!(
@@ -409,6 +417,18 @@ impl Registry {
                 self.sum(pick)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP es_connection_paused_total Times a connection stopped reading at a byte budget, by budget.\n# TYPE es_connection_paused_total counter\nes_connection_paused_total{{budget=\"connection\"}} {}\nes_connection_paused_total{{budget=\"node\"}} {}",
+            self.sum(|worker| &worker.connection.paused_connection_budget),
+            self.sum(|worker| &worker.connection.paused_node_budget),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP es_buffered_bytes Bytes held by all connections (requests and queued answers).\n# TYPE es_buffered_bytes gauge\nes_buffered_bytes {}\n# HELP es_buffered_bytes_limit server.max-buffered-bytes.\n# TYPE es_buffered_bytes_limit gauge\nes_buffered_bytes_limit {}",
+            self.node_budget.buffered_bytes(),
+            self.node_budget.limit_bytes(),
+        );
         let open = self
             .sum(|worker| &worker.connections_accepted)
             .saturating_sub(self.sum(|worker| &worker.connections_closed));
@@ -554,7 +574,7 @@ mod tests {
 
     #[test]
     fn workers_are_summed_when_rendered() {
-        let registry = Registry::new(2);
+        let registry = Registry::new(2, Arc::new(serve::NodeBudget::new(1 << 20)));
         let first = registry.worker(0);
         let second = registry.worker(1);
         first.request(Operation::Append);
@@ -603,7 +623,7 @@ mod tests {
 
     #[test]
     fn histogram_buckets_are_cumulative_with_sum_and_count() {
-        let registry = Registry::new(2);
+        let registry = Registry::new(2, Arc::new(serve::NodeBudget::new(1 << 20)));
         registry
             .worker(0)
             .latency(Stage::AppendWrite, Duration::from_micros(3));
@@ -653,7 +673,8 @@ mod tests {
 
     #[test]
     fn every_sample_line_belongs_to_a_declared_metric() {
-        let text = Registry::new(1).render(StoreGauges::default());
+        let text = Registry::new(1, Arc::new(serve::NodeBudget::new(1 << 20)))
+            .render(StoreGauges::default());
         let declared: Vec<&str> = text
             .lines()
             .filter_map(|line| line.strip_prefix("# TYPE "))

@@ -90,6 +90,7 @@ struct WorkerSetup {
     inbound: Vec<mailbox::Receiver<WorkerMessage>>,
     control: mailbox::Receiver<Control>,
     open_connections: Arc<AtomicUsize>,
+    largest_append_bytes: Arc<AtomicUsize>,
     drained_workers: Arc<AtomicUsize>,
 }
 
@@ -117,7 +118,10 @@ pub fn run(config: Config) -> Result<(), String> {
     .map_err(|error| format!("cannot open the store: {error}"))?;
     // Only after the store holds the directory lock: a second node on the same directory
     // must fail before it touches anything.
-    let registry = Registry::new(workers);
+    let registry = Registry::new(
+        workers,
+        Arc::new(serve::NodeBudget::new(config.server.max_buffered_bytes)),
+    );
     let mut catalog = Catalog::open(&config.store.path, Arc::clone(&registry.catalog))?;
     let records = catalog.take_records();
 
@@ -162,6 +166,7 @@ pub fn run(config: Config) -> Result<(), String> {
     }
 
     let open_connections = Arc::new(AtomicUsize::new(0));
+    let largest_append_bytes = Arc::new(AtomicUsize::new(0));
     let drained_workers = Arc::new(AtomicUsize::new(0));
     let mut records_by_worker: Vec<Vec<RangeRecord>> = (0..workers).map(|_| Vec::new()).collect();
     for record in records {
@@ -198,6 +203,7 @@ pub fn run(config: Config) -> Result<(), String> {
             inbound,
             control,
             open_connections: Arc::clone(&open_connections),
+            largest_append_bytes: Arc::clone(&largest_append_bytes),
             drained_workers: Arc::clone(&drained_workers),
         };
         let builder = runtime::Builder::new();
@@ -371,6 +377,7 @@ async fn worker_main(setup: WorkerSetup) -> Result<(), String> {
         inbound,
         mut control,
         open_connections,
+        largest_append_bytes,
         drained_workers,
     } = setup;
     let (handle, driver) = store.start();
@@ -378,15 +385,24 @@ async fn worker_main(setup: WorkerSetup) -> Result<(), String> {
     let storage = Storage::new(handle);
     let workers = config.server.workers;
     let metrics = registry.worker(index);
-    let worker = Rc::new(Worker::new(
-        index,
-        workers,
-        Arc::clone(&config),
-        metrics,
-        storage,
-        catalog,
-        peers,
-    ));
+    let worker = Rc::new(
+        Worker::new(
+            index,
+            workers,
+            Arc::clone(&config),
+            metrics,
+            storage,
+            catalog,
+            peers,
+        )
+        .with_node_budget(
+            Arc::clone(&registry.node_budget),
+            Arc::clone(&largest_append_bytes),
+        ),
+    );
+    worker
+        .largest_append_bytes
+        .fetch_max(worker.storage.largest_append_bytes(), Ordering::Relaxed);
     // The epoch is the larger of the saved one and that of the range's last stored batch: a
     // writer's raise is in its batches even where a crash beat every other save. A raise
     // found this way is saved before the node serves, so a later trim cannot lose it.

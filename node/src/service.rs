@@ -4,12 +4,15 @@
 
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use serve::local::Notified;
-use serve::{ConnectionCounters, Limits, Reply, Service};
-use wire::msg::{Request, Role};
+use serve::{ConnectionCounters, Limits, NodeBudget, Reply, Service};
+use wire::msg::{FetchRequest, Request, Role};
+use wire::{Frame, Opcode};
 
 use crate::dispatch::dispatch;
 use crate::worker::Worker;
@@ -25,6 +28,8 @@ impl Service for Worker {
             max_frame_size_bytes: server.max_frame_size_bytes,
             max_in_flight_per_connection: server.max_in_flight_per_connection,
             idle_timeout_ms: server.idle_timeout_ms,
+            max_buffered_bytes_per_connection: server.max_buffered_bytes_per_connection,
+            max_buffered_bytes: server.max_buffered_bytes,
         }
     }
 
@@ -49,13 +54,42 @@ impl Service for Worker {
             .authorize(role, required_role(request), request.opcode())
     }
 
+    fn node_budget(&self) -> &Arc<NodeBudget> {
+        &self.node_budget
+    }
+
+    /// A FETCH answer is at most its max_bytes (cut to a frame) or one whole append, whichever
+    /// is larger: charged before the request runs, so FETCHes that have not read yet cannot
+    /// together promise more than the budgets, whatever max_bytes they ask for.
+    fn response_bytes_bound(&self, frame: &Frame) -> usize {
+        if frame.opcode != Opcode::Fetch {
+            return 0;
+        }
+        match frame.decode_message::<FetchRequest>() {
+            Ok(request) => crate::handler::fetch::read_bytes_bound(self, &request)
+                .max(self.largest_append_bytes.load(Ordering::Relaxed)),
+            Err(_) => 0,
+        }
+    }
+
     fn call(
         self: &Rc<Self>,
         request: Request,
         payload: Bytes,
         received: Instant,
     ) -> impl Future<Output = Reply> {
-        dispatch(self, request, payload, received)
+        let worker = Rc::clone(self);
+        // Recorded once stored, so a refused APPEND cannot inflate what every FETCH is charged.
+        let append_bytes = matches!(request, Request::Append(_)).then_some(payload.len());
+        async move {
+            let reply = dispatch(&worker, request, payload, received).await;
+            if let (Some(bytes), false) = (append_bytes, reply.is_error()) {
+                worker
+                    .largest_append_bytes
+                    .fetch_max(bytes, Ordering::Relaxed);
+            }
+            reply
+        }
     }
 }
 

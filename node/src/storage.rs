@@ -137,6 +137,11 @@ impl Storage {
         Ok(epoch)
     }
 
+    /// Bytes of the largest append the store holds for this worker.
+    pub fn largest_append_bytes(&self) -> usize {
+        self.handle.largest_append_bytes()
+    }
+
     /// Every range the store holds data of for this worker.
     pub fn ranges(&self) -> Vec<RangeKey> {
         self.handle

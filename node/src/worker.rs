@@ -87,6 +87,11 @@ pub struct Worker {
     pub shutdown: Notify,
     /// The `auth` tokens connections prove (see `service.rs`).
     pub tokens: serve::Tokens,
+    /// Bytes held by the connections of every worker (`server.max-buffered-bytes`).
+    pub node_budget: Arc<serve::NodeBudget>,
+    /// The largest append payload any worker of the node holds: a FETCH may return one whole
+    /// append however small its max_bytes, so this is what its answer is charged at least.
+    pub largest_append_bytes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What the catalog should hold for the range `key` in `entry`.
@@ -119,6 +124,8 @@ impl Worker {
         catalog: CatalogHandle,
         peers: Vec<Option<runtime::mailbox::Sender<WorkerMessage>>>,
     ) -> Worker {
+        // A budget of its own until `with_node_budget` shares the node's among the workers.
+        let node_budget = Arc::new(serve::NodeBudget::new(config.server.max_buffered_bytes));
         Worker {
             index,
             worker_count,
@@ -135,7 +142,21 @@ impl Worker {
             next_token: Cell::new(0),
             shutting_down: Cell::new(false),
             shutdown: Notify::default(),
+            node_budget,
+            largest_append_bytes: Arc::default(),
         }
+    }
+
+    /// Counts this worker's connections in `budget`, and reads the node's largest append from
+    /// `largest_append_bytes`, both shared by every worker of the node.
+    pub fn with_node_budget(
+        mut self,
+        budget: Arc<serve::NodeBudget>,
+        largest_append_bytes: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Worker {
+        self.node_budget = budget;
+        self.largest_append_bytes = largest_append_bytes;
+        self
     }
 
     /// Installs a range recovered at start (from the range catalog and the store). `epoch` is

@@ -36,8 +36,15 @@ pub struct ServerConfig {
     pub max_in_flight_per_connection: usize,
     /// Largest frame accepted or sent, header included (placement requests are small).
     pub max_frame_size_bytes: usize,
-    /// A connection with no request for this long is closed; 0 disables the timeout.
+    /// A connection that completes no frame (and has no answer sent) for this long, with no
+    /// request running, is closed; 0 disables the timeout.
     pub idle_timeout_ms: u64,
+    /// Bytes one connection may hold (request payloads, answers queued for the socket); it
+    /// stops reading at this bound. At least `max-frame-size-bytes`.
+    pub max_buffered_bytes_per_connection: usize,
+    /// Bytes all connections may hold; every connection stops reading while they are over it.
+    /// At least `max-buffered-bytes-per-connection`.
+    pub max_buffered_bytes: usize,
     /// How long accepted requests may take to finish after SIGTERM/SIGINT.
     pub grace_period_ms: u64,
 }
@@ -206,6 +213,8 @@ impl Default for ServerConfig {
             max_in_flight_per_connection: 256,
             max_frame_size_bytes: 1024 * 1024,
             idle_timeout_ms: 300_000,
+            max_buffered_bytes_per_connection: 4 * 1024 * 1024,
+            max_buffered_bytes: 64 * 1024 * 1024,
             grace_period_ms: 5_000,
         }
     }
@@ -344,6 +353,26 @@ impl PmConfig {
             format!(
                 "server.max-frame-size-bytes: expected 65536..=67108864, found {}",
                 server.max_frame_size_bytes
+            ),
+        );
+        const MAX_BUFFERED: usize = 64 * 1024 * 1024 * 1024;
+        check(
+            (server.max_frame_size_bytes..=MAX_BUFFERED)
+                .contains(&server.max_buffered_bytes_per_connection),
+            format!(
+                "server.max-buffered-bytes-per-connection: expected server.max-frame-size-bytes \
+                 ({})..={MAX_BUFFERED} (a connection must hold one whole frame), found {}",
+                server.max_frame_size_bytes, server.max_buffered_bytes_per_connection
+            ),
+        );
+        check(
+            server.max_buffered_bytes > 0
+                && (server.max_buffered_bytes_per_connection..=MAX_BUFFERED)
+                    .contains(&server.max_buffered_bytes),
+            format!(
+                "server.max-buffered-bytes: expected server.max-buffered-bytes-per-connection \
+                 ({})..={MAX_BUFFERED}, found {}",
+                server.max_buffered_bytes_per_connection, server.max_buffered_bytes
             ),
         );
         check(
@@ -502,6 +531,8 @@ mod tests {
         config.server.max_connections = 0;
         config.server.max_in_flight_per_connection = 0;
         config.server.max_frame_size_bytes = 1;
+        config.server.max_buffered_bytes_per_connection = 0;
+        config.server.max_buffered_bytes = 0;
         config.server.grace_period_ms = u64::MAX;
         config.storage.path = PathBuf::new();
         config.storage.segment_size_bytes = 1;

@@ -19,12 +19,13 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ids::{NodeId, RangeKey, StreamId};
 use serve::local::{Notified, Notify};
-use serve::{ConnectionCounters, Limits, Reply, Service};
+use serve::{ConnectionCounters, Limits, NodeBudget, Reply, Service};
 use wire::msg::{DeleteRangeRequest, Request, TrimRangeRequest};
 use wire::{ErrorCode, ReplicaNode, Role};
 
@@ -73,6 +74,8 @@ pub struct Pm {
     shutting_down: Cell<bool>,
     shutdown: Notify,
     counters: ConnectionCounters,
+    /// Bytes held by all connections (`server.max-buffered-bytes`).
+    node_budget: Arc<NodeBudget>,
     pub(crate) metrics: PmMetrics,
     pub(crate) commands_since_snapshot: Cell<u64>,
     /// The `auth` tokens connections prove.
@@ -97,6 +100,7 @@ impl Pm {
             .admin_token
             .as_ref()
             .map(|token| token.expose().to_string());
+        let node_budget = Arc::new(NodeBudget::new(config.server.max_buffered_bytes));
         Pm {
             tokens,
             config,
@@ -113,6 +117,7 @@ impl Pm {
             shutting_down: Cell::new(false),
             shutdown: Notify::default(),
             counters: ConnectionCounters::default(),
+            node_budget,
             metrics: PmMetrics::default(),
             commands_since_snapshot: Cell::new(0),
         }
@@ -365,6 +370,8 @@ impl Service for Pm {
             max_frame_size_bytes: self.config.server.max_frame_size_bytes,
             max_in_flight_per_connection: self.config.server.max_in_flight_per_connection,
             idle_timeout_ms: self.config.server.idle_timeout_ms,
+            max_buffered_bytes_per_connection: self.config.server.max_buffered_bytes_per_connection,
+            max_buffered_bytes: self.config.server.max_buffered_bytes,
         }
     }
 
@@ -387,6 +394,10 @@ impl Service for Pm {
     fn authorize(&self, role: Option<Role>, request: &Request) -> Result<(), Reply> {
         self.tokens
             .authorize(role, required_role(request), request.opcode())
+    }
+
+    fn node_budget(&self) -> &Arc<NodeBudget> {
+        &self.node_budget
     }
 
     async fn call(self: &Rc<Self>, request: Request, _payload: Bytes, received: Instant) -> Reply {

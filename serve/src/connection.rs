@@ -11,11 +11,18 @@
 //! requests not yet answered on the wire (running, or answered but still queued for the writer)
 //! the reader stops decoding (and so reading) until one is sent, which pushes back on the client
 //! through TCP: a client that sends but never reads cannot make the node queue responses without
-//! bound. A frame that cannot be delimited gets a GOAWAY(PROTOCOL_ERROR) and
-//! closes this connection only; an intact frame with an unknown opcode or a bad header gets an
-//! error response and the connection carries on. On shutdown the reader stops, a
-//! GOAWAY(SHUTTING_DOWN) goes out first, the requests already accepted are answered, then the
-//! connection closes.
+//! bound. The same goes for bytes: each frame's payload and the response it may produce are
+//! charged to the connection's and the process's byte budgets (`budget.rs`) before the request
+//! starts, and released once the response is handed to the kernel; the reader accepts no frame
+//! the budgets cannot hold. A connection that completes no frame and has no write complete for
+//! `idle-timeout-ms` (and has nothing running) is closed, so neither a client trickling a byte
+//! now and then nor one that never reads keeps its slot or its budget for ever.
+//! A request whose handler panics closes its connection with GOAWAY(INTERNAL_ERROR); the
+//! worker and its other connections go on. A frame that cannot be delimited gets a
+//! GOAWAY(PROTOCOL_ERROR) and closes this connection only; an intact frame with an unknown
+//! opcode or a bad header gets an error response and the connection carries on. On shutdown the
+//! reader stops, a GOAWAY(SHUTTING_DOWN) goes out first, the requests already accepted are
+//! answered, then the connection closes.
 //!
 //! Authentication: the connection holds the role its last AUTHENTICATE granted (answered here,
 //! with the token checked by [`Service::authenticate`]) and asks [`Service::authorize`] about
@@ -29,6 +36,8 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -40,6 +49,8 @@ use wire::msg::{
 use wire::{DecodeError, Decoder, ErrorCode, Flags, Frame, Opcode};
 
 use crate::auth::MAX_FAILED_AUTHENTICATIONS;
+use crate::budget::{admission, Admission, BudgetLimits, NodeBudget};
+use crate::catch_panic::catch_panic;
 use crate::local::Notify;
 use crate::reply::Reply;
 use crate::service::Service;
@@ -71,18 +82,83 @@ struct Shared {
     /// AUTHENTICATE requests refused so far; at [`MAX_FAILED_AUTHENTICATIONS`] the connection
     /// closes.
     failed_authentications: Cell<u32>,
+    /// Bytes this connection holds: request payloads and response bounds of requests accepted
+    /// and not finished, encoded responses not yet handed to the kernel. Each is also charged
+    /// to `node_budget`.
+    buffered_bytes: Cell<usize>,
+    node_budget: Arc<NodeBudget>,
+    /// Of `buffered_bytes`, the bytes read but not yet split off as a frame (a frame still
+    /// arriving, at most one frame long).
+    read_buffer_bytes: Cell<usize>,
+    /// When a frame was last completed or a write last finished: the idle timeout's clock.
+    last_progress: Cell<Instant>,
+    /// Set by a request task whose handler panicked: the reader stops with GOAWAY(INTERNAL_ERROR).
+    internal_error: RefCell<Option<String>>,
+    /// Wakes the reader when `internal_error` is set.
+    stop: Notify,
+    /// The writer is in a write; `abort_write` cancels it (the peer stopped reading).
+    writing: Cell<bool>,
+    abort_write: Notify,
+    aborted: Cell<bool>,
+    peer: SocketAddr,
 }
 
 impl Shared {
-    /// Queues the frames of one response.
+    /// Queues the frames of one response, charging their bytes until the writer sends them.
     fn push_response(&self, frames: impl IntoIterator<Item = Bytes>) {
         if self.broken.get() {
             // The writer is gone: a queued answer would never be sent nor leave the count.
             return;
         }
-        self.outgoing.borrow_mut().extend(frames);
+        let mut outgoing = self.outgoing.borrow_mut();
+        let before = outgoing.len();
+        outgoing.extend(frames);
+        let bytes: usize = outgoing.iter().skip(before).map(Bytes::len).sum();
+        drop(outgoing);
+        self.charge(bytes);
         self.queued_responses.set(self.queued_responses.get() + 1);
         self.writer_wake.notify();
+    }
+
+    fn charge(&self, bytes: usize) {
+        self.buffered_bytes.set(self.buffered_bytes.get() + bytes);
+        self.node_budget.charge(bytes);
+    }
+
+    /// Gives back bytes charged before; the reader may be waiting for them.
+    fn release(&self, bytes: usize) {
+        let held = self.buffered_bytes.get();
+        debug_assert!(
+            held >= bytes,
+            "connection releases {bytes} bytes of {held} held"
+        );
+        // Never more than this connection charged: a miscount here must not make the process's
+        // counter wrap (every reader would then wait for ever).
+        let bytes = bytes.min(held);
+        self.buffered_bytes.set(held - bytes);
+        self.node_budget.release(bytes);
+        if bytes > 0 {
+            self.request_done.notify();
+        }
+    }
+
+    /// Charges the bytes of the read buffer that are not yet part of a frame: `pending` now.
+    fn settle_read_buffer(&self, pending: usize) {
+        let charged = self.read_buffer_bytes.replace(pending);
+        if pending > charged {
+            self.charge(pending - charged);
+        } else {
+            self.release(charged - pending);
+        }
+    }
+
+    /// Drops every frame still queued (the socket failed or the write was abandoned).
+    fn discard_outgoing(&self) {
+        let bytes: usize = self.outgoing.borrow_mut().drain(..).map(|f| f.len()).sum();
+        self.release(bytes);
+        // Nothing more will be sent: the reader must not wait for these answers.
+        self.queued_responses.set(0);
+        self.request_done.notify();
     }
 
     /// Requests accepted whose answer is not on the wire yet: what `max-in-flight-per-connection`
@@ -92,12 +168,36 @@ impl Shared {
     }
 }
 
+/// Bytes charged to the budgets for one accepted request, released when it is dropped (when
+/// the request task ends, after its response was queued and charged on its own).
+struct Charge {
+    shared: Rc<Shared>,
+    bytes: usize,
+}
+
+impl Charge {
+    fn new(shared: &Rc<Shared>, bytes: usize) -> Charge {
+        shared.charge(bytes);
+        Charge {
+            shared: Rc::clone(shared),
+            bytes,
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.shared.release(self.bytes);
+    }
+}
+
 /// How the reader ended.
 enum ReadEnd {
     PeerClosed,
     Shutdown,
     Idle,
     ProtocolError(String),
+    InternalError(String),
     Failed,
 }
 
@@ -116,6 +216,16 @@ pub async fn serve<S: Service>(service: Rc<S>, stream: runtime::net::TcpStream, 
         broken: Cell::new(false),
         role: Cell::new(None),
         failed_authentications: Cell::new(0),
+        buffered_bytes: Cell::new(0),
+        node_budget: Arc::clone(service.node_budget()),
+        read_buffer_bytes: Cell::new(0),
+        last_progress: Cell::new(Instant::now()),
+        internal_error: RefCell::new(None),
+        stop: Notify::default(),
+        writing: Cell::new(false),
+        abort_write: Notify::default(),
+        aborted: Cell::new(false),
+        peer,
     });
     let writer = runtime::spawn(write_loop(
         Rc::clone(&stream),
@@ -123,6 +233,7 @@ pub async fn serve<S: Service>(service: Rc<S>, stream: runtime::net::TcpStream, 
         Rc::clone(&service),
     ));
     let end = read_loop(&service, &stream, &shared).await;
+    shared.settle_read_buffer(0);
     let goaway = match &end {
         ReadEnd::Shutdown => Some((
             GoawayReason::ShuttingDown,
@@ -133,23 +244,185 @@ pub async fn serve<S: Service>(service: Rc<S>, stream: runtime::net::TcpStream, 
             "connection idle for too long".to_string(),
         )),
         ReadEnd::ProtocolError(message) => Some((GoawayReason::ProtocolError, message.clone())),
+        ReadEnd::InternalError(message) => Some((GoawayReason::InternalError, message.clone())),
         ReadEnd::PeerClosed | ReadEnd::Failed => None,
     };
     if let Some((reason, message)) = goaway {
         log::debug!("connection {peer}: GOAWAY {reason:?}: {message}");
         let mut buf = BytesMut::new();
         let goaway = Goaway { reason, message };
-        if wire::codec::encode_goaway(&mut buf, &goaway).is_ok() {
+        if !shared.broken.get() && wire::codec::encode_goaway(&mut buf, &goaway).is_ok() {
             // GOAWAY goes before the answers still to come: the client learns at once that it
             // should send nothing more on this connection.
+            shared.charge(buf.len());
             shared.outgoing.borrow_mut().push_front(buf.freeze());
         }
     }
     shared.reading_done.set(true);
     shared.writer_wake.notify();
-    writer.await;
+    let idle_timeout = service.limits().idle_timeout_ms;
+    if matches!(end, ReadEnd::Idle) && shared.writing.get() {
+        // Idle with a write pending: the peer stopped reading. Nothing more can reach it.
+        abort_writer(&shared);
+    }
+    let mut writer = pin!(writer);
+    let mut writer_done = false;
+    if idle_timeout > 0 {
+        // The answers still owed get one idle timeout to drain; a peer that reads nothing
+        // does not keep the connection (and its budget) for ever.
+        let drain = runtime::time::sleep(Duration::from_millis(idle_timeout));
+        match race(writer.as_mut(), drain).await {
+            Either::Left(()) => writer_done = true,
+            Either::Right(()) => abort_writer(&shared),
+        }
+    }
+    if !writer_done {
+        writer.await;
+    }
+    // Whatever the writer could not send leaves the budgets with the connection.
+    shared.discard_outgoing();
     if let Ok(stream) = Rc::try_unwrap(stream) {
         let _ = stream.close().await;
+    }
+}
+
+/// Stops the writer's pending write: its bytes can no longer reach the peer.
+fn abort_writer(shared: &Shared) {
+    shared.aborted.set(true);
+    shared.abort_write.notify();
+}
+
+/// The idle timeout's timer. One for the connection's life, moved forward only when it fires
+/// early: arming a new one per read would cost a timer insert and removal per read.
+struct IdleClock {
+    timeout: Option<Duration>,
+    timer: Option<runtime::time::Sleep>,
+}
+
+impl IdleClock {
+    fn new(timeout_ms: u64) -> IdleClock {
+        let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
+        IdleClock {
+            timeout,
+            timer: timeout.map(runtime::time::sleep),
+        }
+    }
+
+    /// Resolves once the connection has completed no frame and had no write complete for the
+    /// timeout, with nothing running (a long poll or a slow append is not idleness). Bytes
+    /// that do not complete a frame do not count: a client trickling a byte now and then is
+    /// idle. Never resolves without a timeout.
+    async fn expired(&mut self, shared: &Shared) {
+        let (Some(timeout), Some(timer)) = (self.timeout, self.timer.as_mut()) else {
+            return std::future::pending().await;
+        };
+        loop {
+            (&mut *timer).await;
+            if shared.last_progress.get().elapsed() >= timeout {
+                if shared.in_flight.get() == 0 {
+                    return;
+                }
+                shared.last_progress.set(Instant::now());
+            }
+            timer.reset(runtime::time::deadline_after(
+                shared.last_progress.get(),
+                timeout,
+            ));
+        }
+    }
+}
+
+/// The budgets of `service`.
+fn budget_limits<S: Service>(service: &S) -> BudgetLimits {
+    let limits = service.limits();
+    BudgetLimits {
+        per_connection_bytes: limits.max_buffered_bytes_per_connection,
+        node_bytes: limits.max_buffered_bytes,
+    }
+}
+
+/// What the budgets say about accepting a frame costing `cost_bytes`.
+fn frame_admission(limits: BudgetLimits, shared: &Shared, cost_bytes: usize) -> Admission {
+    admission(
+        limits,
+        shared.buffered_bytes.get(),
+        shared.node_budget.buffered_bytes(),
+        cost_bytes,
+    )
+}
+
+/// What the budgets say about reading another chunk. The bytes of a frame still arriving do
+/// not count against its own connection (a budget holds at least one frame, so the frame can
+/// always complete once the connection's other bytes drained); they do count for the process,
+/// where only a connection holding nothing at all may read past the budget, one chunk (that is
+/// how a PING on a fresh connection gets in while the process is at its budget).
+fn read_admission(limits: BudgetLimits, shared: &Shared) -> Admission {
+    let buffered = shared.buffered_bytes.get();
+    let others = buffered - shared.read_buffer_bytes.get();
+    if others > 0 && buffered + READ_CHUNK_BYTES > limits.per_connection_bytes {
+        return Admission::WaitForConnection;
+    }
+    let node = shared.node_budget.buffered_bytes();
+    if buffered == 0 || node == 0 || node + READ_CHUNK_BYTES <= limits.node_bytes {
+        Admission::Admit
+    } else {
+        Admission::WaitForNode
+    }
+}
+
+/// Waits until `decide` admits the next step (accepting a frame, reading a chunk) whose cost
+/// is `cost_bytes`, or until reading must end.
+async fn wait_for_budget<S: Service>(
+    service: &Rc<S>,
+    shared: &Shared,
+    idle: &mut IdleClock,
+    cost_bytes: usize,
+    decide: impl Fn(&Shared) -> Admission,
+) -> Result<(), ReadEnd> {
+    let counters = service.counters();
+    let mut paused = false;
+    loop {
+        if service.is_shutting_down() {
+            return Err(ReadEnd::Shutdown);
+        }
+        if let Some(message) = shared.internal_error.borrow_mut().take() {
+            return Err(ReadEnd::InternalError(message));
+        }
+        // Registered before the check, so a release in between is not missed.
+        let drained = shared.request_done.notified();
+        let shutdown = service.shutdown_notified();
+        let stop = shared.stop.notified();
+        let decision = decide(shared);
+        let counter: &AtomicU64 = match decision {
+            Admission::Admit => return Ok(()),
+            Admission::WaitForConnection => &counters.paused_connection_budget,
+            Admission::WaitForNode => &counters.paused_node_budget,
+        };
+        if !paused {
+            paused = true;
+            counters.add(counter, 1);
+            log::debug!(
+                "connection {}: reading paused ({decision:?}): it holds {} bytes, the process {}",
+                shared.peer,
+                shared.buffered_bytes.get(),
+                shared.node_budget.buffered_bytes()
+            );
+        }
+        let room = async {
+            match decision {
+                Admission::WaitForNode => {
+                    race(shared.node_budget.room_for(cost_bytes), drained).await;
+                }
+                _ => drained.await,
+            }
+        };
+        let ending = race(shutdown, race(stop, idle.expired(shared)));
+        match race(room, ending).await {
+            Either::Left(()) => {}
+            Either::Right(Either::Left(())) => return Err(ReadEnd::Shutdown),
+            Either::Right(Either::Right(Either::Left(()))) => {}
+            Either::Right(Either::Right(Either::Right(()))) => return Err(ReadEnd::Idle),
+        }
     }
 }
 
@@ -161,32 +434,43 @@ async fn read_loop<S: Service>(
     let limits = service.limits();
     let counters = service.counters();
     let max_in_flight = limits.max_in_flight_per_connection;
-    let idle_timeout =
-        (limits.idle_timeout_ms > 0).then(|| Duration::from_millis(limits.idle_timeout_ms));
     let mut decoder = Decoder::new(limits.max_frame_size_bytes);
     let mut received = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    let mut last_activity = Instant::now();
-    // One timer for the connection's life, moved forward only when it fires early: arming a
-    // new one per read would cost a timer insert and removal per read.
-    let mut idle_timer = idle_timeout.map(runtime::time::sleep);
+    let mut idle = IdleClock::new(limits.idle_timeout_ms);
+    let budget = budget_limits(&**service);
     loop {
         // Decode what is buffered, up to the in-flight bound.
         loop {
             if service.is_shutting_down() {
                 return ReadEnd::Shutdown;
             }
+            if let Some(message) = shared.internal_error.borrow_mut().take() {
+                return ReadEnd::InternalError(message);
+            }
             if shared.unanswered() >= max_in_flight {
                 let done = shared.request_done.notified();
                 let shutdown = service.shutdown_notified();
+                let stop = shared.stop.notified();
                 if shared.unanswered() >= max_in_flight {
-                    race(done, shutdown).await;
+                    race(done, race(shutdown, stop)).await;
                     continue;
                 }
             }
             match decoder.decode(&mut received) {
                 Ok(Some(frame)) => {
-                    last_activity = Instant::now();
-                    if let Some(end) = accept_frame(service, shared, frame, last_activity) {
+                    shared.last_progress.set(Instant::now());
+                    // The frame's bytes move from the read buffer's charge to the request's.
+                    shared.settle_read_buffer(received.len());
+                    let cost_bytes = frame.payload.len() + service.response_bytes_bound(&frame);
+                    let decide = |shared: &Shared| frame_admission(budget, shared, cost_bytes);
+                    if let Err(end) =
+                        wait_for_budget(service, shared, &mut idle, cost_bytes, decide).await
+                    {
+                        return end;
+                    }
+                    let charge = Charge::new(shared, cost_bytes);
+                    if let Some(end) = accept_frame(service, shared, frame, Instant::now(), charge)
+                    {
                         return end;
                     }
                 }
@@ -209,43 +493,43 @@ async fn read_loop<S: Service>(
         // with nothing in flight): whatever it might still have received then is never
         // answered, which the client learns from the GOAWAY. Idle time with requests in flight
         // keeps polling the same read, so no byte is lost.
+        shared.settle_read_buffer(received.len());
+        let decide = |shared: &Shared| read_admission(budget, shared);
+        if let Err(end) =
+            wait_for_budget(service, shared, &mut idle, READ_CHUNK_BYTES, decide).await
+        {
+            return end;
+        }
         received.reserve(READ_CHUNK_BYTES);
         let mut read = pin!(stream.read(received));
         let (result, buffer) = loop {
             if service.is_shutting_down() {
                 return ReadEnd::Shutdown;
             }
+            if let Some(message) = shared.internal_error.borrow_mut().take() {
+                return ReadEnd::InternalError(message);
+            }
             let shutdown = service.shutdown_notified();
-            let idle_wait = async {
-                match idle_timer.as_mut() {
-                    Some(timer) => timer.await,
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            match race(read.as_mut(), race(shutdown, idle_wait)).await {
+            let stop = shared.stop.notified();
+            match race(
+                read.as_mut(),
+                race(shutdown, race(stop, idle.expired(shared))),
+            )
+            .await
+            {
                 Either::Left(done) => break done,
                 Either::Right(Either::Left(())) => return ReadEnd::Shutdown,
-                Either::Right(Either::Right(())) => {
-                    let (Some(idle), Some(timer)) = (idle_timeout, idle_timer.as_mut()) else {
-                        continue;
-                    };
-                    if last_activity.elapsed() >= idle {
-                        if shared.in_flight.get() == 0 {
-                            return ReadEnd::Idle;
-                        }
-                        // A long poll or a slow append is still running: not idle.
-                        last_activity = Instant::now();
-                    }
-                    timer.reset(runtime::time::deadline_after(last_activity, idle));
-                }
+                Either::Right(Either::Right(Either::Left(()))) => continue,
+                Either::Right(Either::Right(Either::Right(()))) => return ReadEnd::Idle,
             }
         };
         received = buffer;
         match result {
             Ok(0) => return ReadEnd::PeerClosed,
             Ok(count) => {
+                // Bytes alone are not progress: only a whole frame moves the idle clock.
                 counters.add(&counters.bytes_in, count as u64);
-                last_activity = Instant::now();
+                shared.settle_read_buffer(received.len());
             }
             Err(error) => {
                 log::debug!("connection read failed: {error}");
@@ -256,12 +540,13 @@ async fn read_loop<S: Service>(
 }
 
 /// Starts a request task for `frame`, decoded at `received`; returns how reading ends if this
-/// frame ends it.
+/// frame ends it. `charge` holds the frame's bytes in the budgets until the task ends.
 fn accept_frame<S: Service>(
     service: &Rc<S>,
     shared: &Rc<Shared>,
     frame: Frame,
     received: Instant,
+    charge: Charge,
 ) -> Option<ReadEnd> {
     let counters = service.counters();
     if frame.is_response() {
@@ -306,7 +591,27 @@ fn accept_frame<S: Service>(
     let service = Rc::clone(service);
     let shared = Rc::clone(shared);
     runtime::spawn(async move {
-        let reply = service.call(request, payload, received).await;
+        let reply = match catch_panic(service.call(request, payload, received)).await {
+            Ok(reply) => reply,
+            Err(message) => {
+                let counters = service.counters();
+                counters.add(&counters.panics, 1);
+                log::error!(
+                    "{}: the handler of {opcode} (request {request_id}) from {} panicked: \
+                     {message}; closing that connection, the others go on",
+                    service.name(),
+                    shared.peer
+                );
+                *shared.internal_error.borrow_mut() = Some(format!(
+                    "internal error while handling {opcode} (request {request_id}); \
+                     the {} logged it. Retry on a new connection",
+                    service.name()
+                ));
+                shared.stop.notify();
+                finish_request(&shared, charge);
+                return;
+            }
+        };
         if !shared.broken.get() {
             match encode_reply(opcode, request_id, reply) {
                 Ok(frames) => shared.push_response(frames),
@@ -321,9 +626,7 @@ fn accept_frame<S: Service>(
                 }
             }
         }
-        shared.in_flight.set(shared.in_flight.get() - 1);
-        shared.request_done.notify();
-        shared.writer_wake.notify();
+        finish_request(&shared, charge);
     });
     None
 }
@@ -380,6 +683,15 @@ fn push_reply(shared: &Shared, opcode: Opcode, request_id: u64, reply: Reply) {
             ErrorResponse::new(ErrorCode::Internal, message),
         ),
     }
+}
+
+/// A request task's end: its response (if any) is queued and charged on its own, so the
+/// request's charge goes back now.
+fn finish_request(shared: &Shared, charge: Charge) {
+    drop(charge);
+    shared.in_flight.set(shared.in_flight.get() - 1);
+    shared.request_done.notify();
+    shared.writer_wake.notify();
 }
 
 /// The frames of a reply. A FETCH payload is not copied: it goes out as its own buffer.
@@ -469,18 +781,43 @@ async fn write_loop<S: Service>(
         let bytes: usize = frames.iter().map(Bytes::len).sum();
         counters.add(&counters.bytes_out, bytes as u64);
         shared.sending_responses.set(responses);
-        let (result, mut sent) = stream.writev_all(frames).await;
-        sent.clear();
-        frames = sent;
+        let abort = shared.abort_write.notified();
+        let result = if shared.aborted.get() {
+            None
+        } else {
+            shared.writing.set(true);
+            // Dropping the write cancels it; the driver keeps the buffers until the kernel
+            // lets go of them.
+            match race(stream.writev_all(std::mem::take(&mut frames)), abort).await {
+                Either::Left((result, mut sent)) => {
+                    sent.clear();
+                    frames = sent;
+                    Some(result)
+                }
+                Either::Right(()) => None,
+            }
+        };
+        shared.writing.set(false);
         shared.sending_responses.set(0);
-        if let Err(error) = result {
-            log::debug!("connection write failed: {error}");
-            shared.broken.set(true);
-            shared.outgoing.borrow_mut().clear();
-            // Nothing more will be sent: the reader must not wait for these answers.
-            shared.queued_responses.set(0);
-            shared.request_done.notify();
-            break;
+        frames.clear();
+        shared.release(bytes);
+        match result {
+            Some(Ok(())) => shared.last_progress.set(Instant::now()),
+            Some(Err(error)) => {
+                log::debug!("connection {}: write failed: {error}", shared.peer);
+                shared.broken.set(true);
+                shared.discard_outgoing();
+                break;
+            }
+            None => {
+                log::debug!(
+                    "connection {}: write abandoned, the peer reads nothing",
+                    shared.peer
+                );
+                shared.broken.set(true);
+                shared.discard_outgoing();
+                break;
+            }
         }
         shared.request_done.notify();
     }

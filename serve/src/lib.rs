@@ -7,6 +7,8 @@
 //! * `auth`: the tokens a daemon holds, compared in constant time, and the role check every
 //!   request passes before it reaches the daemon.
 //! * `reply`: a response header and its payload, ready to encode.
+//! * `budget`: the byte budgets of a connection and of the process, and when a reader waits.
+//! * `catch_panic`: a request's future polled so that its panic closes only its connection.
 //! * `local`: single-thread synchronisation (one-shot slot, notification) for the tasks of one
 //!   runtime.
 //! * `http`: the Prometheus metrics endpoint, rendering whatever page the daemon hands it.
@@ -15,6 +17,8 @@
 //! daemon's [`Service::call`]; nothing here knows ranges, streams or the store.
 
 pub mod auth;
+pub mod budget;
+pub mod catch_panic;
 pub mod connection;
 pub mod http;
 pub mod local;
@@ -22,5 +26,6 @@ pub mod reply;
 pub mod service;
 
 pub use auth::Tokens;
+pub use budget::NodeBudget;
 pub use reply::Reply;
 pub use service::{ConnectionCounters, Limits, Service};

@@ -7,11 +7,14 @@
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use wire::msg::{Request, Role};
+use wire::Frame;
 
+use crate::budget::NodeBudget;
 use crate::local::Notified;
 use crate::reply::Reply;
 
@@ -23,9 +26,16 @@ pub struct Limits {
     /// Requests accepted but not yet answered on the wire; at this many the connection stops
     /// reading.
     pub max_in_flight_per_connection: usize,
-    /// A connection with nothing in flight and nothing received for this long is closed with
-    /// GOAWAY(IDLE_TIMEOUT); 0 never closes it.
+    /// A connection with nothing in flight that neither completed a frame nor had a write
+    /// complete for this long is closed with GOAWAY(IDLE_TIMEOUT), even if it trickles bytes;
+    /// 0 never closes it.
     pub idle_timeout_ms: u64,
+    /// Bytes one connection may hold (request payloads, responses being prepared or queued for
+    /// the writer); the connection stops reading at this bound. At least one frame.
+    pub max_buffered_bytes_per_connection: usize,
+    /// Bytes all connections of the process may hold; every connection stops reading while
+    /// they are over it (the [`NodeBudget`] counts them). At least the per-connection bound.
+    pub max_buffered_bytes: usize,
 }
 
 /// Traffic counted by the connections of one thread. Atomics so that another thread (the
@@ -40,6 +50,12 @@ pub struct ConnectionCounters {
     /// Frames that failed to decode (undelimitable, unknown opcode, bad header, a response
     /// where a request was expected).
     pub bad_frames: AtomicU64,
+    /// Times a connection stopped reading because its own byte budget was reached.
+    pub paused_connection_budget: AtomicU64,
+    /// Times a connection stopped reading because the process's byte budget was reached.
+    pub paused_node_budget: AtomicU64,
+    /// Requests whose handler panicked (each closed its connection with GOAWAY).
+    pub panics: AtomicU64,
 }
 
 impl ConnectionCounters {
@@ -80,6 +96,18 @@ pub trait Service: 'static {
     /// `request`; the refusal (`UNAUTHENTICATED`, `PERMISSION_DENIED`) is sent as the answer and
     /// [`Service::call`] is never made. Checked as each request is decoded.
     fn authorize(&self, role: Option<Role>, request: &Request) -> Result<(), Reply>;
+
+    /// The byte budget shared by every connection of the process.
+    fn node_budget(&self) -> &Arc<NodeBudget>;
+
+    /// Bytes the response to `frame` may take, charged to the budgets when the frame is
+    /// accepted, before the request runs (so requests that have not started cannot together
+    /// promise more than the budget). Only what may be large needs an answer (a FETCH: its
+    /// max_bytes); small responses are charged at their real size when they are queued.
+    fn response_bytes_bound(&self, frame: &Frame) -> usize {
+        let _ = frame;
+        0
+    }
 
     /// Answers one decoded request, `received` being when its frame was decoded. Each request
     /// runs as a task of its own, so a call may wait (a long poll, a disk write) without holding

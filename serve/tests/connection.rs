@@ -13,13 +13,13 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use serve::local::{Notified, Notify};
-use serve::{ConnectionCounters, Limits, Reply, Service, Tokens};
+use serve::{ConnectionCounters, Limits, NodeBudget, Reply, Service, Tokens};
 use wire::msg::{
     AppendRequest, AppendResponse, AuthenticateRequest, AuthenticateResponse, CreateRangeRequest,
     CreateRangeResponse, PingRequest, PingResponse, Request, Response, Role,
@@ -43,6 +43,7 @@ struct EchoService {
     limits: Limits,
     shutdown: Notify,
     counters: ConnectionCounters,
+    node_budget: Arc<NodeBudget>,
     running: Cell<usize>,
     most_running: Cell<usize>,
     calls: Cell<usize>,
@@ -81,6 +82,10 @@ impl Service for EchoService {
 
     fn counters(&self) -> &ConnectionCounters {
         &self.counters
+    }
+
+    fn node_budget(&self) -> &Arc<NodeBudget> {
+        &self.node_budget
     }
 
     fn call(
@@ -135,9 +140,12 @@ fn start_server_with_tokens(
                     max_frame_size_bytes: 1 << 20,
                     max_in_flight_per_connection: max_in_flight,
                     idle_timeout_ms: 0,
+                    max_buffered_bytes_per_connection: 4 << 20,
+                    max_buffered_bytes: 4 << 20,
                 },
                 shutdown: Notify::default(),
                 counters: ConnectionCounters::default(),
+                node_budget: Arc::new(NodeBudget::new(4 << 20)),
                 running: Cell::new(0),
                 most_running: Cell::new(0),
                 calls: Cell::new(0),

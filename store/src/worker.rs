@@ -307,6 +307,15 @@ impl WorkerCore {
         self.ranges.get(range).map(BatchIndex::summary)
     }
 
+    pub(crate) fn largest_append_bytes(&self) -> usize {
+        self.ranges
+            .values()
+            .flat_map(|index| index.entries().iter())
+            .map(|entry| entry.payload_len as usize)
+            .max()
+            .unwrap_or(0)
+    }
+
     pub(crate) fn ranges(&self) -> Vec<(RangeKey, RangeSummary)> {
         let mut ranges: Vec<_> = self
             .ranges
@@ -591,6 +600,13 @@ impl StoreHandle {
     /// All ranges this worker holds.
     pub fn ranges(&self) -> Vec<(RangeKey, RangeSummary)> {
         self.shared.borrow().ranges()
+    }
+
+    /// Bytes of the largest append this worker holds (0 when it holds none). A read returns
+    /// at most this or its `max_bytes`, whichever is larger (it returns whole appends, at least
+    /// one). Walks every index entry: for start-up, not for a request path.
+    pub fn largest_append_bytes(&self) -> usize {
+        self.shared.borrow().largest_append_bytes()
     }
 
     /// Requests this worker has at the IO thread.

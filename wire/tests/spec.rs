@@ -64,3 +64,38 @@ fn error_code_table_matches_the_code() {
         .collect();
     assert_eq!(documented, code);
 }
+
+#[test]
+fn goaway_reasons_match_the_code() {
+    let rows = table_rows(&protocol_doc(), "### 5.2 GOAWAY");
+    let reason_cell = rows
+        .iter()
+        .find(|row| row[2] == "reason")
+        .expect("a reason row in §5.2");
+    // "1 `SHUTTING_DOWN`, 2 `PROTOCOL_ERROR`, ..." -> [(1, "SHUTTING_DOWN"), ...]
+    let documented: Vec<(u16, String)> = reason_cell[3]
+        .split(',')
+        .map(|item| {
+            let (number, name) = item.trim().split_once(' ').expect("number and name");
+            (
+                number.parse().expect("number"),
+                name.trim_matches('`').to_string(),
+            )
+        })
+        .collect();
+    let code: Vec<(u16, String)> = wire::msg::GoawayReason::ALL
+        .iter()
+        .map(|reason| {
+            let name = format!("{reason:?}");
+            let mut upper = String::new();
+            for (index, letter) in name.chars().enumerate() {
+                if letter.is_uppercase() && index > 0 {
+                    upper.push('_');
+                }
+                upper.push(letter.to_ascii_uppercase());
+            }
+            (*reason as u16, upper)
+        })
+        .collect();
+    assert_eq!(documented, code);
+}

@@ -30,12 +30,10 @@ pub async fn handle(worker: &Worker, request: FetchRequest, received: Instant) -
     if request.max_bytes == 0 {
         return Reply::error(ErrorCode::InvalidArgument, "max_bytes must be at least 1");
     }
-    let frame_budget = worker
-        .config
-        .server
-        .max_frame_size_bytes
-        .saturating_sub(FRAME_HEADROOM_BYTES);
-    let max_bytes = (request.max_bytes as usize).min(frame_budget);
+    // What the connection charged its budgets for this answer before the request started:
+    // the store is asked for no more (one whole batch larger than this is still returned,
+    // §5.8, and charged at its real size when queued).
+    let max_bytes = read_bytes_bound(worker, &request);
     let wait = Duration::from_millis(u64::from(request.max_wait_ms.min(MAX_WAIT_MS)));
     let deadline = started + wait;
     let start = request.start_offset;
@@ -99,6 +97,17 @@ pub async fn handle(worker: &Worker, request: FetchRequest, received: Instant) -
             }
         }
     }
+}
+
+/// Bytes a FETCH asks the store for: its max_bytes, cut to what a response frame can carry.
+/// The store may return one whole append larger than that (§5.8: at least one whole batch).
+pub fn read_bytes_bound(worker: &Worker, request: &FetchRequest) -> usize {
+    let frame_budget = worker
+        .config
+        .server
+        .max_frame_size_bytes
+        .saturating_sub(FRAME_HEADROOM_BYTES);
+    (request.max_bytes as usize).min(frame_budget)
 }
 
 fn response_header(state: &crate::range::RangeState) -> FetchResponse {

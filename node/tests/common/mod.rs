@@ -64,6 +64,8 @@ pub struct NodeOptions {
     pub max_connections: usize,
     /// YAML appended to the generated configuration (whole sections, e.g. `catalog:`).
     pub extra_yaml: String,
+    /// More `server:` keys, one `key: value` a line, for the tests of other bounds.
+    pub server_extra: Vec<(&'static str, String)>,
 }
 
 impl Default for NodeOptions {
@@ -75,6 +77,7 @@ impl Default for NodeOptions {
             grace_period_ms: 5_000,
             max_connections: 1024,
             extra_yaml: String::new(),
+            server_extra: Vec::new(),
         }
     }
 }
@@ -94,11 +97,16 @@ impl Node {
             let metrics_address: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
             let config_path = data_dir.with_extension("yaml");
             let log_path = data_dir.with_extension("log");
+            let server_extra: String = options
+                .server_extra
+                .iter()
+                .map(|(key, value)| format!("  {key}: {value}\n"))
+                .collect();
             std::fs::write(
                 &config_path,
                 format!(
                     "server:\n  listen: {address}\n  workers: {}\n  max-in-flight-per-connection: {}\n  \
-                     idle-timeout-ms: {}\n  grace-period-ms: {}\n  max-connections: {}\n\
+                     idle-timeout-ms: {}\n  grace-period-ms: {}\n  max-connections: {}\n{server_extra}\
                      store:\n  path: {}\n  segment-size-bytes: 8388608\n  cache-size-bytes: 8388608\n\
                      pm:\n  embedded: false\n  addresses: []\n\
                      metrics:\n  addr: {metrics_address}\nlog:\n  level: info\n{}",
@@ -113,7 +121,10 @@ impl Node {
             )
             .unwrap();
             let log = std::fs::File::create(&log_path).unwrap();
-            let child = Command::new(env!("CARGO_BIN_EXE_data-node"))
+            // ES_DATA_NODE_BIN runs another build (an older one, for a before/after measurement).
+            let binary = std::env::var("ES_DATA_NODE_BIN")
+                .unwrap_or_else(|_| env!("CARGO_BIN_EXE_data-node").to_string());
+            let child = Command::new(binary)
                 .env("ES_NODE_FAULT_DIR", fault_dir(data_dir))
                 .arg("-c")
                 .arg(&config_path)
@@ -165,6 +176,30 @@ impl Node {
 
     pub fn client(&self) -> Client {
         Client::connect(self.address).expect("connect to data-node")
+    }
+
+    /// Resident memory of the process, from /proc/<pid>/status.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/<pid>/status");
+        let line = status
+            .lines()
+            .find(|line| line.starts_with("VmRSS:"))
+            .expect("a VmRSS line");
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|value| value.parse().ok())
+            .expect("VmRSS in kB");
+        kib * 1024
+    }
+
+    /// The value of an unlabelled metric (or a labelled one, `name{label="x"}`).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics()
+            .lines()
+            .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
+            .and_then(|line| line[name.len()..].trim().parse().ok())
     }
 
     pub fn pid(&self) -> i32 {

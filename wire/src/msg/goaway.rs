@@ -22,6 +22,9 @@ pub enum GoawayReason {
     IdleTimeout = 3,
     /// The sender sheds load (too many connections or requests).
     Overloaded = 4,
+    /// The sender failed while handling a request of this connection (a bug, logged on its
+    /// side); other connections are unaffected. Retry on a new connection.
+    InternalError = 5,
 }
 
 impl GoawayReason {
@@ -31,6 +34,7 @@ impl GoawayReason {
         GoawayReason::ProtocolError,
         GoawayReason::IdleTimeout,
         GoawayReason::Overloaded,
+        GoawayReason::InternalError,
     ];
 
     /// The reason for a number received on the wire.
