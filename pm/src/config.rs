@@ -548,7 +548,7 @@ mod tests {
         let ConfigError::Invalid(problems) = config.validate().unwrap_err() else {
             panic!("expected invalid values");
         };
-        assert_eq!(problems.len(), 16, "{problems:?}");
+        assert_eq!(problems.len(), 18, "{problems:?}");
         let shipped: serde_yaml_ng::Value = serde_yaml_ng::from_str(SHIPPED).unwrap();
         for problem in problems {
             let key = problem.split(':').next().unwrap();
