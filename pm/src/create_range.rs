@@ -206,7 +206,7 @@ impl Pm {
             .take(usize::from(stream.replica_count))
             .map(|node| node.id)
             .collect();
-        let mut scratch = state.scratch_for(stream.id);
+        let mut scratch = state.scratch_for(stream.id, request.range_index);
         let command = Command::CreateRange {
             stream: request.stream_id,
             index: request.range_index,

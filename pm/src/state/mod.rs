@@ -425,9 +425,18 @@ pub(crate) fn check_counts(replica_count: u8, ack_count: u8) -> Result<(), Strin
 }
 
 impl PmState {
-    /// A copy holding every node, `stream` and its ranges, and nothing else: enough to check a
-    /// command about that stream with [`PmState::apply`] without cloning the whole state.
-    pub fn scratch_for(&self, stream: StreamId) -> PmState {
+    /// A copy holding every node, `stream`, its last range and its range `index` (if any), and
+    /// nothing else: enough to check a CreateRange of `index` with [`PmState::apply`] (which
+    /// reads only those) without copying the whole state or every range of the stream.
+    pub fn scratch_for(&self, stream: StreamId, index: RangeIndex) -> PmState {
+        let mut ranges = BTreeMap::new();
+        if let Some(last) = self.ranges_of(stream).next_back() {
+            ranges.insert(last.key, last.clone());
+        }
+        let key = RangeKey::new(stream, index);
+        if let Some(range) = self.ranges.get(&key) {
+            ranges.insert(key, range.clone());
+        }
         PmState {
             nodes: self.nodes.clone(),
             streams: self
@@ -436,12 +445,7 @@ impl PmState {
                 .map(|record| (stream, record.clone()))
                 .into_iter()
                 .collect(),
-            ranges: self
-                .ranges
-                .iter()
-                .filter(|(key, _)| key.stream_id == stream)
-                .map(|(key, range)| (*key, range.clone()))
-                .collect(),
+            ranges,
             next_stream_id: self.next_stream_id,
             next_node_id: self.next_node_id,
             revision: self.revision,

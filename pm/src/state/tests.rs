@@ -806,3 +806,42 @@ fn retention_trims_whole_sealed_ranges_by_time_and_by_size() {
     );
     assert_eq!(state.retention_trim_point(stream, 350), None);
 }
+
+#[test]
+fn a_scratch_copy_decides_create_range_as_the_whole_state_does() {
+    let (mut state, stream, nodes) = cluster();
+    // Five sealed ranges, so the scratch copy leaves most of them out.
+    for index in 0..5u32 {
+        let start = u64::from(index) * 10;
+        ok(&mut state, create_range(stream, index, 1, start, &nodes));
+        ok(&mut state, seal_range(stream, index, 1, start + 10));
+    }
+    let candidates = [
+        create_range(stream, 5, 1, 50, &nodes), // the next one: accepted
+        create_range(stream, 5, 1, 40, &nodes), // wrong start
+        create_range(stream, 6, 1, 50, &nodes), // wrong index
+        create_range(stream, 2, 1, 20, &nodes), // an existing one, identical: idempotent
+        create_range(stream, 2, 1, 20, &nodes[..2]), // an existing one, other nodes
+        create_range(stream, 5, 0, 50, &nodes), // stale epoch
+        create_range(stream, 5, 2, 50, &nodes), // future epoch
+    ];
+    for command in candidates {
+        let Command::CreateRange { index, .. } = &command else {
+            unreachable!()
+        };
+        let mut whole = state.clone();
+        let mut scratch = state.scratch_for(stream, *index);
+        assert_eq!(
+            scratch.apply(&command),
+            whole.apply(&command),
+            "{command:?} decided differently on the scratch copy"
+        );
+    }
+    // With the last range open, both refuse another.
+    ok(&mut state, create_range(stream, 5, 1, 50, &nodes));
+    let next = create_range(stream, 6, 1, 60, &nodes);
+    assert_eq!(
+        state.scratch_for(stream, RangeIndex(6)).apply(&next),
+        state.clone().apply(&next)
+    );
+}
