@@ -71,6 +71,8 @@ pub struct Member {
     /// (in its HEARTBEAT answer) gets them.
     configured_interval: Duration,
     interval: Duration,
+    /// `catalog.max-ranges`: a node holding that many takes no new range, and says so.
+    max_ranges: u64,
     registry: Registry,
     connections: Vec<Option<Connection>>,
     /// `auth.admin-token`: each new connection to a placement manager authenticates with it.
@@ -96,6 +98,7 @@ impl Member {
             advertised: config.advertised_address(),
             data_directory: config.store.path.clone(),
             configured_interval: Duration::from_millis(config.pm.heartbeat_interval_ms),
+            max_ranges: config.catalog.max_ranges as u64,
             interval: Duration::from_millis(config.pm.heartbeat_interval_ms),
             registry,
             admin_token: config
@@ -145,7 +148,8 @@ impl Member {
         loop {
             #[allow(clippy::needless_range_loop)] // `self.call` needs `self` mutably in the loop
             for slot in 0..self.addresses.len() {
-                let request = self.heartbeat_request(node, NodeState::ReadWrite);
+                let ranges = self.registry.range_count();
+                let request = self.heartbeat_request(node, serving_state(ranges, self.max_ranges));
                 match self.call::<_, HeartbeatResponse>(slot, &request).await {
                     Ok(answer) => {
                         let wanted = Duration::from_millis(u64::from(answer.heartbeat_interval_ms));
@@ -247,6 +251,16 @@ impl Member {
     }
 }
 
+/// The state a serving node reports: `READ_ONLY` once it holds `catalog.max-ranges` ranges (it
+/// refuses new ones, so the placement manager should place them elsewhere), else `READ_WRITE`.
+pub fn serving_state(range_count: u64, max_ranges: u64) -> NodeState {
+    if range_count >= max_ranges {
+        NodeState::ReadOnly
+    } else {
+        NodeState::ReadWrite
+    }
+}
+
 /// Free and total bytes of the file system holding `directory`.
 pub fn disk_space(directory: &Path) -> Option<(u64, u64)> {
     let stats = nix::sys::statvfs::statvfs(directory).ok()?;
@@ -255,4 +269,31 @@ pub fn disk_space(directory: &Path) -> Option<(u64, u64)> {
         stats.blocks_available() as u64 * fragment,
         stats.blocks() as u64 * fragment,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_at_its_range_limit_reports_read_only() {
+        assert_eq!(serving_state(0, 100), NodeState::ReadWrite);
+        assert_eq!(serving_state(99, 100), NodeState::ReadWrite);
+        assert_eq!(serving_state(100, 100), NodeState::ReadOnly);
+        assert_eq!(serving_state(150, 100), NodeState::ReadOnly);
+    }
+
+    #[test]
+    fn the_node_id_file_round_trips_and_a_bad_one_is_named() {
+        let directory = tempfile::tempdir().unwrap();
+        assert_eq!(load_node_id(directory.path()).unwrap(), None);
+        save_node_id(directory.path(), NodeId(7)).unwrap();
+        assert_eq!(load_node_id(directory.path()).unwrap(), Some(NodeId(7)));
+        std::fs::write(directory.path().join(NODE_ID_FILE), "node-id=seven\n").unwrap();
+        let error = load_node_id(directory.path()).unwrap_err();
+        assert!(
+            error.contains("node-id") && error.contains("seven"),
+            "{error}"
+        );
+    }
 }
