@@ -5,11 +5,11 @@
 //! value and reports each bad one as `section.key: expected <form>, found <value>`. Command-line
 //! overrides are applied between the two, so they are validated like the file.
 
-use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+pub use serve::config::{parse_socket_address, ConfigError};
 use store::StoreConfig;
 
 /// Largest number of worker threads a node accepts.
@@ -170,56 +170,15 @@ fn default_workers() -> usize {
         .clamp(1, MAX_WORKERS)
 }
 
-/// Why a configuration could not be used. The message names the file or key at fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigError {
-    /// The file could not be read.
-    Read { path: PathBuf, reason: String },
-    /// The text is not valid YAML for this schema (unknown key, wrong type).
-    Parse { origin: String, reason: String },
-    /// Values that parse but are out of range; one message per key.
-    Invalid(Vec<String>),
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Read { path, reason } => {
-                write!(
-                    formatter,
-                    "cannot read config file {}: {reason}",
-                    path.display()
-                )
-            }
-            ConfigError::Parse { origin, reason } => write!(formatter, "{origin}: {reason}"),
-            ConfigError::Invalid(problems) => {
-                write!(formatter, "invalid configuration: {}", problems.join("; "))
-            }
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
 impl Config {
     /// Reads and parses a file; call [`Config::validate`] after applying overrides.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            path: path.to_path_buf(),
-            reason: error.to_string(),
-        })?;
-        Config::parse(&text, &path.display().to_string())
+        serve::config::load(path)
     }
 
     /// Parses YAML text; `origin` names the text in error messages. An empty text is all defaults.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        if text.trim().is_empty() {
-            return Ok(Config::default());
-        }
-        serde_yaml_ng::from_str(text).map_err(|error| ConfigError::Parse {
-            origin: origin.to_string(),
-            reason: error.to_string(),
-        })
+        serve::config::parse(text, origin)
     }
 
     /// Checks every value; the error lists each bad key with the expected form and what was found.
@@ -494,15 +453,6 @@ impl Config {
         config.read_block_size_bytes = block as usize;
         config
     }
-}
-
-/// Parses `host:port`, resolving names such as `localhost`; `None` when it cannot.
-pub fn parse_socket_address(text: &str) -> Option<SocketAddr> {
-    if let Ok(address) = text.parse::<SocketAddr>() {
-        return Some(address);
-    }
-    use std::net::ToSocketAddrs;
-    text.to_socket_addrs().ok()?.next()
 }
 
 fn parse_level(text: &str) -> Option<log::LevelFilter> {

@@ -4,10 +4,10 @@
 //! `section.key: expected <form>, found <value>`. Command-line overrides go between the two.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+pub use serve::config::{parse_socket_address, ConfigError};
 
 /// The default address of a placement manager, standalone or embedded in a data node.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:12378";
@@ -259,63 +259,15 @@ impl Default for LogConfig {
     }
 }
 
-/// Why a configuration could not be used. The message names the file or key at fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigError {
-    /// The file could not be read.
-    Read { path: PathBuf, reason: String },
-    /// The text is not valid YAML for this schema (unknown key, wrong type).
-    Parse { origin: String, reason: String },
-    /// Values that parse but are out of range; one message per key.
-    Invalid(Vec<String>),
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Read { path, reason } => {
-                write!(
-                    formatter,
-                    "cannot read config file {}: {reason}",
-                    path.display()
-                )
-            }
-            ConfigError::Parse { origin, reason } => write!(formatter, "{origin}: {reason}"),
-            ConfigError::Invalid(problems) => {
-                write!(formatter, "invalid configuration: {}", problems.join("; "))
-            }
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// `host:port` resolved to its first address, or `None` when it does not parse or resolve.
-pub fn parse_socket_address(text: &str) -> Option<SocketAddr> {
-    text.parse::<SocketAddr>()
-        .ok()
-        .or_else(|| text.to_socket_addrs().ok()?.next())
-}
-
 impl PmConfig {
     /// Reads and parses a file; call [`PmConfig::validate`] after applying overrides.
     pub fn load(path: &Path) -> Result<PmConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            path: path.to_path_buf(),
-            reason: error.to_string(),
-        })?;
-        PmConfig::parse(&text, &path.display().to_string())
+        serve::config::load(path)
     }
 
     /// Parses YAML text; `origin` names the text in error messages. An empty text is all defaults.
     pub fn parse(text: &str, origin: &str) -> Result<PmConfig, ConfigError> {
-        if text.trim().is_empty() {
-            return Ok(PmConfig::default());
-        }
-        serde_yaml_ng::from_str(text).map_err(|error| ConfigError::Parse {
-            origin: origin.to_string(),
-            reason: error.to_string(),
-        })
+        serve::config::parse(text, origin)
     }
 
     /// Checks every value; the error lists each bad key with the expected form and what was found.

@@ -6,6 +6,7 @@
 //!   [`ConnectionCounters`] and how it answers one request with a [`Reply`].
 //! * `auth`: the tokens a daemon holds, compared in constant time, and the role check every
 //!   request passes before it reaches the daemon.
+//! * `config`: reading a daemon's YAML configuration and the error that names the key at fault.
 //! * `reply`: a response header and its payload, ready to encode.
 //! * `budget`: the byte budgets of a connection and of the process, and when a reader waits.
 //! * `catch_panic`: a request's future polled so that its panic closes only its connection.
@@ -19,6 +20,7 @@
 pub mod auth;
 pub mod budget;
 pub mod catch_panic;
+pub mod config;
 pub mod connection;
 pub mod http;
 pub mod local;
