@@ -203,15 +203,7 @@ pub async fn snapshot_if_due(pm: &Rc<Pm>) {
     // At least as many commands as the state has records: encoding a snapshot costs a pass over
     // the state on this thread, so a large state is snapshotted less often and the cost per
     // command stays bounded.
-    let records = {
-        let state = pm.state.borrow();
-        state.nodes().count() as u64
-            + state
-                .list_streams(ids::StreamId(0), usize::MAX)
-                .iter()
-                .map(|stream| 1 + state.ranges_of(stream.id).count() as u64)
-                .sum::<u64>()
-    };
+    let records = pm.state.borrow().record_count();
     let due = pm.config.storage.snapshot_every_commands.max(records);
     if pm.commands_since_snapshot.get() < due {
         return;

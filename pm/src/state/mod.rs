@@ -242,6 +242,11 @@ impl PmState {
             .filter(|range| !range.is_sealed())
     }
 
+    /// Nodes, streams and ranges held: what a snapshot has to encode.
+    pub fn record_count(&self) -> u64 {
+        (self.nodes.len() + self.streams.len() + self.ranges.len()) as u64
+    }
+
     pub fn node(&self, node: NodeId) -> Option<&NodeRecord> {
         self.nodes.get(&node)
     }
@@ -268,7 +273,11 @@ impl PmState {
         now_ms: u64,
         size_of: impl Fn(RangeKey) -> Option<u64>,
     ) -> Option<Offset> {
-        let record = self.streams.get(&stream).filter(|record| !record.deleted)?;
+        let record = self
+            .streams
+            .get(&stream)
+            .filter(|record| !record.deleted)
+            .filter(|record| record.retention_ms > 0 || record.retention_bytes > 0)?;
         let sealed: Vec<&RangeRecord> = self
             .ranges_of(stream)
             .filter(|range| range.is_sealed())
