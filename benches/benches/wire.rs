@@ -20,6 +20,7 @@ const APPEND_PAYLOAD_BYTES: usize = 64 << 10;
 
 fn append_request() -> AppendRequest {
     AppendRequest {
+        repair: false,
         stream_id: StreamId(7),
         range_index: RangeIndex(1),
         epoch: Epoch(3),

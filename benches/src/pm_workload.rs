@@ -839,6 +839,7 @@ async fn range_pair(
     }
     let index = client.next_range.get();
     let request = CreateRangeRequest {
+        exclude: Vec::new(),
         stream_id: client.stream,
         range_index: index,
         epoch: client.epoch.get(),
@@ -883,6 +884,7 @@ async fn seal_range(
     index: RangeIndex,
 ) -> Result<(), Failure> {
     let request = SealRangeRequest {
+        fence_only: false,
         stream_id: client.stream,
         range_index: index,
         epoch: client.epoch.get(),
@@ -895,9 +897,9 @@ async fn seal_range(
         .map_err(|error| Failure::Connection(error.to_string()))?;
     shared.record_request(RequestKind::SealRange, sent.elapsed());
     match decode_response::<SealRangeResponse>(&frame) {
-        Ok(Ok((response, _))) if response.end_offset == Offset(0) => Ok(()),
+        Ok(Ok((response, _))) if response.end_offset == Some(Offset(0)) => Ok(()),
         Ok(Ok((response, _))) => Err(Failure::Request(format!(
-            "SEAL_RANGE {}/{index} at 0 answered end {}",
+            "SEAL_RANGE {}/{index} at 0 answered end {:?}",
             client.stream, response.end_offset
         ))),
         Ok(Err(error)) => Err(refused(RequestKind::SealRange, &error)),

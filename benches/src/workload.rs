@@ -347,6 +347,7 @@ async fn ping_once(connection: &Connection, payload: &[u8]) -> Result<Measured, 
 async fn create_ranges(connection: &Connection, streams: &[StreamCursor]) -> Result<(), String> {
     for stream in streams {
         let request = CreateRangeRequest {
+            exclude: Vec::new(),
             stream_id: stream.stream_id,
             range_index: RANGE_INDEX,
             epoch: EPOCH,
@@ -430,6 +431,7 @@ async fn append_to(
     let stamp = recorder.stamp_payloads.load(Ordering::Relaxed);
     let (end, batch) = next_batch(stream, payload, stamp, recorder)?;
     let request = AppendRequest {
+        repair: false,
         stream_id: stream.stream_id,
         range_index: RANGE_INDEX,
         epoch: EPOCH,
@@ -509,6 +511,8 @@ async fn fetch_catch_up_once(
         positions[index] = Offset(0);
     }
     let request = FetchRequest {
+        read_durable: false,
+        expect_sealed: false,
         stream_id: stream.stream_id,
         range_index: RANGE_INDEX,
         max_bytes: plan.fetch_max_bytes,
@@ -577,6 +581,8 @@ async fn fetch_tail_once(
     let stream = &streams[index];
     let start_offset = positions[index];
     let request = FetchRequest {
+        read_durable: false,
+        expect_sealed: false,
         stream_id: stream.stream_id,
         range_index: RANGE_INDEX,
         max_bytes: plan.fetch_max_bytes,

@@ -283,8 +283,17 @@ pub fn text(outcome: &Outcome, show_hex: bool) -> String {
                 let _ = writeln!(out, "{}", batch_text(batch));
             }
         }
-        Reply::Sealed { end_offset } => {
-            let _ = writeln!(out, "OK sealed end={end_offset} in {latency}");
+        Reply::Sealed {
+            end_offset,
+            durable_end,
+            epoch,
+        } => {
+            let _ = writeln!(
+                out,
+                "OK sealed end={} durable_end={} epoch={epoch} in {latency}",
+                optional(*end_offset, "open (fenced)"),
+                optional(*durable_end, "-"),
+            );
         }
         Reply::Ranges(ranges) => {
             let _ = writeln!(out, "OK {} range(s) in {latency}", ranges.len());
@@ -503,7 +512,16 @@ pub fn json_value(outcome: &Outcome, show_hex: bool) -> Value {
                 "payload": payload_json(&batch.payload),
             })).collect::<Vec<_>>(),
         }),
-        Reply::Sealed { end_offset } => json!({ "ok": true, "end_offset": end_offset.0 }),
+        Reply::Sealed {
+            end_offset,
+            durable_end,
+            epoch,
+        } => json!({
+            "ok": true,
+            "end_offset": end_offset.map(|offset| offset.0),
+            "durable_end": durable_end.map(|offset| offset.0),
+            "epoch": epoch.0,
+        }),
         Reply::Ranges(ranges) => {
             json!({ "ok": true, "ranges": ranges.iter().map(range_json).collect::<Vec<_>>() })
         }

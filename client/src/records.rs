@@ -65,7 +65,13 @@ pub fn render(shape: Shape, reply: &Reply, format: Format) -> Option<String> {
         (Shape::Range, Reply::Range(range)) => {
             (ranges_table(std::slice::from_ref(range)), range_json(range))
         }
-        (Shape::Sealed(key), Reply::Sealed { end_offset }) => (
+        (
+            Shape::Sealed(key),
+            Reply::Sealed {
+                end_offset: Some(end_offset),
+                ..
+            },
+        ) => (
             format!("range {key} sealed at end={end_offset}\n"),
             json!({
                 "stream_id": key.stream_id.0,
@@ -357,7 +363,9 @@ mod tests {
     fn seal_names_the_range_and_its_end() {
         let key = RangeKey::new(StreamId(7), RangeIndex(0));
         let reply = Reply::Sealed {
-            end_offset: Offset(50),
+            end_offset: Some(Offset(50)),
+            durable_end: None,
+            epoch: Epoch(3),
         };
         assert_eq!(
             text(Shape::Sealed(key), &reply),

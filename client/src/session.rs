@@ -18,7 +18,9 @@ use wire::msg::{
     TrimRangeResponse, TrimStreamRequest, TrimStreamResponse, UpdateStreamRequest,
     UpdateStreamResponse,
 };
-use wire::{ErrorCode, Message, NodeId, Offset, Range, RangeIndex, RangeKey, Stream, StreamId};
+use wire::{
+    Epoch, ErrorCode, Message, NodeId, Offset, Range, RangeIndex, RangeKey, Stream, StreamId,
+};
 
 use crate::command::RequestCommand;
 use crate::conn::blocking::{self, Connection, Exchange};
@@ -71,8 +73,12 @@ pub enum Reply {
         next_offset: Offset,
         end_offset: Option<Offset>,
     },
+    /// SEAL_RANGE answered: the end (absent after a fence-only seal of an open range), the
+    /// replica's durable end (absent from the placement manager) and the range's epoch.
     Sealed {
-        end_offset: Offset,
+        end_offset: Option<Offset>,
+        durable_end: Option<Offset>,
+        epoch: Epoch,
     },
     Ranges(Vec<Range>),
     /// TRIM_RANGE succeeded: the range starts at `offset` (or already started above it).
@@ -190,6 +196,7 @@ impl Session {
                 ack_count,
             } => {
                 let request = CreateRangeRequest {
+                    exclude: Vec::new(),
                     stream_id: *stream_id,
                     range_index: *range_index,
                     epoch: *epoch,
@@ -241,6 +248,7 @@ impl Session {
                     payload,
                 )?;
                 let request = AppendRequest {
+                    repair: false,
                     stream_id: *stream_id,
                     range_index: *range_index,
                     epoch: *epoch,
@@ -262,6 +270,8 @@ impl Session {
                 max_wait_ms,
             } => {
                 let request = FetchRequest {
+                    read_durable: false,
+                    expect_sealed: false,
                     stream_id: *stream_id,
                     range_index: *range_index,
                     max_bytes: *max_bytes,
@@ -301,6 +311,7 @@ impl Session {
                 end_offset,
             } => {
                 let request = SealRangeRequest {
+                    fence_only: false,
                     stream_id: *stream_id,
                     range_index: *range_index,
                     epoch: *epoch,
@@ -309,6 +320,8 @@ impl Session {
                 let exchange = self.request(&request, &[], RESPONSE_TIMEOUT)?;
                 let reply = decode(&exchange, |response: SealRangeResponse, _| Reply::Sealed {
                     end_offset: response.end_offset,
+                    durable_end: response.durable_end,
+                    epoch: response.epoch,
                 })?;
                 Ok(outcome("seal", exchange, reply, None))
             }

@@ -62,6 +62,7 @@ fn append_request() -> (AppendRequest, bytes::Bytes) {
         BatchBuilder::new(StreamId(MANUAL_STREAM), RangeIndex(0), Epoch(0), Offset(0));
     builder.push_record(b"authenticated").unwrap();
     let request = AppendRequest {
+        repair: false,
         stream_id: StreamId(MANUAL_STREAM),
         range_index: RangeIndex(0),
         epoch: Epoch(0),
@@ -161,6 +162,7 @@ fn roles_are_enforced_the_node_joins_its_placement_manager_and_tokens_stay_out_o
         .unwrap()
         .expect("client appends");
     let seal = SealRangeRequest {
+        fence_only: false,
         stream_id: StreamId(MANUAL_STREAM),
         range_index: RangeIndex(0),
         epoch: Epoch(0),

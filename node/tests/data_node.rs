@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use common::{is_error, make_batch, split_batches, Client, Node, NodeOptions};
 use wire::msg::{AppendResponse, GoawayReason};
-use wire::ErrorCode;
+use wire::{ErrorCode, Offset};
 
 fn temp_data_dir() -> (tempfile::TempDir, std::path::PathBuf) {
     let root = tempfile::tempdir().expect("temp dir");
@@ -98,7 +98,7 @@ fn fetch_never_passes_the_confirmed_offset() {
     assert_eq!(payload, first);
     // Sealing makes everything durable readable.
     let (sealed, _) = client.seal(3, 0, 1, None).unwrap();
-    assert_eq!(sealed.end_offset.0, 4);
+    assert_eq!(sealed.end_offset, Some(Offset(4)));
     assert_eq!(fetch_all(&mut client, 3, 0), vec![first, second]);
 }
 
@@ -281,7 +281,7 @@ fn appends_are_refused_with_distinct_codes() {
     // Seal: appends are refused with the end; a stale sealer is refused too.
     assert!(is_error(&client.seal(5, 0, 2, None), ErrorCode::StaleEpoch));
     let (sealed, _) = client.seal(5, 0, 3, None).unwrap();
-    assert_eq!(sealed.end_offset.0, 3);
+    assert_eq!(sealed.end_offset, Some(Offset(3)));
     let after_seal = client.append(5, 0, 3, &make_batch(5, 0, 3, 3, 1, 8), None);
     assert!(
         is_error(&after_seal, ErrorCode::RangeSealed),
@@ -289,8 +289,8 @@ fn appends_are_refused_with_distinct_codes() {
     );
     assert_eq!(after_seal.unwrap_err().detail, 3);
     assert_eq!(
-        client.seal(5, 0, 3, Some(3)).unwrap().0.end_offset.0,
-        3,
+        client.seal(5, 0, 3, Some(3)).unwrap().0.end_offset,
+        Some(Offset(3)),
         "same end is idempotent"
     );
     assert!(is_error(

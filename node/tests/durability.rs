@@ -182,7 +182,7 @@ fn seal_whose_save_fails_is_refused_and_leaves_the_range_open() {
     assert_eq!(described.range.epoch, Epoch(1));
     append_ok(&mut client, 14, 1, 5, 1);
     let (sealed, _) = client.seal(14, 0, 2, None).unwrap();
-    assert_eq!(sealed.end_offset, Offset(6));
+    assert_eq!(sealed.end_offset, Some(Offset(6)));
 }
 
 #[test]
@@ -193,6 +193,7 @@ fn epoch_u64_max_is_refused_on_append_seal_and_create() {
     let created: common::CallResult<CreateRangeResponse> = client
         .call(
             &CreateRangeRequest {
+                exclude: Vec::new(),
                 stream_id: StreamId(15),
                 range_index: RangeIndex(0),
                 epoch: Epoch(u64::MAX),
@@ -223,6 +224,7 @@ fn epoch_u64_max_is_refused_on_append_seal_and_create() {
     let sealed: common::CallResult<wire::msg::SealRangeResponse> = client
         .call(
             &SealRangeRequest {
+                fence_only: false,
                 stream_id: StreamId(15),
                 range_index: RangeIndex(0),
                 epoch: Epoch(u64::MAX),
@@ -256,7 +258,7 @@ fn seal_below_the_confirmed_offset_is_refused() {
     let (sealed, _) = client.seal(16, 0, 1, Some(4)).unwrap();
     assert_eq!(
         sealed.end_offset,
-        Offset(4),
+        Some(Offset(4)),
         "at the confirmed offset is fine"
     );
 }
@@ -274,6 +276,7 @@ fn concurrent_creates_and_seals_share_catalog_syncs() {
     let ids: Vec<u64> = (0..200u64)
         .map(|stream| {
             let request = CreateRangeRequest {
+                exclude: Vec::new(),
                 stream_id: StreamId(1000 + stream),
                 range_index: RangeIndex(0),
                 epoch: Epoch(1),
@@ -291,6 +294,7 @@ fn concurrent_creates_and_seals_share_catalog_syncs() {
     let ids: Vec<u64> = (0..200u64)
         .map(|stream| {
             let request = SealRangeRequest {
+                fence_only: false,
                 stream_id: StreamId(1000 + stream),
                 range_index: RangeIndex(0),
                 epoch: Epoch(2),
@@ -355,6 +359,7 @@ fn sigkill_loop_keeps_every_acknowledged_create_seal_and_epoch_raise() {
                     };
                     for stream in first.. {
                         let request = CreateRangeRequest {
+                            exclude: Vec::new(),
                             stream_id: StreamId(stream),
                             range_index: RangeIndex(0),
                             epoch: Epoch(1),
@@ -385,6 +390,7 @@ fn sigkill_loop_keeps_every_acknowledged_create_seal_and_epoch_raise() {
                             }
                         }
                         let request = SealRangeRequest {
+                            fence_only: false,
                             stream_id: StreamId(stream),
                             range_index: RangeIndex(0),
                             epoch: Epoch(4),

@@ -149,6 +149,12 @@ impl Pm {
             }
             Request::CreateRange(request) => self.create_range(request).await,
             Request::SealRange(request) => {
+                if request.fence_only {
+                    return Reply::error(
+                        ErrorCode::InvalidArgument,
+                        "a fence-only SEAL_RANGE is for data nodes; the placement manager records ends",
+                    );
+                }
                 let Some(end) = request.end_offset else {
                     return Reply::error(
                         ErrorCode::InvalidArgument,
@@ -166,7 +172,9 @@ impl Pm {
                 match self.execute(command).await {
                     Ok(Outcome::RangeSealed(range)) => {
                         Reply::new(Response::SealRange(SealRangeResponse {
-                            end_offset: range.end.unwrap_or(end),
+                            end_offset: Some(range.end.unwrap_or(end)),
+                            durable_end: None,
+                            epoch: range.epoch,
                         }))
                     }
                     Ok(other) => unexpected(&other),

@@ -418,6 +418,19 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A `u32` of flag bits, of which only those in `known` may be set.
+    pub(crate) fn flags_u32(
+        &mut self,
+        field: &'static str,
+        known: u32,
+    ) -> Result<u32, DecodeError> {
+        let flags = self.u32(field)?;
+        if flags & !known != 0 {
+            return Err(self.malformed(field, "reserved flag bits are set"));
+        }
+        Ok(flags)
+    }
+
     /// A UTF-8 string of at most `max` bytes.
     pub(crate) fn string(
         &mut self,
@@ -485,6 +498,7 @@ mod tests {
         let mut wire = BytesMut::new();
         encode_request(&mut wire, 7, &PingRequest {}, b"abc").unwrap();
         let append = AppendRequest {
+            repair: false,
             stream_id: StreamId(1),
             range_index: RangeIndex(2),
             epoch: Epoch(3),

@@ -82,6 +82,9 @@ error_codes! {
     OffsetGap = 106, "OFFSET_GAP", false;
     /// FETCH below the range start, beyond its end, or below the trim point.
     OffsetOutOfRange = 107, "OFFSET_OUT_OF_RANGE", false;
+    /// This replica does not hold the offset a reader of a sealed range asked for (it missed the
+    /// seal or holds less than the recorded end); read it from another replica.
+    OffsetNotHeld = 108, "OFFSET_NOT_HELD", true;
     /// No such stream.
     StreamNotFound = 200, "STREAM_NOT_FOUND", false;
     /// The stream exists already.

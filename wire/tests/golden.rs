@@ -537,6 +537,7 @@ fn delete_range_request() -> DeleteRangeRequest {
 
 fn append_request() -> AppendRequest {
     AppendRequest {
+        repair: false,
         stream_id: StreamId(7),
         range_index: RangeIndex(1),
         epoch: Epoch(3),
@@ -557,6 +558,8 @@ fn gap_error() -> ErrorResponse {
 
 fn fetch_request() -> FetchRequest {
     FetchRequest {
+        read_durable: false,
+        expect_sealed: false,
         stream_id: StreamId(7),
         range_index: RangeIndex(1),
         max_bytes: 1 << 20,

@@ -284,6 +284,7 @@ fn every_bit_flip_of_an_append_frame_is_caught() {
     .finish_with_payload(4, &[0x5a; 200])
     .unwrap();
     let append = AppendRequest {
+        repair: false,
         stream_id: wire::StreamId(7),
         range_index: wire::RangeIndex(1),
         epoch: wire::Epoch(3),

@@ -290,6 +290,7 @@ fn retriable_codes_are_exactly_the_transient_ones() {
         retriable,
         [
             "OFFSET_IN_FLIGHT_DUPLICATE",
+            "OFFSET_NOT_HELD",
             "NO_AVAILABLE_NODES",
             "STORAGE_UNAVAILABLE",
             "STORAGE_FULL",

@@ -21,6 +21,12 @@ pub async fn handle(worker: &Worker, request: SealRangeRequest) -> Reply {
     if request.epoch > wire::Epoch::MAX {
         return super::absent_epoch(request.epoch);
     }
+    if request.fence_only {
+        return Reply::error(
+            ErrorCode::InvalidArgument,
+            "this data node does not implement fence-only SEAL_RANGE yet",
+        );
+    }
     let requested_end = request.end_offset;
     loop {
         let step = worker.with_range(key, |entry| {
@@ -79,9 +85,7 @@ pub async fn handle(worker: &Worker, request: SealRangeRequest) -> Reply {
                     notified.await;
                 }
             }
-            SealOutcome::Sealed { end } => {
-                return Reply::new(Response::SealRange(SealRangeResponse { end_offset: end }));
-            }
+            SealOutcome::Sealed { end } => return sealed(worker, key, end),
             SealOutcome::Save { epoch, end } => {
                 let Some(record) = save else {
                     return Reply::error(ErrorCode::Internal, "seal decided without a record");
@@ -113,11 +117,23 @@ pub async fn handle(worker: &Worker, request: SealRangeRequest) -> Reply {
                         )
                     }
                     Ok(()) if committed != Some(true) => super::range_not_found(key),
-                    Ok(()) => {
-                        Reply::new(Response::SealRange(SealRangeResponse { end_offset: end }))
-                    }
+                    Ok(()) => sealed(worker, key, end),
                 };
             }
         }
     }
+}
+
+/// The answer to a seal that left the range sealed at `end`.
+fn sealed(worker: &Worker, key: RangeKey, end: wire::Offset) -> Reply {
+    let Some((durable_end, epoch)) = worker.with_range(key, |entry| {
+        (entry.state.durable_end(), entry.state.epoch())
+    }) else {
+        return super::range_not_found(key);
+    };
+    Reply::new(Response::SealRange(SealRangeResponse {
+        end_offset: Some(end),
+        durable_end: Some(durable_end),
+        epoch,
+    }))
 }

@@ -375,6 +375,7 @@ impl Client {
         ack_count: u8,
     ) -> CallResult<CreateRangeResponse> {
         let request = CreateRangeRequest {
+            exclude: Vec::new(),
             stream_id: StreamId(stream),
             range_index: RangeIndex(index),
             epoch: Epoch(epoch),
@@ -418,6 +419,7 @@ impl Client {
         end: Option<u64>,
     ) -> CallResult<SealRangeResponse> {
         let request = SealRangeRequest {
+            fence_only: false,
             stream_id: StreamId(stream),
             range_index: RangeIndex(index),
             epoch: Epoch(epoch),
@@ -478,6 +480,7 @@ pub fn append_request(
     confirmed: Option<u64>,
 ) -> AppendRequest {
     AppendRequest {
+        repair: false,
         stream_id: StreamId(stream),
         range_index: RangeIndex(index),
         epoch: Epoch(epoch),
@@ -493,6 +496,8 @@ pub fn fetch_request(
     max_wait_ms: u32,
 ) -> FetchRequest {
     FetchRequest {
+        read_durable: false,
+        expect_sealed: false,
         stream_id: StreamId(stream),
         range_index: RangeIndex(index),
         max_bytes,

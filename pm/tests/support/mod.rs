@@ -498,6 +498,7 @@ impl Client {
         end: Option<u64>,
     ) -> Answer<SealRangeResponse> {
         let request = SealRangeRequest {
+            fence_only: false,
             stream_id: stream,
             range_index: RangeIndex(index),
             epoch: Epoch(epoch),
@@ -534,6 +535,7 @@ impl Client {
         batches: &[u8],
     ) -> Answer<AppendResponse> {
         let request = AppendRequest {
+            repair: false,
             stream_id: stream,
             range_index: RangeIndex(index),
             epoch: Epoch(epoch),
@@ -570,6 +572,7 @@ pub fn create_range_request(
     start: u64,
 ) -> CreateRangeRequest {
     CreateRangeRequest {
+        exclude: Vec::new(),
         stream_id: stream,
         range_index: RangeIndex(index),
         epoch: Epoch(epoch),

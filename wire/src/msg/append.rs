@@ -2,6 +2,10 @@
 //! (see [`crate::batch`]) back to back, all for this stream, range and epoch, with contiguous
 //! offsets. The node accepts them only if the first base offset equals the range's next offset,
 //! and answers once they are durable.
+//!
+//! Two further forms: an APPEND with an empty payload only reports `confirmed_offset` (an idle
+//! writer's report), and a **repair** APPEND ([`AppendRequest::repair`]) copies batches written
+//! under older epochs into a fenced range during a seal.
 
 use bytes::BufMut;
 
@@ -23,11 +27,17 @@ pub struct AppendRequest {
     /// Every offset below it is acknowledged to the application; the node may serve FETCH up to
     /// it. `None`: no news.
     pub confirmed_offset: Option<Offset>,
+    /// Flag `REPAIR`: the batches are copies of batches another replica holds, sent by the writer
+    /// that fenced the range (its epoch must equal the range's, which must be fenced); their
+    /// headers may carry older epochs, and they must lie below the end if one is fixed.
+    pub repair: bool,
 }
 
 impl AppendRequest {
     /// Bytes of the encoding.
     pub const ENCODED_BYTES: usize = 32;
+    /// Flag bit of [`AppendRequest::repair`].
+    pub const FLAG_REPAIR: u32 = 1;
 }
 
 impl Message for AppendRequest {
@@ -42,7 +52,7 @@ impl Message for AppendRequest {
     fn encode<B: BufMut>(&self, buf: &mut B) {
         buf.put_u64_le(self.stream_id.0);
         buf.put_u32_le(self.range_index.0);
-        buf.put_u32_le(0);
+        buf.put_u32_le(if self.repair { Self::FLAG_REPAIR } else { 0 });
         buf.put_u64_le(self.epoch.0);
         put_optional_u64(buf, self.confirmed_offset.map(|offset| offset.0));
     }
@@ -51,7 +61,7 @@ impl Message for AppendRequest {
         let mut reader = Reader::new(Self::OPCODE, header);
         let stream_id = StreamId(reader.u64("stream_id")?);
         let range_index = RangeIndex(reader.u32("range_index")?);
-        reader.reserved_u32("reserved")?;
+        let flags = reader.flags_u32("flags", Self::FLAG_REPAIR)?;
         let epoch = Epoch(reader.u64("epoch")?);
         let confirmed_offset = reader.optional_u64("confirmed_offset")?.map(Offset);
         reader.finish()?;
@@ -60,6 +70,7 @@ impl Message for AppendRequest {
             range_index,
             epoch,
             confirmed_offset,
+            repair: flags & Self::FLAG_REPAIR != 0,
         })
     }
 }

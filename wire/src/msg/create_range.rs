@@ -9,7 +9,7 @@ use crate::error::DecodeError;
 use crate::frame::Opcode;
 use crate::msg::{range_response, Message, MessageKind};
 use crate::types::{
-    decode_replicas, validate_replicas, Epoch, Offset, RangeIndex, ReplicaNode, StreamId,
+    decode_replicas, validate_replicas, Epoch, NodeId, Offset, RangeIndex, ReplicaNode, StreamId,
     MAX_REPLICAS,
 };
 
@@ -31,6 +31,9 @@ pub struct CreateRangeRequest {
     pub ack_count: u8,
     /// Replicas, at most 16; empty asks the placement manager to choose.
     pub replicas: Vec<ReplicaNode>,
+    /// Nodes the placement manager must not choose (the writer saw them fail), at most 16.
+    /// Only meaningful to the placement manager when `replicas` is empty.
+    pub exclude: Vec<NodeId>,
 }
 
 impl Message for CreateRangeRequest {
@@ -43,10 +46,12 @@ impl Message for CreateRangeRequest {
             .iter()
             .map(ReplicaNode::encoded_len)
             .sum::<usize>()
+            + 4 * self.exclude.len()
     }
 
     fn validate(&self) -> Result<(), EncodeError> {
-        validate_replicas(&self.replicas)
+        validate_replicas(&self.replicas)?;
+        EncodeError::check_length("exclude", self.exclude.len(), MAX_REPLICAS)
     }
 
     fn encode<B: BufMut>(&self, buf: &mut B) {
@@ -58,9 +63,12 @@ impl Message for CreateRangeRequest {
         buf.put_u8(self.replica_count_target);
         buf.put_u8(self.ack_count);
         buf.put_u16_le(0);
-        buf.put_u32_le(0);
+        buf.put_u32_le(self.exclude.len() as u32);
         for replica in &self.replicas {
             replica.encode(buf);
+        }
+        for node in &self.exclude {
+            buf.put_u32_le(node.0);
         }
     }
 
@@ -74,8 +82,12 @@ impl Message for CreateRangeRequest {
         let replica_count_target = reader.u8("replica_count_target")?;
         let ack_count = reader.u8("ack_count")?;
         reader.reserved_u16("reserved")?;
-        reader.reserved_u32("reserved")?;
+        let exclude_count = reader.count_u32("exclude_count", 4, MAX_REPLICAS)?;
         let replicas = decode_replicas(&mut reader, replica_count)?;
+        let mut exclude = Vec::with_capacity(exclude_count);
+        for _ in 0..exclude_count {
+            exclude.push(NodeId(reader.u32("exclude")?));
+        }
         reader.finish()?;
         Ok(CreateRangeRequest {
             stream_id,
@@ -85,6 +97,7 @@ impl Message for CreateRangeRequest {
             replica_count_target,
             ack_count,
             replicas,
+            exclude,
         })
     }
 }

@@ -30,11 +30,21 @@ pub struct FetchRequest {
     pub start_offset: Offset,
     /// How long to wait for readable data; 0 answers at once.
     pub max_wait_ms: u32,
+    /// Flag `DURABLE`: read up to this replica's durable end instead of the confirmed offset.
+    /// Only on a fenced or sealed range (the repair step of a seal reads this way).
+    pub read_durable: bool,
+    /// Flag `SEALED`: the reader knows the range is sealed. A replica that cannot serve
+    /// `start_offset` now answers `OFFSET_NOT_HELD` instead of waiting.
+    pub expect_sealed: bool,
 }
 
 impl FetchRequest {
     /// Bytes of the encoding.
     pub const ENCODED_BYTES: usize = 32;
+    /// Flag bit of [`FetchRequest::read_durable`].
+    pub const FLAG_DURABLE: u32 = 1;
+    /// Flag bit of [`FetchRequest::expect_sealed`].
+    pub const FLAG_SEALED: u32 = 2;
 }
 
 impl Message for FetchRequest {
@@ -51,7 +61,14 @@ impl Message for FetchRequest {
         buf.put_u32_le(self.max_bytes);
         buf.put_u64_le(self.start_offset.0);
         buf.put_u32_le(self.max_wait_ms);
-        buf.put_u32_le(0);
+        let mut flags = 0;
+        if self.read_durable {
+            flags |= Self::FLAG_DURABLE;
+        }
+        if self.expect_sealed {
+            flags |= Self::FLAG_SEALED;
+        }
+        buf.put_u32_le(flags);
     }
 
     fn decode(header: &[u8]) -> Result<Self, DecodeError> {
@@ -61,7 +78,7 @@ impl Message for FetchRequest {
         let max_bytes = reader.u32("max_bytes")?;
         let start_offset = Offset(reader.u64("start_offset")?);
         let max_wait_ms = reader.u32("max_wait_ms")?;
-        reader.reserved_u32("reserved")?;
+        let flags = reader.flags_u32("flags", Self::FLAG_DURABLE | Self::FLAG_SEALED)?;
         reader.finish()?;
         Ok(FetchRequest {
             stream_id,
@@ -69,6 +86,8 @@ impl Message for FetchRequest {
             max_bytes,
             start_offset,
             max_wait_ms,
+            read_durable: flags & Self::FLAG_DURABLE != 0,
+            expect_sealed: flags & Self::FLAG_SEALED != 0,
         })
     }
 }

@@ -179,26 +179,44 @@ pub fn request() -> impl Strategy<Value = Request> {
                 Request::ReportMetrics(ReportMetricsRequest { node_id, metrics })
             }),
         Just(Request::DescribeCluster(DescribeClusterRequest {})),
-        (stream_id(), range_index(), epoch(), optional_offset()).prop_map(
-            |(stream_id, range_index, epoch, confirmed_offset)| {
-                Request::Append(AppendRequest {
-                    stream_id,
-                    range_index,
-                    epoch,
-                    confirmed_offset,
-                })
-            }
-        ),
+        (
+            stream_id(),
+            range_index(),
+            epoch(),
+            optional_offset(),
+            any::<bool>()
+        )
+            .prop_map(
+                |(stream_id, range_index, epoch, confirmed_offset, repair)| {
+                    Request::Append(AppendRequest {
+                        repair,
+                        stream_id,
+                        range_index,
+                        epoch,
+                        confirmed_offset,
+                    })
+                }
+            ),
         (
             stream_id(),
             range_index(),
             any::<u32>(),
             offset(),
-            any::<u32>()
+            any::<u32>(),
+            (any::<bool>(), any::<bool>())
         )
             .prop_map(
-                |(stream_id, range_index, max_bytes, start_offset, max_wait_ms)| {
+                |(
+                    stream_id,
+                    range_index,
+                    max_bytes,
+                    start_offset,
+                    max_wait_ms,
+                    (read_durable, expect_sealed),
+                )| {
                     Request::Fetch(FetchRequest {
+                        read_durable,
+                        expect_sealed,
                         stream_id,
                         range_index,
                         max_bytes,
@@ -213,7 +231,8 @@ pub fn request() -> impl Strategy<Value = Request> {
             epoch(),
             offset(),
             (any::<u8>(), any::<u8>()),
-            replicas()
+            replicas(),
+            vec(any::<u32>().prop_map(NodeId), 0..4)
         )
             .prop_map(
                 |(
@@ -223,8 +242,10 @@ pub fn request() -> impl Strategy<Value = Request> {
                     start_offset,
                     (replica_count_target, ack_count),
                     replicas,
+                    exclude,
                 )| {
                     Request::CreateRange(CreateRangeRequest {
+                        exclude,
                         stream_id,
                         range_index,
                         epoch,
@@ -235,16 +256,22 @@ pub fn request() -> impl Strategy<Value = Request> {
                     })
                 }
             ),
-        (stream_id(), range_index(), epoch(), optional_offset()).prop_map(
-            |(stream_id, range_index, epoch, end_offset)| {
+        (
+            stream_id(),
+            range_index(),
+            epoch(),
+            optional_offset(),
+            any::<bool>()
+        )
+            .prop_map(|(stream_id, range_index, epoch, end_offset, fence_only)| {
                 Request::SealRange(SealRangeRequest {
+                    fence_only,
                     stream_id,
                     range_index,
                     epoch,
                     end_offset,
                 })
-            }
-        ),
+            }),
         (stream_id(), range_index()).prop_map(|(stream_id, range_index)| {
             Request::DescribeRange(DescribeRangeRequest {
                 stream_id,
@@ -353,7 +380,15 @@ pub fn response() -> impl Strategy<Value = Response> {
             }
         ),
         range().prop_map(|range| Response::CreateRange(CreateRangeResponse { range })),
-        offset().prop_map(|end_offset| Response::SealRange(SealRangeResponse { end_offset })),
+        (optional_offset(), optional_offset(), epoch()).prop_map(
+            |(end_offset, durable_end, epoch)| {
+                Response::SealRange(SealRangeResponse {
+                    end_offset,
+                    durable_end,
+                    epoch,
+                })
+            }
+        ),
         range().prop_map(|range| Response::DescribeRange(DescribeRangeResponse { range })),
         vec(range(), 0..4).prop_map(|ranges| Response::ListRanges(ListRangesResponse { ranges })),
         Just(Response::TrimRange(TrimRangeResponse {})),
