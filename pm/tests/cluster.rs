@@ -260,6 +260,7 @@ fn excluded_nodes_get_no_replica_and_too_few_left_is_no_available_nodes() {
         .expect_err("CREATE_RANGE 2 with one node left and A = 2");
     assert_eq!(refused.code, ErrorCode::NoAvailableNodes, "{refused:?}");
     assert!(refused.code.is_retriable());
+    assert_eq!(refused.detail, 1, "one eligible node: excluded ones do not count");
     assert_eq!(
         pm.describe_range(stream.id, 2)
             .expect_err("no range 2 was committed")
