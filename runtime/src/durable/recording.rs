@@ -232,12 +232,14 @@ impl Recorder {
         })
     }
 
+    /// The session recording the file open as `fd`: found by the file's path (inode numbers
+    /// of files removed under one session are reused by files of another), then by its inode.
     fn by_fd(&mut self, fd: RawFd) -> Option<(&mut SessionState, FileId)> {
+        let path = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
         let inode = inode_of_fd(fd)?;
-        self.sessions.iter_mut().find_map(|session| {
-            let file = *session.inodes.get(&inode)?;
-            Some((session, file))
-        })
+        let (session, _) = self.by_path(&path)?;
+        let file = *session.inodes.get(&inode)?;
+        Some((session, file))
     }
 
     fn session(&mut self, id: u64) -> Option<&mut SessionState> {
