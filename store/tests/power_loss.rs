@@ -41,11 +41,13 @@ const IN_FLIGHT: usize = 24;
 const LOSSES_PER_CASE: usize = 3;
 /// Cases CI runs with `sync: always` (three losses each).
 const CASES: u64 = 40;
-/// The power fails after a uniformly drawn number of recorded events up to this; an
-/// incarnation that reaches its append budget first loses power then.
-const MAX_EVENTS_BEFORE_LOSS: u64 = 3_000;
-/// Appends acknowledged in one incarnation at most before the power fails anyway.
-const MAX_ACKS_PER_INCARNATION: u64 = 1_500;
+/// The power fails after a uniformly drawn number of recorded events up to this (about one
+/// event per append acknowledged here: a group write, its sync, their completions, for a few
+/// appends each, plus segments and checkpoints).
+const MAX_EVENTS_BEFORE_LOSS: u64 = 1_200;
+/// Appends acknowledged in one incarnation at most before the power fails anyway (a bound in
+/// case the events run slower than thought; not reached in practice).
+const MAX_ACKS_PER_INCARNATION: u64 = 5_000;
 
 fn config(path: &Path, sync: SyncMode, random: &mut SplitMix64) -> StoreConfig {
     let mut config = StoreConfig::new(path);
@@ -97,25 +99,26 @@ enum Violation {
 }
 
 struct Case {
-    seed: u64,
     sync: SyncMode,
     random: SplitMix64,
     ledgers: Vec<RangeLedger>,
     losses: usize,
     violations: Vec<Violation>,
     log: Vec<String>,
+    /// The moments the losses fell on (see `moments`), counted.
+    moments: BTreeMap<&'static str, usize>,
 }
 
 impl Case {
     fn new(seed: u64, sync: SyncMode) -> Case {
         Case {
-            seed,
             sync,
             random: SplitMix64::new(seed),
             ledgers: vec![RangeLedger::default(); RANGES as usize],
             losses: 0,
             violations: Vec::new(),
             log: Vec::new(),
+            moments: BTreeMap::new(),
         }
     }
 
@@ -132,11 +135,12 @@ impl Case {
             session.freeze_after(freeze_after);
             let mut config = config.clone();
             config.path = directory.clone();
-            match Store::open_sync(config) {
+            let opened = Store::open_sync(config);
+            let during_recovery = session.is_frozen();
+            match opened {
                 Ok((store, mut wal)) => {
-                    if loss > 0 && !self.check_recovered(&store, &mut wal) {
-                        store.halt();
-                        return;
+                    if loss > 0 {
+                        self.check_recovered(&store, &mut wal);
                     }
                     self.forget_unacknowledged();
                     let acks = self.run_until_power_fails(&session, &mut wal);
@@ -158,7 +162,13 @@ impl Case {
             }
             let image = scratch.join(format!("disk-{}", loss + 1));
             let summary = session.write_image(self.random.next_u64(), &image).unwrap();
-            self.log.push(format!("loss {loss}: image {summary}"));
+            self.log.push(format!(
+                "loss {loss}: image {summary}; under way: {:?}",
+                summary.at_loss
+            ));
+            for moment in moments(&summary.at_loss, during_recovery) {
+                *self.moments.entry(moment).or_default() += 1;
+            }
             drop(session);
             std::fs::remove_dir_all(&directory).unwrap();
             directory = image;
@@ -253,8 +263,7 @@ impl Case {
     }
 
     /// Checks the recovered store against the ledgers; then what it serves is the new floor.
-    /// False if the store cannot go on (nothing can be read).
-    fn check_recovered(&mut self, store: &Store, wal: &mut SyncStore) -> bool {
+    fn check_recovered(&mut self, store: &Store, wal: &mut SyncStore) {
         let loss = self.losses - 1;
         for region in &store.recovery().damaged {
             self.violations
@@ -346,35 +355,80 @@ impl Case {
             ledger.start_ceiling = start;
             ledger.next = summary.next_offset.0;
         }
-        true
     }
 }
 
+/// The moments a loss fell on, named from what was under way (see
+/// `runtime::durable::recording::ImageSummary::at_loss`).
+fn moments(at_loss: &[String], during_recovery: bool) -> Vec<&'static str> {
+    let mut moments = Vec::new();
+    let mut note = |moment, found: bool| {
+        if found && !moments.contains(&moment) {
+            moments.push(moment);
+        }
+    };
+    note("during recovery", during_recovery);
+    for what in at_loss {
+        let segment = what.ends_with(".wal");
+        note(
+            "group write in flight",
+            what.starts_with("write wal/") && segment,
+        );
+        note(
+            "data sync in flight",
+            what.starts_with("sync wal/") && segment,
+        );
+        note("segment being prepared", what.contains(".wal.tmp"));
+        note(
+            "segment being recycled or removed",
+            (what.starts_with("rename wal/") || what.starts_with("remove wal/"))
+                && !what.contains(".tmp"),
+        );
+        note("checkpoint being written", what.contains("checkpoint"));
+    }
+    if moments.is_empty() {
+        moments.push("nothing under way");
+    }
+    moments
+}
+
 /// Runs `cases` cases from `first_seed`; returns the failing ones with their violations.
-fn run_cases(
-    sync: SyncMode,
-    first_seed: u64,
-    cases: u64,
-) -> (usize, Vec<(u64, Vec<Violation>, Vec<String>)>) {
+fn run_cases(sync: SyncMode, first_seed: u64, cases: u64) -> Outcome {
     let scratch = tempfile::tempdir().unwrap();
-    let mut losses = 0;
-    let mut failures = Vec::new();
+    let mut outcome = Outcome::default();
     for seed in first_seed..first_seed + cases {
         let directory: PathBuf = scratch.path().join(format!("case-{seed}"));
         let mut case = Case::new(seed, sync);
         case.run(&directory, LOSSES_PER_CASE);
-        losses += case.losses;
+        outcome.losses += case.losses;
+        for (moment, count) in &case.moments {
+            *outcome.moments.entry(moment).or_default() += count;
+        }
         println!(
             "power loss case seed={seed} sync={sync}: {} losses, {} violations",
             case.losses,
             case.violations.len()
         );
+        if std::env::var_os("POWER_LOSS_VERBOSE").is_some() {
+            for line in &case.log {
+                println!("  {line}");
+            }
+        }
         if !case.violations.is_empty() {
-            failures.push((seed, case.violations, case.log));
+            outcome.failures.push((seed, case.violations, case.log));
         }
         let _ = std::fs::remove_dir_all(&directory);
     }
-    (losses, failures)
+    outcome
+}
+
+/// What a series of cases found.
+#[derive(Default)]
+struct Outcome {
+    losses: usize,
+    moments: BTreeMap<&'static str, usize>,
+    /// Failing cases: seed, violations, log.
+    failures: Vec<(u64, Vec<Violation>, Vec<String>)>,
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -402,9 +456,13 @@ fn seeds(default_first: u64, default_cases: u64) -> (u64, u64) {
 fn sync_always_keeps_every_acknowledged_batch_through_power_losses() {
     let (first, cases) = seeds(1, CASES);
     let started = Instant::now();
-    let (losses, failures) = run_cases(SyncMode::Always, first, cases);
+    let Outcome {
+        losses,
+        moments,
+        failures,
+    } = run_cases(SyncMode::Always, first, cases);
     println!(
-        "sync always: {cases} cases, {losses} power losses in {:?}",
+        "sync always: {cases} cases, {losses} power losses in {:?}; losses by moment: {moments:?}",
         started.elapsed()
     );
     for (seed, violations, log) in &failures {
@@ -427,6 +485,12 @@ fn sync_always_keeps_every_acknowledged_batch_through_power_losses() {
     );
     if cases >= CASES {
         assert!(losses >= 100, "only {losses} power losses taken");
+        for moment in ["group write in flight", "data sync in flight"] {
+            assert!(
+                moments.contains_key(moment),
+                "no loss fell on: {moment} ({moments:?})"
+            );
+        }
     }
 }
 
@@ -435,7 +499,9 @@ fn sync_always_keeps_every_acknowledged_batch_through_power_losses() {
 #[test]
 fn sync_never_loses_acknowledged_batches_and_the_test_sees_it() {
     let (first, cases) = seeds(1_000_001, 8);
-    let (losses, failures) = run_cases(SyncMode::Never, first, cases);
+    let Outcome {
+        losses, failures, ..
+    } = run_cases(SyncMode::Never, first, cases);
     let lost = failures
         .iter()
         .flat_map(|(_, violations, _)| violations)

@@ -496,6 +496,11 @@ pub struct ImageSummary {
     pub lost_names: u64,
     /// Files in the image.
     pub files: u64,
+    /// What was under way at the loss: operations submitted and not completed (`write
+    /// wal/0000000000020000.wal`, `sync checkpoint.tmp`, `allocate ...`), and name changes no
+    /// completed directory sync covers (`rename wal/a.wal.tmp -> wal/a.wal`, `create ...`,
+    /// `remove ...`), files named as the recording last knew them.
+    pub at_loss: Vec<String>,
 }
 
 impl fmt::Display for ImageSummary {
@@ -648,6 +653,7 @@ fn build_image(session: &SessionState, random: &mut SplitMix64) -> Image {
         events: session.clock,
         ..ImageSummary::default()
     };
+    summary.at_loss = under_way(session);
     let names = surviving_names(session, random, &mut summary);
     let mut directories = Vec::new();
     let mut files = Vec::new();
@@ -662,6 +668,80 @@ fn build_image(session: &SessionState, random: &mut SplitMix64) -> Image {
         }
     }
     (directories, files, summary)
+}
+
+/// Operations submitted and not completed, and name changes not yet durable, at the loss.
+fn under_way(session: &SessionState) -> Vec<String> {
+    // The name each file had last.
+    let mut names = session.base_names.clone();
+    for (_, change) in &session.names {
+        apply_name_change(&mut names, change);
+    }
+    let mut file_names: HashMap<FileId, String> = HashMap::new();
+    for (path, node) in &names {
+        if let Node::File(file) = node {
+            file_names.insert(*file, path.display().to_string());
+        }
+    }
+    let mut under_way = Vec::new();
+    for (file, model) in session.files.iter().enumerate() {
+        let name = file_names
+            .get(&file)
+            .map_or("(a removed file)", String::as_str);
+        for operation in model.operations.iter().filter(|op| op.completed.is_none()) {
+            let what = match operation.change {
+                FileChange::Write { .. } => "write",
+                FileChange::Sync => "sync",
+                FileChange::Length { allocate: true, .. } => "allocate",
+                FileChange::Length { allocate: false, .. } => "set length of",
+            };
+            under_way.push(format!("{what} {name}"));
+        }
+    }
+    for sync in &session.directory_syncs {
+        if sync.completed.is_none() {
+            under_way.push(format!("sync directory {}/", sync.directory.display()));
+        }
+    }
+    for (at, change) in &session.names {
+        let directory = change.directory();
+        let covered = session.directory_syncs.iter().any(|sync| {
+            sync.directory == directory
+                && sync.submitted > *at
+                && matches!(sync.completed, Some((_, Ok(_))))
+        });
+        if covered {
+            continue;
+        }
+        under_way.push(match change {
+            NameChange::CreateFile { path, .. } => format!("create {}", path.display()),
+            NameChange::CreateDirectory { path } => format!("create {}/", path.display()),
+            NameChange::Rename { from, to } => {
+                format!("rename {} -> {}", from.display(), to.display())
+            }
+            NameChange::Remove { path } => format!("remove {}", path.display()),
+        });
+    }
+    under_way
+}
+
+fn apply_name_change(names: &mut BTreeMap<PathBuf, Node>, change: &NameChange) {
+    match change {
+        NameChange::CreateFile { path, file } => {
+            names.insert(path.clone(), Node::File(*file));
+        }
+        NameChange::CreateDirectory { path } => {
+            names.insert(path.clone(), Node::Directory);
+        }
+        NameChange::Rename { from, to } => {
+            if let Some(node) = names.remove(from) {
+                names.insert(to.clone(), node);
+            }
+        }
+        NameChange::Remove { path } => {
+            names.remove(path);
+        }
+    }
 }
 
 /// Applies the name changes that survive: per directory, every one up to the last a completed
@@ -700,24 +780,8 @@ fn surviving_names(
     }
     let mut names = session.base_names.clone();
     for (index, (_, change)) in session.names.iter().enumerate() {
-        if !survives[index] {
-            continue;
-        }
-        match change {
-            NameChange::CreateFile { path, file } => {
-                names.insert(path.clone(), Node::File(*file));
-            }
-            NameChange::CreateDirectory { path } => {
-                names.insert(path.clone(), Node::Directory);
-            }
-            NameChange::Rename { from, to } => {
-                if let Some(node) = names.remove(from) {
-                    names.insert(to.clone(), node);
-                }
-            }
-            NameChange::Remove { path } => {
-                names.remove(path);
-            }
+        if survives[index] {
+            apply_name_change(&mut names, change);
         }
     }
     // Entries whose directory did not survive went with it.
