@@ -34,7 +34,7 @@ fn read(path: &Path) -> Result<Vec<u8>, LogError> {
 }
 
 fn sync_directory(directory: &Path) -> Result<(), LogError> {
-    runtime::fs::sync_directory(directory).map_err(|error| {
+    runtime::durable::sync_directory(directory).map_err(|error| {
         LogError::io(
             format!("fsync of directory {}", directory.display()),
             &error,
@@ -252,8 +252,8 @@ fn cut(path: &PathBuf, length: u64) -> Result<(), LogError> {
         .write(true)
         .open(path)
         .map_err(|error| LogError::io(format!("opening {}", path.display()), &error))?;
-    file.set_len(length)
+    runtime::durable::set_len(&file, length)
         .map_err(|error| LogError::io(format!("truncating {}", path.display()), &error))?;
-    file.sync_all()
+    runtime::durable::sync_all(&file)
         .map_err(|error| LogError::io(format!("fsync of {}", path.display()), &error))
 }
