@@ -267,6 +267,7 @@ pub(crate) fn open_direct(path: &Path, create: bool) -> io::Result<OwnedFd> {
         .read(true)
         .write(true)
         .create(create)
+        .mode(0o644)
         .custom_flags(libc::O_DIRECT);
     durable::open(path, &options).map(OwnedFd::from)
 }
