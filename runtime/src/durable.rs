@@ -88,10 +88,11 @@ pub fn sync_all(file: &impl AsRawFd) -> io::Result<()> {
 fn sync(fd: RawFd, data_only: bool) -> io::Result<()> {
     #[cfg(feature = "power-loss")]
     let token = hooks::sync_submitted(fd);
-    // SAFETY: plain syscalls on a descriptor the caller keeps open for the call.
     let result = if data_only {
+        // SAFETY: plain syscall on a descriptor the caller keeps open for the call.
         unsafe { libc::fdatasync(fd) }
     } else {
+        // SAFETY: as above.
         unsafe { libc::fsync(fd) }
     };
     let result = if result == 0 {

@@ -693,7 +693,9 @@ fn under_way(session: &SessionState) -> Vec<String> {
                 FileChange::Write { .. } => "write",
                 FileChange::Sync => "sync",
                 FileChange::Length { allocate: true, .. } => "allocate",
-                FileChange::Length { allocate: false, .. } => "set length of",
+                FileChange::Length {
+                    allocate: false, ..
+                } => "set length of",
             };
             under_way.push(format!("{what} {name}"));
         }
@@ -980,6 +982,32 @@ mod tests {
             std::fs::remove_dir_all(&image).unwrap();
         }
         assert_eq!(seen.len(), 3, "{seen:?}");
+    }
+
+    #[test]
+    fn a_recycled_file_shows_its_old_contents_where_a_write_was_dropped() {
+        let directory = tempfile::tempdir().unwrap();
+        let root = directory.path().join("store");
+        std::fs::create_dir_all(root.join("wal")).unwrap();
+        std::fs::write(root.join("wal/old"), vec![9u8; 2048]).unwrap();
+        let session = Session::start(&root).unwrap();
+        // Recycled: renamed (durably) and written again without a sync.
+        durable::rename_durably(&root.join("wal/old"), &root.join("wal/new")).unwrap();
+        let file = durable::open(&root.join("wal/new"), OpenOptions::new().write(true)).unwrap();
+        durable::allocate(&file, 2048).unwrap();
+        durable::write_all_at(&file, &[4u8; 2048], 0).unwrap();
+        let mut old_sectors = 0;
+        for seed in 0..32 {
+            let image = directory.path().join(format!("image-{seed}"));
+            session.write_image(seed, &image).unwrap();
+            assert!(!image.join("wal/old").exists());
+            let contents = read(&image.join("wal/new"));
+            assert_eq!(contents.len(), 2048);
+            assert!(contents.iter().all(|&byte| byte == 4 || byte == 9));
+            old_sectors += contents.chunks(512).filter(|sector| sector[0] == 9).count();
+            std::fs::remove_dir_all(&image).unwrap();
+        }
+        assert!(old_sectors > 0);
     }
 
     #[test]
