@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{batch, count_for};
-use runtime::durable::recording::{Session, SplitMix64};
+use runtime::durable::recording::{seeds_from_env, Session, SplitMix64};
 use store::{
     Offset, PrewriteMode, RangeIndex, RangeKey, Store, StoreConfig, StreamId, SyncMode, SyncStore,
 };
@@ -480,30 +480,10 @@ struct Outcome {
     failures: Vec<(u64, Vec<Violation>, Vec<String>)>,
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    let value = std::env::var(name).ok()?;
-    Some(
-        value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}: expected a number, found {value:?}")),
-    )
-}
-
-/// The seeds to run: `POWER_LOSS_SEED` alone, or `POWER_LOSS_CASES` from
-/// `POWER_LOSS_FIRST_SEED` (default: the CI series).
-fn seeds(default_first: u64, default_cases: u64) -> (u64, u64) {
-    if let Some(seed) = env_u64("POWER_LOSS_SEED") {
-        return (seed, 1);
-    }
-    (
-        env_u64("POWER_LOSS_FIRST_SEED").unwrap_or(default_first),
-        env_u64("POWER_LOSS_CASES").unwrap_or(default_cases),
-    )
-}
-
 #[test]
 fn sync_always_keeps_every_acknowledged_batch_through_power_losses() {
-    let (first, cases) = seeds(1, CASES);
+    let seeds = seeds_from_env("POWER_LOSS", 1..1 + CASES);
+    let (first, cases) = (seeds.start, seeds.end - seeds.start);
     let started = Instant::now();
     let Outcome {
         losses,
@@ -548,7 +528,8 @@ fn sync_always_keeps_every_acknowledged_batch_through_power_losses() {
 /// (its log has holes it cannot place; it serves none of its acknowledged batches).
 #[test]
 fn sync_never_loses_acknowledged_batches_and_the_test_sees_it() {
-    let (first, cases) = seeds(1_000_001, 12);
+    let seeds = seeds_from_env("POWER_LOSS", 1_000_001..1_000_013);
+    let (first, cases) = (seeds.start, seeds.end - seeds.start);
     let Outcome {
         losses, failures, ..
     } = run_cases(SyncMode::Never, first, cases);

@@ -433,7 +433,7 @@ mod tests {
     /// flight either whole or not at all. `CATALOG_POWER_LOSS_SEED=<seed>` reruns one seed.
     #[test]
     fn every_committed_change_survives_a_power_loss() {
-        use runtime::durable::recording::{Session, SplitMix64};
+        use runtime::durable::recording::{seeds_from_env, Session, SplitMix64};
         use std::collections::BTreeMap;
 
         type State = BTreeMap<RangeKey, RangeRecord>;
@@ -446,13 +446,7 @@ mod tests {
             }
         }
 
-        let seeds = match std::env::var("CATALOG_POWER_LOSS_SEED") {
-            Ok(seed) => {
-                let seed = seed.parse().expect("CATALOG_POWER_LOSS_SEED: a number");
-                seed..seed + 1
-            }
-            Err(_) => 0..100,
-        };
+        let seeds = seeds_from_env("CATALOG_POWER_LOSS", 0..100);
         let mut torn_or_dropped = 0;
         for seed in seeds {
             let directory = tempfile::tempdir().unwrap();

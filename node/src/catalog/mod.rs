@@ -458,15 +458,9 @@ mod tests {
     /// was not saved. `CATALOG_POWER_LOSS_SEED=<seed>` reruns one seed.
     #[test]
     fn every_resolved_save_survives_a_power_loss() {
-        use runtime::durable::recording::{Session, SplitMix64};
+        use runtime::durable::recording::{seeds_from_env, Session, SplitMix64};
 
-        let seeds = match std::env::var("CATALOG_POWER_LOSS_SEED") {
-            Ok(seed) => {
-                let seed = seed.parse().expect("CATALOG_POWER_LOSS_SEED: a number");
-                seed..seed + 1
-            }
-            Err(_) => 0..40,
-        };
+        let seeds = seeds_from_env("CATALOG_POWER_LOSS", 0..40);
         for seed in seeds {
             let directory = tempfile::tempdir().unwrap();
             let data = directory.path().join("data");

@@ -471,19 +471,13 @@ fn a_damaged_snapshot_refuses_to_open() {
 /// reruns one seed.
 #[test]
 fn every_acknowledged_record_survives_a_power_loss() {
-    use runtime::durable::recording::{Session, SplitMix64};
+    use runtime::durable::recording::{seeds_from_env, Session, SplitMix64};
 
     fn snapshot_bytes(last_index: u64) -> Vec<u8> {
         format!("the state through record {last_index}").into_bytes()
     }
 
-    let seeds = match std::env::var("PM_POWER_LOSS_SEED") {
-        Ok(seed) => {
-            let seed = seed.parse().expect("PM_POWER_LOSS_SEED: a number");
-            seed..seed + 1
-        }
-        Err(_) => 0..100,
-    };
+    let seeds = seeds_from_env("PM_POWER_LOSS", 0..100);
     let mut torn_or_dropped = 0;
     for seed in seeds {
         let directory = tempfile::tempdir().unwrap();

@@ -505,6 +505,28 @@ pub struct ImageSummary {
     pub at_loss: Vec<String>,
 }
 
+/// The seeds a power-loss test runs, from the environment: `<PREFIX>_SEED=<seed>` reruns one;
+/// `<PREFIX>_CASES=<n>` runs `n` from `<PREFIX>_FIRST_SEED` (default: `default`'s start);
+/// otherwise `default` (what CI runs). Panics on a value that is not a number (test input).
+pub fn seeds_from_env(prefix: &str, default: std::ops::Range<u64>) -> std::ops::Range<u64> {
+    let read = |name: String| {
+        let value = std::env::var(&name).ok()?;
+        Some(
+            value
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("{name}: expected a number, found {value:?}")),
+        )
+    };
+    if let Some(seed) = read(format!("{prefix}_SEED")) {
+        return seed..seed + 1;
+    }
+    let first = read(format!("{prefix}_FIRST_SEED")).unwrap_or(default.start);
+    match read(format!("{prefix}_CASES")) {
+        Some(cases) => first..first + cases,
+        None => first..first + (default.end - default.start),
+    }
+}
+
 impl fmt::Display for ImageSummary {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
