@@ -448,7 +448,7 @@ mod tests {
 
         let seeds = seeds_from_env("CATALOG_POWER_LOSS", 0..100);
         let mut torn_or_dropped = 0;
-        for seed in seeds {
+        for seed in seeds.clone() {
             let directory = tempfile::tempdir().unwrap();
             let root = directory.path().join("ranges");
             std::fs::create_dir(&root).unwrap();
@@ -501,7 +501,9 @@ mod tests {
                  node every_committed_change_survives_a_power_loss)"
             );
         }
-        // The losses did hit writes no sync covered.
-        assert!(torn_or_dropped > 0);
+        // Over a series the losses did hit writes no sync covered.
+        if seeds.end - seeds.start >= 20 {
+            assert!(torn_or_dropped > 0);
+        }
     }
 }

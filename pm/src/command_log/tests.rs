@@ -295,6 +295,60 @@ fn torn_tail_of_garbage_is_cut() {
     torn_tail_is_cut(&garbage);
 }
 
+/// A power loss tears the last group write in any order of its sectors: a sector it did not
+/// write (zeros from the write's start on) can lie before sectors it did write, whose records
+/// are valid. That is a torn tail, cut at the damaged record; the log refused to open before
+/// (found by the power-loss test below, `PM_POWER_LOSS_SEED=10012` with
+/// `PM_POWER_LOSS_CASES` unset).
+#[test]
+fn a_torn_last_write_with_valid_records_after_an_unwritten_sector_is_cut() {
+    let directory = tempfile::tempdir().unwrap();
+    write_records(directory.path(), LogOptions::default(), 40);
+    let segment = segments(directory.path()).pop().unwrap();
+    let mut content = fs::read(&segment).unwrap();
+    // The record holding byte 400 is the first of the torn write: its first sector was not
+    // written (zeros from the write's start on, the earlier records before), the sectors
+    // after it were.
+    let starts: Vec<usize> = (1..=40u64)
+        .scan(0usize, |at, index| {
+            let start = *at;
+            *at += record::encoded_len(payload(index).len());
+            Some(start)
+        })
+        .collect();
+    let first_torn = starts.iter().rposition(|&start| start <= 400).unwrap();
+    let cut_at = starts[first_torn];
+    assert!(content.len() > 1024, "records reach past the second sector");
+    content[cut_at..512].fill(0);
+    fs::write(&segment, &content).unwrap();
+
+    let (log, recovered) = CommandLog::open(directory.path(), LogOptions::default()).unwrap();
+    expect_records(&recovered, 1..=first_torn as u64);
+    let torn = recovered.report.torn_tail.as_ref().expect("a torn tail");
+    assert_eq!(torn.offset, cut_at as u64);
+    // The log goes on from the cut.
+    let (index, _) = log.append(payload(first_torn as u64 + 1)).unwrap();
+    assert_eq!(index, first_torn as u64 + 1);
+    log.wait_durable(index).unwrap();
+    log.close().unwrap();
+
+    // Damage that leaves no unwritten sector before the next valid record is not a torn
+    // write: refused, as before.
+    let (log, _) = CommandLog::open(directory.path(), LogOptions::default()).unwrap();
+    for index in first_torn as u64 + 2..=40 {
+        let _ = log.append(payload(index)).unwrap();
+    }
+    log.wait_durable(40).unwrap();
+    log.close().unwrap();
+    let mut content = fs::read(&segment).unwrap();
+    content[cut_at + 20] ^= 0x40;
+    fs::write(&segment, &content).unwrap();
+    assert!(matches!(
+        CommandLog::open(directory.path(), LogOptions::default()),
+        Err(LogError::Corrupt { .. })
+    ));
+}
+
 #[test]
 fn flipped_byte_in_a_middle_record_refuses_to_open() {
     let directory = tempfile::tempdir().unwrap();
@@ -479,7 +533,7 @@ fn every_acknowledged_record_survives_a_power_loss() {
 
     let seeds = seeds_from_env("PM_POWER_LOSS", 0..100);
     let mut torn_or_dropped = 0;
-    for seed in seeds {
+    for seed in seeds.clone() {
         let directory = tempfile::tempdir().unwrap();
         let root = directory.path().join("log");
         fs::create_dir(&root).unwrap();
@@ -553,5 +607,8 @@ fn every_acknowledged_record_survives_a_power_loss() {
         log.wait_durable(index).unwrap();
         log.close().unwrap();
     }
-    assert!(torn_or_dropped > 0);
+    // Over a series the losses did hit writes no sync covered.
+    if seeds.end - seeds.start >= 20 {
+        assert!(torn_or_dropped > 0);
+    }
 }
