@@ -564,6 +564,47 @@ fn torn_tail_at_a_segment_end_is_cut_with_its_companion_in_the_next_segment() {
     store.shutdown();
 }
 
+/// A read of batches whose segment file is gone (here removed behind the store's back; after a
+/// power loss with `sync: never` the index can point there too) fails with `Corrupt`, also for a
+/// batch spanning two read blocks, and the store goes on. The IO thread used to panic on such a
+/// batch: the first block's failed load finished the read and the second looked it up again
+/// (found by the simulated power-loss test's `sync: never` cases).
+#[test]
+fn reads_of_a_missing_segment_fail_as_corrupt_and_the_store_goes_on() {
+    let directory = tempfile::tempdir().unwrap();
+    let config = small_config(directory.path());
+    let range = RangeKey::new(StreamId(4), RangeIndex(0));
+    let positions = fill(&config, range, 150, 9000, true);
+    assert!(positions.iter().any(|position| *position >= SEGMENT));
+    let (first_segment, _) = segment_file(directory.path(), 0);
+    std::fs::remove_file(&first_segment).unwrap();
+
+    let (store, mut wal) = Store::open_sync(config).unwrap();
+    let block = 64 << 10;
+    let mut spanning = 0;
+    for (n, position) in positions.iter().enumerate() {
+        let offset = store::Offset(n as u64 * 10);
+        let result = wal.read(range, offset, 1);
+        if *position < SEGMENT {
+            assert!(
+                matches!(result, Err(Error::Corrupt { .. })),
+                "batch {n} at {position}: {result:?}"
+            );
+            let end = position + record_length(9000);
+            if position / block != (end - 1) / block {
+                spanning += 1;
+            }
+        } else {
+            assert_eq!(result.unwrap()[0], batch(range, n as u64 * 10, 9000));
+        }
+    }
+    assert!(spanning > 0, "no batch spans two read blocks");
+    let next = store::Offset(positions.len() as u64 * 10);
+    wal.append(range, next, 10, batch(range, next.0, 100))
+        .unwrap();
+    store.shutdown();
+}
+
 /// Records written with a large group size are recovered after the configured size was
 /// lowered: recovery uses the largest size the directory ever recorded.
 #[test]
