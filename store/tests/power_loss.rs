@@ -67,6 +67,11 @@ fn config(path: &Path, sync: SyncMode, random: &mut SplitMix64) -> StoreConfig {
     } else {
         PrewriteMode::Always
     };
+    // Group writes through the polled ring (forced: this disk has no poll queues) now and then.
+    if random.chance(1, 4) {
+        config.uring.iopoll = true;
+        config.faults.iopoll_without_poll_queues = true;
+    }
     config
 }
 
@@ -137,8 +142,12 @@ impl Case {
         self.max_batch_bytes = config.max_batch_bytes();
         self.in_flight = 1 + self.random.below(IN_FLIGHT as u64) as usize;
         self.log.push(format!(
-            "segments of {} bytes, groups of {}, prewrite {:?}, {} appends in flight",
-            config.segment_size_bytes, config.max_group_bytes, config.prewrite, self.in_flight
+            "segments of {} bytes, groups of {}, prewrite {:?}, iopoll {}, {} appends in flight",
+            config.segment_size_bytes,
+            config.max_group_bytes,
+            config.prewrite,
+            config.uring.iopoll,
+            self.in_flight
         ));
         for loss in 0..losses {
             let session = Session::start(&directory).unwrap();
