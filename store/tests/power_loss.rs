@@ -471,6 +471,9 @@ fn run_cases(sync: SyncMode, first_seed: u64, cases: u64) -> Outcome {
             for line in &case.log {
                 println!("  {line}");
             }
+            for violation in &case.violations {
+                println!("  {violation:?}");
+            }
         }
         if !case.violations.is_empty() {
             outcome.failures.push((seed, case.violations, case.log));
