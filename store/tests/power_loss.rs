@@ -8,21 +8,23 @@
 //! lost) is built in a fresh directory, the store recovers from it, and the test checks:
 //!
 //! * every batch acknowledged before the loss (and everything an earlier recovery served) reads
-//!   back bit-exact, and no acknowledged trim is undone;
+//!   back bit-exact, and no acknowledged trim or deletion is undone;
 //! * nothing else is served as if it were whole: every batch read is exactly one that was
 //!   appended at its offset, and no damage is reported.
 //!
 //! One case (a seed) is a fresh store taking `LOSSES_PER_CASE` losses in a row, each recovery
 //! going on from the image the last loss left. Appends come from several ranges with many in
-//! flight, and trims make segments reclaimable, so losses fall on groups half written, syncs in
-//! flight, segments being prepared, renamed or recycled, and checkpoints being written.
+//! flight, trims and deletions make segments reclaimable, so losses fall on groups half written,
+//! syncs in flight, segments being prepared, renamed or recycled, checkpoints being written, a
+//! clean shutdown and recovery itself. Each loss is classified by what was under way.
 //!
 //! With `sync: never` the same test must see acknowledged batches lost: the proof that it can
 //! see a missing sync.
 //!
 //! A failing case prints its seed; `POWER_LOSS_SEED=<seed> cargo test -p store --test
 //! power_loss` reruns it (the same choices; thread timing may differ). `POWER_LOSS_CASES=<n>`
-//! (and `POWER_LOSS_FIRST_SEED=<seed>`) runs a longer series.
+//! (and `POWER_LOSS_FIRST_SEED=<seed>`) runs a longer series; `POWER_LOSS_VERBOSE=1` prints
+//! every case's configuration, losses and violations.
 
 mod common;
 
