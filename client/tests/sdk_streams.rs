@@ -212,3 +212,66 @@ fn trim_through_the_sdk() {
         Err(SdkError::StreamDeleted { .. } | SdkError::StreamNotFound { .. })
     ));
 }
+
+#[test]
+fn a_killed_replica_is_sealed_around_and_writing_goes_on() {
+    let mut cluster = SdkCluster::start(4);
+    let steps = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut config = cluster.config();
+    let recorded = std::sync::Arc::clone(&steps);
+    config.seal_hook = Some(std::sync::Arc::new(move |step| {
+        recorded.lock().unwrap().push(step)
+    }));
+    let client = client::Client::connect(config).expect("connect");
+    let stream = block_on(client.create_stream(StreamOptions {
+        replica_count: 3,
+        ack_count: 2,
+        ..StreamOptions::default()
+    }))
+    .expect("create stream");
+    let writer = block_on(client.open_writer(stream.id)).expect("writer");
+    let end = write_records(&writer, 0, 100, 5);
+    let ranges = block_on(client.ranges(stream.id)).expect("ranges");
+    let victim = ranges[0].replicas[1].address.clone();
+    let position = cluster
+        .nodes
+        .iter()
+        .position(|node| node.address == victim)
+        .expect("replica is one of the nodes");
+    // Pipelined appends in flight while the node dies.
+    let futures: Vec<_> = (end..end + 40)
+        .map(|offset| writer.append(vec![record(offset)]))
+        .collect();
+    drop(cluster.nodes.remove(position));
+    let end = block_on(async {
+        let mut next = end;
+        for future in futures {
+            let ack = future.await.expect("acknowledged despite the kill");
+            assert_eq!(ack.base_offset, Offset(next));
+            next = ack.next_offset.0;
+        }
+        next
+    });
+    let end = write_records(&writer, end, 60, 6);
+    assert_eq!(
+        steps.lock().unwrap().as_slice(),
+        [
+            client::SealStep::Fenced,
+            client::SealStep::Repaired,
+            client::SealStep::Committed
+        ],
+        "one seal, every step reported"
+    );
+    let ranges = block_on(client.ranges(stream.id)).expect("ranges");
+    assert_eq!(ranges.len(), 2, "{ranges:?}");
+    assert!(ranges[0].is_sealed());
+    assert!(
+        ranges[1]
+            .replicas
+            .iter()
+            .all(|replica| replica.address != victim),
+        "the new range avoids the dead node: {ranges:?}"
+    );
+    assert_eq!(block_on(writer.close()).expect("close"), Offset(end));
+    check_records(&read_to_end(&client, stream.id, 0), 0, end);
+}
