@@ -84,14 +84,16 @@ pub(crate) async fn seal_with_repair(
     let started = Instant::now();
     let mut backoff = Backoff::new();
     let mut unreachable: BTreeSet<NodeId> = silent.iter().copied().collect();
-    let reachable: Vec<ReplicaNode> = range
+    let mut asked: Vec<ReplicaNode> = range
         .replicas
         .iter()
         .filter(|replica| !silent.contains(&replica.node_id))
         .cloned()
         .collect();
     loop {
-        let answers = fence(io, range, &reachable, epoch, &mut unreachable).await?;
+        let answers = fence(io, range, &asked, epoch, &mut unreachable).await?;
+        // A later round asks every replica again: a silent one may hold what is missing.
+        asked.clone_from(&range.replicas);
         let answered: Vec<ReplicaNode> = answers
             .iter()
             .map(|answer| answer.replica.clone())
