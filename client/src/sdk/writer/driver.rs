@@ -335,7 +335,16 @@ impl Driver {
             &silent,
         )
         .await?;
-        debug_assert_eq!(sealed.end, end);
+        if sealed.end != end {
+            // Never acknowledge past the end of the range: an end below the acknowledged prefix
+            // would lose acknowledged batches.
+            return Err(SdkError::Protocol(format!(
+                "range {} was sealed at {} although this writer acknowledged everything below \
+                 {end}; the writer stops",
+                self.key(),
+                sealed.end
+            )));
+        }
         self.failed_nodes.extend(sealed.unreachable.iter().copied());
         let next_index = self.range.index.next().ok_or_else(|| {
             SdkError::InvalidArgument(format!(
@@ -432,7 +441,18 @@ impl Driver {
                 &[],
             )
             .await
-            .map(|sealed| sealed.end);
+            .and_then(|sealed| {
+                if sealed.end == end {
+                    Ok(sealed.end)
+                } else {
+                    Err(SdkError::Protocol(format!(
+                        "range {} was sealed at {} although this writer acknowledged everything \
+                         below {end}",
+                        self.key(),
+                        sealed.end
+                    )))
+                }
+            });
             if let Ok(end) = result {
                 log::info!("stream {}: writer closed at {end}", self.range.stream_id);
             }
