@@ -399,9 +399,23 @@ impl Io {
         operation: &str,
         request: &M,
     ) -> Result<Result<R, ErrorResponse>, SdkError> {
+        self.pm_call_adjusting(operation, request, |_, _| None)
+            .await
+    }
+
+    /// [`Io::pm_call`]; after each retriable error answer, `adjust` may give the request to
+    /// send from then on instead.
+    pub(crate) async fn pm_call_adjusting<M: Message, R: Message>(
+        &self,
+        operation: &str,
+        request: &M,
+        mut adjust: impl FnMut(&M, &ErrorResponse) -> Option<M>,
+    ) -> Result<Result<R, ErrorResponse>, SdkError> {
         let started = Instant::now();
         let mut backoff = Backoff::new();
+        let mut adjusted: Option<M> = None;
         loop {
+            let request = adjusted.as_ref().unwrap_or(request);
             let outcome = self.pm_once::<M, R>(request, true).await;
             let waited = started.elapsed();
             let give_up = waited >= self.config.retry_for;
@@ -412,6 +426,9 @@ impl Io {
                         error.code,
                         error.message
                     );
+                    if let Some(next) = adjust(request, &error) {
+                        adjusted = Some(next);
+                    }
                 }
                 Ok(answer) => return Ok(answer),
                 Err(PmFailure::Unauthenticated(reason)) => {
