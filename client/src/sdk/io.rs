@@ -87,6 +87,7 @@ impl Inbox {
 /// The application side's handle on the I/O thread. Dropping the last one stops the thread.
 pub(crate) struct IoHandle {
     inbox: Arc<Inbox>,
+    config: ClientConfig,
 }
 
 impl IoHandle {
@@ -102,7 +103,7 @@ impl IoHandle {
         });
         let (started_sender, started) = std::sync::mpsc::channel();
         let thread_inbox = Arc::clone(&inbox);
-        let thread_config = config;
+        let thread_config = config.clone();
         std::thread::Builder::new()
             .name("es-sdk-io".into())
             .spawn(move || {
@@ -121,12 +122,17 @@ impl IoHandle {
                 SdkError::InvalidArgument(format!("cannot start the SDK's I/O thread: {error}"))
             })?;
         match started.recv() {
-            Ok(Ok(())) => Ok(Arc::new(IoHandle { inbox })),
+            Ok(Ok(())) => Ok(Arc::new(IoHandle { inbox, config })),
             Ok(Err(error)) => Err(SdkError::InvalidArgument(format!(
                 "cannot start the SDK's runtime (io_uring): {error}"
             ))),
             Err(_) => Err(SdkError::Closed),
         }
+    }
+
+    /// The configuration the I/O thread runs with.
+    pub(crate) fn config(&self) -> &ClientConfig {
+        &self.config
     }
 
     /// Runs `make(io)` on the I/O thread and resolves to its output, from any thread and any

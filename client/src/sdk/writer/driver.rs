@@ -320,6 +320,8 @@ impl Driver {
         let flushes = {
             let mut queue = self.shared.lock();
             queue.acked = acked;
+            let bytes = entries.iter().map(|entry| entry.batch.len()).sum();
+            queue.release(bytes, entries.len());
             let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut queue.flushes)
                 .into_iter()
                 .partition(|(target, _)| *target <= acked);
@@ -612,6 +614,8 @@ impl Driver {
         let (incoming, flushes, close) = {
             let mut queue = self.shared.lock();
             queue.failed = Some(error.clone());
+            // Appends waiting for room fail too.
+            queue.wake_waiting();
             (
                 std::mem::take(&mut queue.incoming),
                 std::mem::take(&mut queue.flushes),
