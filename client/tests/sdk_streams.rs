@@ -332,3 +332,33 @@ fn a_replica_sealed_by_hand_below_the_acknowledged_prefix_does_not_cut_the_range
     assert_eq!(block_on(writer.close()).expect("close"), Offset(end));
     check_records(&read_to_end(&client, stream.id, 0), 0, end);
 }
+
+/// Every range of a stream trimmed away: a new writer still finds the next range index (the
+/// placement manager names it) and writes on from the stream's end.
+#[test]
+fn a_writer_opens_a_stream_whose_ranges_were_all_trimmed_away() {
+    let cluster = SdkCluster::start(1);
+    let client = cluster.client();
+    let stream = block_on(client.create_stream(StreamOptions {
+        replica_count: 1,
+        ack_count: 1,
+        ..StreamOptions::default()
+    }))
+    .expect("create stream");
+    let writer = block_on(client.open_writer(stream.id)).expect("writer");
+    let end = write_records(&writer, 0, 20, 5);
+    assert_eq!(block_on(writer.close()).expect("close"), Offset(end));
+    block_on(client.trim(stream.id, Offset(end))).expect("trim");
+    assert!(block_on(client.ranges(stream.id))
+        .expect("ranges")
+        .is_empty());
+
+    let writer = block_on(client.open_writer(stream.id)).expect("writer after trimming all");
+    let ranges = block_on(client.ranges(stream.id)).expect("ranges");
+    assert_eq!(ranges.len(), 1, "{ranges:?}");
+    assert_eq!(ranges[0].index.0, 1, "the index after the trimmed range");
+    assert_eq!(ranges[0].start_offset, Offset(end));
+    let next = write_records(&writer, end, 10, 5);
+    assert_eq!(block_on(writer.close()).expect("close"), Offset(next));
+    check_records(&read_to_end(&client, stream.id, end), end, next);
+}
