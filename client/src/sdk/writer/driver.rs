@@ -276,7 +276,8 @@ impl Driver {
                             "{} requests outstanding: the replica fell too far behind",
                             lane.outstanding.get()
                         ),
-                        timed_out: false,
+                        // Like a silent replica: the seal does not wait for it.
+                        timed_out: true,
                     });
                     break;
                 }
