@@ -252,6 +252,13 @@ fn a_killed_replica_is_sealed_around_and_writing_goes_on() {
         }
         next
     });
+    // The dead replica's connection may close only after the writer acknowledged every batch
+    // above with the two live replicas: keep writing until the seal it causes has happened.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut end = end;
+    while steps.lock().unwrap().len() < 3 && std::time::Instant::now() < deadline {
+        end = write_records(&writer, end, 6, 6);
+    }
     let end = write_records(&writer, end, 60, 6);
     assert_eq!(
         steps.lock().unwrap().as_slice(),
