@@ -9,6 +9,8 @@
 //! * [`shell`]: the interactive shell and its script mode.
 //! * [`pm`]: placement manager addresses tried in order (`es --pm`).
 //! * [`records`]: tables and bare JSON of streams, ranges and nodes (`es stream`, `es cluster`).
+//! * [`sdk`]: the SDK proper: [`Client`], [`Writer`] and [`Reader`] of replicated streams, usable
+//!   from any thread and any executor.
 
 pub mod command;
 pub mod conn;
@@ -16,9 +18,15 @@ pub mod multiplexed;
 pub mod output;
 pub mod pm;
 pub mod records;
+pub mod sdk;
 pub mod session;
 pub mod shell;
 
 pub use conn::blocking;
 pub use conn::ClientError;
 pub use multiplexed::Connection;
+pub use sdk::io::block_on;
+pub use sdk::{
+    AppendAck, AppendFuture, Client, ClientConfig, ReadBatch, ReadMode, Reader, SdkError, SealHook,
+    SealStep, StreamOptions, Writer,
+};

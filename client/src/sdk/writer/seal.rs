@@ -1,0 +1,1 @@
+//! Seal with repair (stub).
