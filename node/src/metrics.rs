@@ -170,6 +170,13 @@ pub struct WorkerMetrics {
     pub connections_rejected: AtomicU64,
     /// Requests forwarded to another worker's mailbox.
     pub forwarded: AtomicU64,
+    /// Fence-only SEAL_RANGEs answered (the range fenced, or found sealed).
+    pub fences: AtomicU64,
+    /// Record batches and payload bytes written by repair APPENDs.
+    pub repair_append_batches: AtomicU64,
+    pub repair_append_bytes: AtomicU64,
+    /// FETCHes with `SEALED` answered `OFFSET_NOT_HELD`.
+    pub offset_not_held: AtomicU64,
     /// Gauge: messages waiting in this worker's inbound mailboxes at the last poll.
     pub mailbox_depth: AtomicU64,
     /// Gauge: ranges owned by this worker.
@@ -370,7 +377,7 @@ impl Registry {
             let _ = writeln!(out, "es_latency_seconds_count{{{labels}}} {count}");
         }
 
-        let counters: [(&str, &str, Pick); 8] = [
+        let counters: [(&str, &str, Pick); 12] = [
             (
                 "es_bytes_in_total",
                 "Bytes received from clients.",
@@ -403,6 +410,26 @@ impl Registry {
                 "es_forwarded_requests_total",
                 "Requests passed to the owning worker.",
                 |worker| &worker.forwarded,
+            ),
+            (
+                "es_fences_total",
+                "Fence-only SEAL_RANGEs answered (the first step of a seal with repair).",
+                |worker| &worker.fences,
+            ),
+            (
+                "es_repair_append_batches_total",
+                "Record batches written by repair APPENDs into fenced or sealed ranges.",
+                |worker| &worker.repair_append_batches,
+            ),
+            (
+                "es_repair_append_bytes_total",
+                "Payload bytes written by repair APPENDs.",
+                |worker| &worker.repair_append_bytes,
+            ),
+            (
+                "es_offset_not_held_total",
+                "FETCHes of a sealed range answered OFFSET_NOT_HELD (read it from another replica).",
+                |worker| &worker.offset_not_held,
             ),
             (
                 "es_panics_total",

@@ -39,10 +39,34 @@
 //! *drains*: it holds new appends (they wait, they are not refused: the seal is not visible
 //! yet) until the appends in flight settle, then becomes pending with its end. A seal whose end
 //! is below what readers may already have seen (the confirmed offset, counting appends in
-//! flight) is refused up front, so a drain never ends in a refusal.
+//! flight) is refused up front, so a drain ends in a refusal only when the appends in flight
+//! failed to reach the requested end (`AboveDurable`).
 //!
 //! A trim (retention, TRIM_RANGE) raises `start`, never above what this node holds (the durable
 //! end, or the end once sealed), and raises `confirmed` with it so `start ≤ confirmed` holds.
+//!
+//! **Fencing and repair** (the seal-with-repair protocol of `docs/replication.md`). A fence
+//! ([`RangeState::fence`], SEAL_RANGE with `FENCE_ONLY`) adopts the fencing writer's epoch (a
+//! raise, saved first like any), marks the range *fenced* and drains the appends in flight; it
+//! answers the durable end without fixing an end. A fenced range refuses every normal APPEND
+//! (`Fenced`) and accepts only *repair* appends ([`RangeState::try_repair_append`]) at exactly
+//! its epoch, which copy batches another replica holds. A sealed range accepts repair appends
+//! below its end too (a replica sealed before it held everything). The fenced mark lives in
+//! memory only: a restarted replica is open again at its saved (raised) epoch, which only the
+//! fencing writer holds; that writer sends no normal append to a range it is sealing and fences
+//! again when it reconnects (repairs and durable reads are refused until it does).
+//!
+//! ```text
+//!   open ──fence(e ≥ epoch)──► fenced ──seal(end ≤ durable_end)──► sealed
+//!     │                          normal APPEND → Fenced            repair below end only
+//!     └──seal(end ≤ durable_end)──────────────────────────────────► sealed
+//! ```
+//!
+//! A seal never fixes an end above the durable end (`AboveDurable`, decided once the appends in
+//! flight settled, or at once when the end lies beyond them too): the replica must be repaired
+//! first. A seal below the durable end is allowed (at or above the confirmed offset);
+//! the batches at and above the end stay in the store but are never served
+//! ([`RangeState::held_end`] is what the replica reports and serves up to).
 
 use std::collections::VecDeque;
 
@@ -69,6 +93,14 @@ pub enum AppendRejection {
     /// The request's epoch is above the range's: the raise must be saved first
     /// ([`RangeState::begin_epoch_raise`]).
     EpochNotSaved { epoch: Epoch },
+    /// The range is fenced for a seal and no end is fixed yet: only repair appends of the
+    /// fencing epoch (`epoch`, the range's) are accepted.
+    Fenced { epoch: Epoch },
+    /// A repair append to a range that is neither fenced nor sealed, or at an epoch above the
+    /// range's (`current`): the writer must fence the range at its epoch first.
+    RepairNotFenced { current: Epoch },
+    /// A repair append reaching above the range's fixed end.
+    BeyondEnd { end: Offset },
 }
 
 /// Result of [`RangeState::begin_epoch_raise`].
@@ -115,11 +147,45 @@ pub enum SealOutcome {
     /// The requested end is below what readers may have seen (`confirmed`, counting the
     /// appends in flight): sealing there would take back readable records.
     BelowConfirmed { confirmed: Offset },
+    /// The requested end is above this replica's durable end once the appends in flight
+    /// settled (or above even them): it must be repaired before it can be sealed there. The
+    /// range is open as before; appends held by the drain may go on (wake them).
+    AboveDurable { durable_end: Offset },
     /// Another change of the range is being saved: wait and try again.
     Wait,
     /// The seal at `end` with `epoch` is pending: save the range sealed so, then call
     /// [`RangeState::commit_seal`] or [`RangeState::abort_seal`].
     Save { epoch: Epoch, end: Offset },
+}
+
+/// Result of [`RangeState::fence`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FenceOutcome {
+    /// The range is fenced (or sealed, `end` is then its end): this is its durable end
+    /// ([`RangeState::held_end`]) and epoch.
+    Fenced {
+        end: Option<Offset>,
+        durable_end: Offset,
+        epoch: Epoch,
+    },
+    /// Fenced; appends are still in flight: call [`RangeState::fence`] again once they settled.
+    Draining,
+    /// The request's epoch is older than the range's.
+    StaleEpoch { current: Epoch },
+    /// Another change of the range is being saved, or a seal drains: wait and try again.
+    Wait,
+    /// The raise to `epoch` is pending: save the range with it, then call
+    /// [`RangeState::commit_raise`] or [`RangeState::abort_raise`] and fence again.
+    Raise { epoch: Epoch },
+}
+
+/// What a FETCH asks for beyond an offset (its `DURABLE` and `SEALED` flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FetchMode {
+    /// Read up to the durable end instead of the confirmed offset (fenced or sealed ranges).
+    pub durable: bool,
+    /// The reader knows the range is sealed: answer `NotHeld` instead of waiting.
+    pub expect_sealed: bool,
 }
 
 /// Result of [`RangeState::trim`].
@@ -152,6 +218,8 @@ pub struct RangeState {
     sealing: bool,
     /// A raise or seal being saved; see the module header.
     pending: Option<Pending>,
+    /// Fenced for a seal (in memory only; see the module header): normal appends are refused.
+    fenced: bool,
     /// The in-flight batches, in offset order, with whether each finished.
     in_flight: VecDeque<InFlight>,
     /// Source of [`AppendTicket`]s, so a completion of a dropped batch is never mistaken for a
@@ -183,6 +251,7 @@ impl RangeState {
             end: None,
             sealing: false,
             pending: None,
+            fenced: false,
             in_flight: VecDeque::new(),
             next_ticket: 0,
         }
@@ -237,6 +306,19 @@ impl RangeState {
     pub fn is_sealed(&self) -> bool {
         self.end.is_some()
     }
+    /// Fenced for a seal (and not sealed yet, or sealed since).
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
+    }
+    /// What this replica holds of the range: its durable end, cut at the end once sealed
+    /// (batches at or above a seal's end are never part of the range). DESCRIBE_RANGE and
+    /// FETCH report it as `next_offset`, SEAL_RANGE as `durable_end`.
+    pub fn held_end(&self) -> Offset {
+        match self.end {
+            Some(end) => end.min(self.durable_end),
+            None => self.durable_end,
+        }
+    }
     /// Whether a raise or a seal is being saved (the range's record must not be saved by anyone
     /// else meanwhile: wait for the change notification).
     pub fn has_pending_change(&self) -> bool {
@@ -266,14 +348,84 @@ impl RangeState {
                 current: self.epoch,
             });
         }
+        if self.fenced {
+            return Err(AppendRejection::Fenced { epoch: self.epoch });
+        }
         if epoch > self.epoch {
             return Err(AppendRejection::EpochNotSaved { epoch });
         }
+        self.claim(base, count, None)
+    }
+
+    /// Decides a repair APPEND (`REPAIR`) of `count` records at `base` by the writer that fenced
+    /// the range at `epoch`: accepted only on a fenced or sealed range at exactly that epoch,
+    /// below its end if one is fixed, at the next offset like any append. Never raises the
+    /// epoch. On `Ok` the batch is in flight as for [`RangeState::try_append`].
+    pub fn try_repair_append(
+        &mut self,
+        epoch: Epoch,
+        base: Offset,
+        count: u32,
+    ) -> Result<AppendTicket, AppendRejection> {
+        if self.pending.is_some() || self.sealing {
+            return Err(AppendRejection::Wait);
+        }
+        if epoch < self.epoch {
+            return Err(AppendRejection::StaleEpoch {
+                current: self.epoch,
+            });
+        }
+        if epoch > self.epoch || (!self.fenced && self.end.is_none()) {
+            return Err(AppendRejection::RepairNotFenced {
+                current: self.epoch,
+            });
+        }
+        self.claim(base, count, self.end)
+    }
+
+    /// Decides a confirm-only APPEND (no batch) by a writer at `epoch` reporting `confirmed`:
+    /// the same refusals as [`RangeState::try_append`]; on `Ok` the report is recorded and the
+    /// answer is the durable end (the `next_offset` this replica reports).
+    pub fn confirm(&mut self, epoch: Epoch, confirmed: Offset) -> Result<Offset, AppendRejection> {
+        if self.pending.is_some() || self.sealing {
+            return Err(AppendRejection::Wait);
+        }
+        if let Some(end) = self.end {
+            return Err(AppendRejection::Sealed { end });
+        }
+        if epoch < self.epoch {
+            return Err(AppendRejection::StaleEpoch {
+                current: self.epoch,
+            });
+        }
+        if self.fenced {
+            return Err(AppendRejection::Fenced { epoch: self.epoch });
+        }
+        if epoch > self.epoch {
+            return Err(AppendRejection::EpochNotSaved { epoch });
+        }
+        self.report_confirmed(confirmed);
+        debug_assert!(self.confirmed() <= self.durable_end);
+        Ok(self.durable_end)
+    }
+
+    /// Claims `[base, base + count)` at the next offset, below `end` if given.
+    fn claim(
+        &mut self,
+        base: Offset,
+        count: u32,
+        end: Option<Offset>,
+    ) -> Result<AppendTicket, AppendRejection> {
         let Some(batch_end) = base.checked_add(u64::from(count)) else {
             return Err(AppendRejection::OutOfRange { start: self.start });
         };
         if count == 0 || base < self.start {
             return Err(AppendRejection::OutOfRange { start: self.start });
+        }
+        if let Some(end) = end {
+            if batch_end > end {
+                return Err(AppendRejection::BeyondEnd { end });
+            }
         }
         if base < self.next {
             return if batch_end <= self.durable_end {
@@ -287,7 +439,6 @@ impl RangeState {
         if base > self.next {
             return Err(AppendRejection::Gap { next: self.next });
         }
-        debug_assert_eq!(epoch, self.epoch);
         let ticket = AppendTicket(self.next_ticket);
         self.next_ticket += 1;
         self.in_flight.push_back(InFlight {
@@ -299,6 +450,37 @@ impl RangeState {
         self.next = batch_end;
         debug_assert!(self.durable_end <= self.next);
         Ok(ticket)
+    }
+
+    /// Fences the range for a seal by the writer at `epoch` (SEAL_RANGE `FENCE_ONLY`). An epoch
+    /// above the range's is raised first (`Raise`, saved like any raise); at the range's epoch
+    /// the range is marked fenced (normal appends refused from now on) and, once the appends in
+    /// flight settled, the answer is its durable end. A sealed range is answered as it is
+    /// (its end, its epoch): there is nothing left to fence.
+    pub fn fence(&mut self, epoch: Epoch) -> FenceOutcome {
+        if self.pending.is_some() || self.sealing {
+            return FenceOutcome::Wait;
+        }
+        if epoch < self.epoch {
+            return FenceOutcome::StaleEpoch {
+                current: self.epoch,
+            };
+        }
+        if self.end.is_none() {
+            if epoch > self.epoch {
+                self.pending = Some(Pending::Raise { epoch });
+                return FenceOutcome::Raise { epoch };
+            }
+            self.fenced = true;
+            if !self.in_flight.is_empty() {
+                return FenceOutcome::Draining;
+            }
+        }
+        FenceOutcome::Fenced {
+            end: self.end,
+            durable_end: self.held_end(),
+            epoch: self.epoch,
+        }
     }
 
     /// Starts raising the range's epoch to `epoch` for an APPEND (a SEAL raises it with the
@@ -418,12 +600,30 @@ impl RangeState {
         }
         // What readers may have seen by the time the appends in flight settle.
         let confirmed_bound = self.writer_confirmed.min(self.next);
-        if let Some(requested) = requested_end {
-            if requested < confirmed_bound {
-                return SealOutcome::BelowConfirmed {
-                    confirmed: confirmed_bound,
-                };
+        let refusal = match requested_end {
+            Some(requested) if requested < confirmed_bound => Some(SealOutcome::BelowConfirmed {
+                confirmed: confirmed_bound,
+            }),
+            // Beyond even the appends in flight: nothing to drain for. Once drained: beyond
+            // what became durable (an append in flight failed), a repair is needed first.
+            Some(requested)
+                if requested > self.next
+                    || (self.in_flight.is_empty() && requested > self.durable_end) =>
+            {
+                Some(SealOutcome::AboveDurable {
+                    durable_end: self.durable_end,
+                })
             }
+            _ => None,
+        };
+        if let Some(refusal) = refusal {
+            // A drain this or another seal began holds appends; with nothing left in flight
+            // no seal needs them held any more (a seal still draining holds them again when
+            // it looks next). The caller wakes the held appends.
+            if self.in_flight.is_empty() {
+                self.sealing = false;
+            }
+            return refusal;
         }
         self.sealing = true;
         if !self.in_flight.is_empty() {
@@ -494,18 +694,38 @@ impl RangeState {
 
     /// Whether a fetch from `offset` has data now, must wait, or can never be served.
     pub fn classify_fetch(&self, offset: Offset) -> FetchBounds {
+        self.classify_fetch_as(offset, FetchMode::default())
+    }
+
+    /// [`RangeState::classify_fetch`] for a FETCH with the `DURABLE` and `SEALED` flags of
+    /// `mode`: a durable read is bounded by [`RangeState::held_end`] instead of the confirmed
+    /// offset (fenced or sealed ranges only, else `NotFenced`); a reader expecting the range
+    /// sealed gets `NotHeld` instead of `Wait`.
+    pub fn classify_fetch_as(&self, offset: Offset, mode: FetchMode) -> FetchBounds {
+        if mode.durable && !self.fenced && self.end.is_none() {
+            return FetchBounds::NotFenced;
+        }
         if offset < self.start {
             return FetchBounds::OutOfRange;
         }
-        let limit = self.fetch_limit();
+        let limit = self.read_limit(mode);
         if offset < limit {
             return FetchBounds::Ready { limit };
         }
         match self.end {
             Some(end) if offset >= end => FetchBounds::EndOfRange { end },
-            // Sealed but this replica lags behind the end: the rest is not here.
-            Some(_) => FetchBounds::Wait,
-            None => FetchBounds::Wait,
+            // Not sealed here, or sealed but lagging behind the end: the rest is not here now.
+            _ if mode.expect_sealed => FetchBounds::NotHeld { bound: limit },
+            _ => FetchBounds::Wait,
+        }
+    }
+
+    /// Highest offset (exclusive) a fetch in `mode` may read now.
+    pub fn read_limit(&self, mode: FetchMode) -> Offset {
+        if mode.durable {
+            self.held_end()
+        } else {
+            self.fetch_limit()
         }
     }
 }
@@ -521,6 +741,11 @@ pub enum FetchBounds {
     EndOfRange { end: Offset },
     /// The offset lies below the range's start.
     OutOfRange,
+    /// `SEALED`: this replica cannot serve the offset now (it is not sealed here, or holds less
+    /// than its end); `bound` is what it can serve up to.
+    NotHeld { bound: Offset },
+    /// `DURABLE` on a range that is neither fenced nor sealed.
+    NotFenced,
 }
 
 #[cfg(test)]

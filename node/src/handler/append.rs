@@ -11,6 +11,15 @@
 //! is durable before the writer learns anything from this node, whatever happens next: a
 //! duplicate (`OFFSET_DUPLICATE`, `OFFSET_IN_FLIGHT_DUPLICATE`), a gap, a failed write. A
 //! failed save refuses the APPEND with `STORAGE_UNAVAILABLE` and leaves the epoch as it was.
+//!
+//! Two other forms share the path (`docs/protocol.md` §5.7):
+//! * **repair** (`REPAIR`): batches copied into a fenced (or sealed) range by the writer that
+//!   fenced it, at exactly the range's epoch; their headers may carry older epochs. It never
+//!   raises the epoch and its `confirmed_offset` is ignored (the seal that follows fixes what
+//!   readers see).
+//! * **confirm-only** (empty payload, `confirmed_offset` required): an idle writer's report of
+//!   its acknowledged prefix; the epoch rules apply, no offset is claimed, and the answer is
+//!   the replica's durable end as both `base_offset` and `next_offset`.
 
 use std::time::Instant;
 
@@ -29,9 +38,13 @@ use crate::worker::{record_of, Worker};
 pub struct BatchSpan {
     pub base: Offset,
     pub count: u32,
+    /// Record batches in the payload.
+    pub batches: u32,
 }
 
-/// Walks the payload: every batch intact, for this stream, range and epoch, offsets contiguous.
+/// Walks the payload: every batch intact, for this stream and range, offsets contiguous, and
+/// of the request's epoch (a repair append's batches: of that epoch or an older one, the
+/// epochs of the writers that wrote them first).
 pub fn check_batches(request: &AppendRequest, payload: &Bytes) -> Result<BatchSpan, Reply> {
     if payload.is_empty() {
         return Err(Reply::error(
@@ -40,7 +53,9 @@ pub fn check_batches(request: &AppendRequest, payload: &Bytes) -> Result<BatchSp
         ));
     }
     let mut span: Option<(Offset, Offset)> = None;
+    let mut batches = 0u32;
     for batch in BatchIter::new(payload.clone()) {
+        batches = batches.saturating_add(1);
         let batch = batch.map_err(|error| {
             Reply::error(
                 error.error_code(),
@@ -48,21 +63,27 @@ pub fn check_batches(request: &AppendRequest, payload: &Bytes) -> Result<BatchSp
             )
         })?;
         let header = batch.header();
+        let epoch_fits = if request.repair {
+            header.epoch <= request.epoch
+        } else {
+            header.epoch == request.epoch
+        };
         if header.stream_id != request.stream_id
             || header.range_index != request.range_index
-            || header.epoch != request.epoch
+            || !epoch_fits
         {
             return Err(Reply::error(
                 ErrorCode::InvalidArgument,
                 format!(
-                    "batch at offset {} is for stream {} range {} epoch {}, the request for stream {} range {} epoch {}",
+                    "batch at offset {} is for stream {} range {} epoch {}, the request for stream {} range {} epoch {}{}",
                     header.base_offset,
                     header.stream_id,
                     header.range_index,
                     header.epoch,
                     request.stream_id,
                     request.range_index,
-                    request.epoch
+                    request.epoch,
+                    if request.repair { " (a repair carries batches of that epoch or older)" } else { "" }
                 ),
             ));
         }
@@ -97,7 +118,11 @@ pub fn check_batches(request: &AppendRequest, payload: &Bytes) -> Result<BatchSp
             "one APPEND may cover at most 2^32-1 offsets",
         )
     })?;
-    Ok(BatchSpan { base, count })
+    Ok(BatchSpan {
+        base,
+        count,
+        batches,
+    })
 }
 
 fn rejection_reply(key: RangeKey, rejection: AppendRejection) -> Reply {
@@ -132,6 +157,27 @@ fn rejection_reply(key: RangeKey, rejection: AppendRejection) -> Reply {
             ErrorCode::InvalidArgument,
             start,
             format!("batch offsets lie outside range {range}, which starts at {start}"),
+        ),
+        AppendRejection::Fenced { epoch } => Reply::error_with_detail(
+            ErrorCode::RangeSealed,
+            super::DETAIL_ABSENT,
+            format!(
+                "range {range} is fenced for a seal by the writer of epoch {epoch} (no end fixed \
+                 yet); append to the stream's next range"
+            ),
+        ),
+        AppendRejection::RepairNotFenced { current } => Reply::error(
+            ErrorCode::InvalidArgument,
+            format!(
+                "a repair append needs range {range} fenced (or sealed) at the request's epoch; \
+                 the range is at epoch {current} and not fenced at the request's: fence it with \
+                 SEAL_RANGE FENCE_ONLY at that epoch first"
+            ),
+        ),
+        AppendRejection::BeyondEnd { end } => Reply::error_with_detail(
+            ErrorCode::InvalidArgument,
+            end,
+            format!("range {range} ends at {end}: a repair append must lie below it"),
         ),
         AppendRejection::Wait | AppendRejection::EpochNotSaved { .. } => Reply::error(
             ErrorCode::Internal,
@@ -211,12 +257,37 @@ pub async fn handle(
     if request.epoch > wire::Epoch::MAX {
         return super::absent_epoch(request.epoch);
     }
+    if payload.is_empty() {
+        return match (request.repair, request.confirmed_offset) {
+            (false, Some(confirmed)) => confirm_only(worker, key, request, confirmed).await,
+            (true, _) => Reply::error(
+                ErrorCode::InvalidArgument,
+                "a repair APPEND carries the batches it copies; this one carries none",
+            ),
+            (false, None) => Reply::error(
+                ErrorCode::InvalidArgument,
+                "APPEND carries no record batch and no confirmed_offset (a confirm-only APPEND \
+                 needs confirmed_offset)",
+            ),
+        };
+    }
     let span = match check_batches(&request, &payload) {
         Ok(span) => span,
         Err(reply) => return reply,
     };
     let ticket = loop {
         let claim = worker.with_range(key, |entry| {
+            if request.repair {
+                // A repair never raises: it is accepted at the fencing epoch only.
+                return match entry
+                    .state
+                    .try_repair_append(request.epoch, span.base, span.count)
+                {
+                    Ok(ticket) => Claim::Accepted(ticket),
+                    Err(AppendRejection::Wait) => Claim::Wait(entry.changed.notified()),
+                    Err(rejection) => Claim::Refused(rejection_reply(key, rejection)),
+                };
+            }
             match entry.state.begin_epoch_raise(request.epoch) {
                 RaiseStep::Wait => return Claim::Wait(entry.changed.notified()),
                 RaiseStep::Save { epoch } => {
@@ -227,8 +298,11 @@ pub async fn handle(
                 RaiseStep::NotNeeded => {}
             }
             // A fenced writer's report is ignored: only the current writer knows what is
-            // confirmed.
-            if request.epoch == entry.state.epoch() && entry.state.end().is_none() {
+            // confirmed. So is a report to a fenced range, whose append is refused.
+            if request.epoch == entry.state.epoch()
+                && entry.state.end().is_none()
+                && !entry.state.is_fenced()
+            {
                 if let Some(confirmed) = request.confirmed_offset {
                     let before = entry.state.fetch_limit();
                     entry.state.report_confirmed(confirmed);
@@ -256,6 +330,7 @@ pub async fn handle(
         }
     };
     let batch_end = span.base + u64::from(span.count);
+    let payload_bytes = payload.len() as u64;
 
     let written = worker
         .storage
@@ -315,6 +390,15 @@ pub async fn handle(
             "an earlier batch of this range failed to be written; resend from the range's next offset",
         );
     }
+    if request.repair {
+        worker.metrics.add(
+            &worker.metrics.repair_append_batches,
+            u64::from(span.batches),
+        );
+        worker
+            .metrics
+            .add(&worker.metrics.repair_append_bytes, payload_bytes);
+    }
     let reply = Reply::new(Response::Append(AppendResponse {
         base_offset: span.base,
         next_offset: batch_end,
@@ -326,4 +410,63 @@ pub async fn handle(
         .metrics
         .latency(Stage::AppendTotal, received.elapsed());
     reply
+}
+
+/// What the decision step of a confirm-only APPEND found.
+enum ConfirmStep {
+    /// Recorded: answer with this offset.
+    Done(Offset),
+    Refused(Reply),
+    Wait(serve::local::Notified),
+    SaveEpoch(RangeRecord),
+}
+
+/// A confirm-only APPEND: records the writer's acknowledged prefix (after raising the epoch if
+/// the request's is above the range's) and wakes the long polls it makes data readable for.
+async fn confirm_only(
+    worker: &Worker,
+    key: RangeKey,
+    request: AppendRequest,
+    confirmed: Offset,
+) -> Reply {
+    loop {
+        let step = worker.with_range(key, |entry| {
+            match entry.state.begin_epoch_raise(request.epoch) {
+                RaiseStep::Wait => return ConfirmStep::Wait(entry.changed.notified()),
+                RaiseStep::Save { epoch } => {
+                    let mut record = record_of(key, entry);
+                    record.epoch = epoch;
+                    return ConfirmStep::SaveEpoch(record);
+                }
+                RaiseStep::NotNeeded => {}
+            }
+            let before = entry.state.fetch_limit();
+            match entry.state.confirm(request.epoch, confirmed) {
+                Ok(next) => {
+                    if entry.state.fetch_limit() != before {
+                        entry.changed.notify();
+                    }
+                    ConfirmStep::Done(next)
+                }
+                Err(AppendRejection::Wait) => ConfirmStep::Wait(entry.changed.notified()),
+                Err(rejection) => ConfirmStep::Refused(rejection_reply(key, rejection)),
+            }
+        });
+        match step {
+            None => return super::range_not_found(key),
+            Some(ConfirmStep::Done(next)) => {
+                return Reply::new(Response::Append(AppendResponse {
+                    base_offset: next,
+                    next_offset: next,
+                }))
+            }
+            Some(ConfirmStep::Refused(reply)) => return reply,
+            Some(ConfirmStep::Wait(notified)) => notified.await,
+            Some(ConfirmStep::SaveEpoch(record)) => {
+                if let Err(reply) = save_epoch_raise(worker, key, record).await {
+                    return reply;
+                }
+            }
+        }
+    }
 }

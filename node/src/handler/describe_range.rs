@@ -15,7 +15,7 @@ pub fn handle(worker: &Worker, request: DescribeRangeRequest) -> Reply {
 }
 
 /// The wire record of a range: `next_offset` is this node's durable end (everything below it is
-/// durable here), `confirmed_offset` the readable bound of an open range, R and A as given at
+/// durable here; cut at the end once sealed: batches at or above it are not part of the range), `confirmed_offset` the readable bound of an open range, R and A as given at
 /// creation (0 = unknown), `size_bytes` the bytes of batches the store holds for it. A data node
 /// does not know the other replicas, so it never reports the range under-replicated.
 pub fn record(worker: &Worker, key: RangeKey, entry: &RangeEntry) -> wire::Range {
@@ -26,7 +26,7 @@ pub fn record(worker: &Worker, key: RangeKey, entry: &RangeEntry) -> wire::Range
         epoch: state.epoch(),
         start_offset: state.start(),
         end_offset: state.end(),
-        next_offset: Some(state.durable_end()),
+        next_offset: Some(state.held_end()),
         confirmed_offset: Some(state.confirmed()),
         replica_count_target: entry.replica_count_target,
         ack_count: entry.ack_count,

@@ -4,6 +4,12 @@
 //! (`RangeState::fetch_limit`). With nothing readable at `start_offset` the request waits up to
 //! `max_wait_ms` on the range's change notification, which every durable or confirmed advance
 //! and every seal fires, so a waiting fetch answers as soon as data becomes readable.
+//!
+//! Two flags change the bound (`docs/protocol.md` §5.8): `DURABLE` reads up to the replica's
+//! durable end (cut at the end once sealed), on fenced or sealed ranges only, for the repair
+//! step of a seal; `SEALED` (the reader knows the range is sealed) answers `OFFSET_NOT_HELD`
+//! with the replica's readable bound at once instead of long-polling when it cannot serve
+//! `start_offset` now, so the reader tries another replica.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +19,7 @@ use wire::msg::{FetchRequest, FetchResponse, Response};
 use wire::{BatchIter, ErrorCode, Offset, RangeKey};
 
 use crate::metrics::Stage;
-use crate::range::FetchBounds;
+use crate::range::{FetchBounds, FetchMode, RangeState};
 use crate::worker::Worker;
 
 /// Longest long-poll a node grants (`docs/protocol.md` §8).
@@ -37,17 +43,41 @@ pub async fn handle(worker: &Worker, request: FetchRequest, received: Instant) -
     let wait = Duration::from_millis(u64::from(request.max_wait_ms.min(MAX_WAIT_MS)));
     let deadline = started + wait;
     let start = request.start_offset;
+    let mode = FetchMode {
+        durable: request.read_durable,
+        expect_sealed: request.expect_sealed,
+    };
 
     loop {
         let step = worker.with_range(key, |entry| {
-            let bounds = entry.state.classify_fetch(start);
+            let bounds = entry.state.classify_fetch_as(start, mode);
             let notified = (bounds == FetchBounds::Wait).then(|| entry.changed.notified());
-            (bounds, notified, response_header(&entry.state))
+            (bounds, notified, response_header(&entry.state, mode))
         });
         let Some((bounds, notified, header)) = step else {
             return super::range_not_found(key);
         };
         match bounds {
+            FetchBounds::NotFenced => {
+                return Reply::error(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "a DURABLE fetch reads fenced or sealed ranges only; range {key} is \
+                         open and not fenced (fence it with SEAL_RANGE FENCE_ONLY first)"
+                    ),
+                );
+            }
+            FetchBounds::NotHeld { bound } => {
+                worker.metrics.add(&worker.metrics.offset_not_held, 1);
+                return Reply::error_with_detail(
+                    ErrorCode::OffsetNotHeld,
+                    bound.0,
+                    format!(
+                        "this replica of range {key} serves offsets below {bound} only now, not \
+                         {start}; read it from another replica"
+                    ),
+                );
+            }
             FetchBounds::OutOfRange => {
                 let range_start = worker
                     .with_range(key, |entry| entry.state.start())
@@ -81,7 +111,7 @@ pub async fn handle(worker: &Worker, request: FetchRequest, received: Instant) -
                 let payload = select_batches(data, start, limit, max_bytes);
                 // Re-read the header: the bound may have moved while reading.
                 let header = worker
-                    .with_range(key, |entry| response_header(&entry.state))
+                    .with_range(key, |entry| response_header(&entry.state, mode))
                     .unwrap_or(header);
                 return finish(worker, header, payload, received);
             }
@@ -110,10 +140,12 @@ pub fn read_bytes_bound(worker: &Worker, request: &FetchRequest) -> usize {
     (request.max_bytes as usize).min(frame_budget)
 }
 
-fn response_header(state: &crate::range::RangeState) -> FetchResponse {
+/// The answer's header: the readable bound of this read (the durable one for `DURABLE`),
+/// what the replica holds, and the end if sealed.
+fn response_header(state: &RangeState, mode: FetchMode) -> FetchResponse {
     FetchResponse {
-        confirmed_offset: Some(state.fetch_limit()),
-        next_offset: state.durable_end(),
+        confirmed_offset: Some(state.read_limit(mode)),
+        next_offset: state.held_end(),
         end_offset: state.end(),
     }
 }

@@ -78,6 +78,9 @@ pub fn operation_of(request: &Request) -> Operation {
     }
 }
 
+/// An error `detail` that is absent (the wire's absent value, `docs/protocol.md` conventions).
+pub const DETAIL_ABSENT: u64 = u64::MAX;
+
 /// The error for a range this node does not hold.
 pub fn range_not_found(key: RangeKey) -> Reply {
     Reply::error(

@@ -216,9 +216,10 @@ fn seal_at_a_requested_end_bounds_reads() {
         range.classify_fetch(Offset(4)),
         FetchBounds::EndOfRange { end: Offset(4) }
     );
-    // A lagging replica sealed past its durable end serves what it has and waits for the rest.
-    let mut lagging = RangeState::new(Epoch(1), Offset(0));
-    seal_saved(&mut lagging, Epoch(1), Some(Offset(10)));
+    // A lagging replica sealed past its durable end (an older node allowed that; its catalog
+    // may hold such a seal) serves what it has and waits for the rest.
+    let lagging =
+        RangeState::recovered(Epoch(1), Offset(0), Offset(0), Some(Offset(10)), Offset(0));
     assert_eq!(lagging.classify_fetch(Offset(0)), FetchBounds::Wait);
 }
 
@@ -384,5 +385,539 @@ fn a_sealed_range_is_not_raised_by_an_append() {
     assert_eq!(
         range.try_append(Epoch(2), Offset(0), 1),
         Err(AppendRejection::Sealed { end: Offset(0) })
+    );
+}
+
+/// Fences and, when a raise is to be saved, saves it successfully, then fences again.
+fn fence_saved(range: &mut RangeState, epoch: Epoch) -> FenceOutcome {
+    match range.fence(epoch) {
+        FenceOutcome::Raise { epoch } => {
+            assert!(range.commit_raise(epoch));
+            range.fence(epoch)
+        }
+        other => other,
+    }
+}
+
+/// A range holding `[0, durable)` durably, at epoch 1.
+fn holding(durable: u64) -> RangeState {
+    let mut range = RangeState::new(Epoch(1), Offset(0));
+    if durable > 0 {
+        let ticket = range
+            .try_append(Epoch(1), Offset(0), durable as u32)
+            .unwrap();
+        range.complete_append(ticket);
+    }
+    range
+}
+
+#[test]
+fn fence_at_a_higher_epoch_is_a_raise_saved_first_then_a_fence() {
+    let mut range = holding(5);
+    assert_eq!(
+        range.fence(Epoch(3)),
+        FenceOutcome::Raise { epoch: Epoch(3) }
+    );
+    assert_eq!(range.epoch(), Epoch(1), "not in effect before it is saved");
+    assert!(!range.is_fenced());
+    assert_eq!(
+        range.try_append(Epoch(1), Offset(5), 1),
+        Err(AppendRejection::Wait),
+        "appends wait while the raise is saved"
+    );
+    assert!(range.commit_raise(Epoch(3)));
+    assert_eq!(
+        range.fence(Epoch(3)),
+        FenceOutcome::Fenced {
+            end: None,
+            durable_end: Offset(5),
+            epoch: Epoch(3)
+        }
+    );
+    assert!(range.is_fenced());
+    assert_eq!(range.end(), None, "a fence fixes no end");
+    // A failed save leaves the range unfenced at its old epoch.
+    let mut other = holding(2);
+    assert_eq!(
+        other.fence(Epoch(4)),
+        FenceOutcome::Raise { epoch: Epoch(4) }
+    );
+    other.abort_raise(Epoch(4));
+    assert_eq!(other.epoch(), Epoch(1));
+    assert!(!other.is_fenced());
+    assert!(other.try_append(Epoch(1), Offset(2), 1).is_ok());
+}
+
+#[test]
+fn fence_at_the_range_epoch_fences_without_a_raise_and_is_idempotent() {
+    let mut range = holding(4);
+    let answer = FenceOutcome::Fenced {
+        end: None,
+        durable_end: Offset(4),
+        epoch: Epoch(1),
+    };
+    assert_eq!(range.fence(Epoch(1)), answer);
+    assert!(!range.has_pending_change());
+    assert_eq!(
+        range.fence(Epoch(1)),
+        answer,
+        "fencing again answers the same"
+    );
+    assert_eq!(
+        range.fence(Epoch(0)),
+        FenceOutcome::StaleEpoch { current: Epoch(1) }
+    );
+}
+
+#[test]
+fn fence_drains_appends_in_flight_before_answering() {
+    let mut range = holding(2);
+    let in_flight = range.try_append(Epoch(1), Offset(2), 3).unwrap();
+    assert_eq!(range.fence(Epoch(1)), FenceOutcome::Draining);
+    assert!(range.is_fenced(), "fenced at once: new appends are refused");
+    assert_eq!(
+        range.try_append(Epoch(1), Offset(5), 1),
+        Err(AppendRejection::Fenced { epoch: Epoch(1) })
+    );
+    assert_eq!(range.complete_append(in_flight), Completion::Advanced);
+    assert_eq!(
+        range.fence(Epoch(1)),
+        FenceOutcome::Fenced {
+            end: None,
+            durable_end: Offset(5),
+            epoch: Epoch(1)
+        },
+        "the answer counts the append that settled"
+    );
+    // A failed append in flight settles too: it is not part of the range.
+    let mut failing = holding(2);
+    let lost = failing.try_append(Epoch(1), Offset(2), 3).unwrap();
+    assert_eq!(failing.fence(Epoch(1)), FenceOutcome::Draining);
+    failing.fail_append(lost);
+    assert_eq!(
+        failing.fence(Epoch(1)),
+        FenceOutcome::Fenced {
+            end: None,
+            durable_end: Offset(2),
+            epoch: Epoch(1)
+        }
+    );
+}
+
+#[test]
+fn fenced_range_refuses_normal_appends_confirms_and_older_epochs() {
+    let mut range = holding(3);
+    assert!(matches!(
+        fence_saved(&mut range, Epoch(2)),
+        FenceOutcome::Fenced { .. }
+    ));
+    assert_eq!(
+        range.try_append(Epoch(2), Offset(3), 1),
+        Err(AppendRejection::Fenced { epoch: Epoch(2) }),
+        "the fencing epoch itself cannot append normally"
+    );
+    assert_eq!(
+        range.try_append(Epoch(1), Offset(3), 1),
+        Err(AppendRejection::StaleEpoch { current: Epoch(2) })
+    );
+    assert_eq!(
+        range.confirm(Epoch(2), Offset(3)),
+        Err(AppendRejection::Fenced { epoch: Epoch(2) })
+    );
+    assert_eq!(
+        range.confirm(Epoch(1), Offset(3)),
+        Err(AppendRejection::StaleEpoch { current: Epoch(2) })
+    );
+    // A newer writer's append raises the epoch as any, and is refused all the same.
+    assert_eq!(
+        range.begin_epoch_raise(Epoch(5)),
+        RaiseStep::Save { epoch: Epoch(5) }
+    );
+    assert!(range.commit_raise(Epoch(5)));
+    assert_eq!(
+        range.try_append(Epoch(5), Offset(3), 1),
+        Err(AppendRejection::Fenced { epoch: Epoch(5) })
+    );
+    assert_eq!(range.fetch_limit(), Offset(0), "nothing became readable");
+}
+
+#[test]
+fn repair_appends_are_accepted_only_when_fenced_at_their_epoch() {
+    let mut range = holding(2);
+    assert_eq!(
+        range.try_repair_append(Epoch(1), Offset(2), 1),
+        Err(AppendRejection::RepairNotFenced { current: Epoch(1) }),
+        "an open, unfenced range takes no repair"
+    );
+    fence_saved(&mut range, Epoch(3));
+    assert_eq!(
+        range.try_repair_append(Epoch(4), Offset(2), 1),
+        Err(AppendRejection::RepairNotFenced { current: Epoch(3) }),
+        "a repair never raises the epoch"
+    );
+    assert_eq!(
+        range.try_repair_append(Epoch(2), Offset(2), 1),
+        Err(AppendRejection::StaleEpoch { current: Epoch(3) })
+    );
+    assert_eq!(
+        range.try_repair_append(Epoch(3), Offset(3), 1),
+        Err(AppendRejection::Gap { next: Offset(2) })
+    );
+    assert_eq!(
+        range.try_repair_append(Epoch(3), Offset(0), 2),
+        Err(AppendRejection::DuplicateDurable {
+            durable_end: Offset(2)
+        })
+    );
+    let ticket = range.try_repair_append(Epoch(3), Offset(2), 4).unwrap();
+    assert_eq!(
+        range.try_repair_append(Epoch(3), Offset(2), 4),
+        Err(AppendRejection::DuplicateInFlight { next: Offset(6) })
+    );
+    assert_eq!(range.complete_append(ticket), Completion::Advanced);
+    assert_eq!(range.durable_end(), Offset(6));
+    assert_eq!(
+        range.fetch_limit(),
+        Offset(0),
+        "repairs make nothing readable"
+    );
+    assert_eq!(
+        seal_saved(&mut range, Epoch(3), Some(Offset(6))),
+        SealOutcome::Sealed { end: Offset(6) }
+    );
+    assert_eq!(range.fetch_limit(), Offset(6));
+}
+
+#[test]
+fn repair_appends_to_a_sealed_range_must_lie_below_its_end() {
+    // A replica sealed past its durable end by an older node: repairs fill it up to the end.
+    let mut lagging =
+        RangeState::recovered(Epoch(2), Offset(0), Offset(4), Some(Offset(10)), Offset(0));
+    assert_eq!(
+        lagging.try_repair_append(Epoch(2), Offset(4), 7),
+        Err(AppendRejection::BeyondEnd { end: Offset(10) })
+    );
+    let ticket = lagging.try_repair_append(Epoch(2), Offset(4), 6).unwrap();
+    lagging.complete_append(ticket);
+    assert_eq!(
+        lagging.classify_fetch(Offset(9)),
+        FetchBounds::Ready { limit: Offset(10) }
+    );
+    assert_eq!(
+        lagging.try_repair_append(Epoch(2), Offset(10), 1),
+        Err(AppendRejection::BeyondEnd { end: Offset(10) })
+    );
+    // A normal append to a sealed range is refused as always.
+    assert_eq!(
+        lagging.try_append(Epoch(2), Offset(10), 1),
+        Err(AppendRejection::Sealed { end: Offset(10) })
+    );
+    // A fenced range whose end is being fixed: the repair waits for the seal.
+    let mut range = holding(2);
+    fence_saved(&mut range, Epoch(1));
+    assert!(matches!(
+        range.seal(Epoch(1), Some(Offset(2))),
+        SealOutcome::Save { .. }
+    ));
+    assert_eq!(
+        range.try_repair_append(Epoch(1), Offset(2), 1),
+        Err(AppendRejection::Wait)
+    );
+}
+
+#[test]
+fn seal_above_the_durable_end_is_refused_until_repaired() {
+    let mut range = holding(4);
+    let _in_flight = range.try_append(Epoch(1), Offset(4), 2).unwrap();
+    assert_eq!(
+        range.seal(Epoch(1), Some(Offset(7))),
+        SealOutcome::AboveDurable {
+            durable_end: Offset(4)
+        },
+        "beyond the appends in flight too: refused at once"
+    );
+    assert!(!range.has_pending_change());
+    assert!(range.try_append(Epoch(1), Offset(6), 1).is_ok(), "not held");
+    // Within the appends in flight: decided once they settled. A failure leaves a gap.
+    let mut failing = holding(4);
+    let lost = failing.try_append(Epoch(1), Offset(4), 2).unwrap();
+    assert_eq!(
+        failing.seal(Epoch(1), Some(Offset(6))),
+        SealOutcome::Draining
+    );
+    failing.fail_append(lost);
+    assert_eq!(
+        failing.seal(Epoch(1), Some(Offset(6))),
+        SealOutcome::AboveDurable {
+            durable_end: Offset(4)
+        }
+    );
+    assert!(failing.end().is_none(), "nothing sealed");
+    assert!(
+        failing.try_append(Epoch(1), Offset(4), 2).is_ok(),
+        "open as before, appends no longer held"
+    );
+    // The append in flight made it: the seal goes through.
+    let mut range = holding(4);
+    let in_flight = range.try_append(Epoch(1), Offset(4), 2).unwrap();
+    assert_eq!(range.seal(Epoch(1), Some(Offset(6))), SealOutcome::Draining);
+    range.complete_append(in_flight);
+    assert_eq!(
+        seal_saved(&mut range, Epoch(1), Some(Offset(6))),
+        SealOutcome::Sealed { end: Offset(6) }
+    );
+}
+
+#[test]
+fn seal_below_the_durable_end_serves_nothing_at_or_above_the_end() {
+    let mut range = holding(10);
+    range.report_confirmed(Offset(4));
+    assert_eq!(
+        seal_saved(&mut range, Epoch(1), Some(Offset(6))),
+        SealOutcome::Sealed { end: Offset(6) }
+    );
+    assert_eq!(
+        range.held_end(),
+        Offset(6),
+        "reported as held: the range's part only"
+    );
+    assert_eq!(range.durable_end(), Offset(10));
+    assert_eq!(
+        range.classify_fetch(Offset(5)),
+        FetchBounds::Ready { limit: Offset(6) }
+    );
+    assert_eq!(
+        range.classify_fetch(Offset(6)),
+        FetchBounds::EndOfRange { end: Offset(6) }
+    );
+    let durable = FetchMode {
+        durable: true,
+        expect_sealed: true,
+    };
+    assert_eq!(
+        range.classify_fetch_as(Offset(5), durable),
+        FetchBounds::Ready { limit: Offset(6) }
+    );
+    assert_eq!(
+        range.classify_fetch_as(Offset(7), durable),
+        FetchBounds::EndOfRange { end: Offset(6) }
+    );
+    // After a restart the store still holds [0, 10): the catalog's end bounds it all the same.
+    let restarted =
+        RangeState::recovered(Epoch(1), Offset(0), Offset(10), Some(Offset(6)), Offset(0));
+    assert_eq!(restarted.held_end(), Offset(6));
+    assert_eq!(restarted.fetch_limit(), Offset(6));
+    assert_eq!(
+        restarted.classify_fetch(Offset(8)),
+        FetchBounds::EndOfRange { end: Offset(6) }
+    );
+}
+
+#[test]
+fn confirm_only_reports_follow_the_epoch_rules() {
+    let mut range = holding(6);
+    assert_eq!(range.confirm(Epoch(1), Offset(4)), Ok(Offset(6)));
+    assert_eq!(range.fetch_limit(), Offset(4));
+    assert_eq!(range.confirm(Epoch(1), Offset(9)), Ok(Offset(6)));
+    assert_eq!(
+        range.fetch_limit(),
+        Offset(6),
+        "never above the durable end"
+    );
+    assert_eq!(
+        range.confirm(Epoch(1), Offset(2)),
+        Ok(Offset(6)),
+        "a lower report changes nothing"
+    );
+    assert_eq!(range.fetch_limit(), Offset(6));
+    assert_eq!(
+        range.confirm(Epoch(2), Offset(6)),
+        Err(AppendRejection::EpochNotSaved { epoch: Epoch(2) }),
+        "a higher epoch is raised first"
+    );
+    assert_eq!(
+        range.begin_epoch_raise(Epoch(2)),
+        RaiseStep::Save { epoch: Epoch(2) }
+    );
+    assert_eq!(
+        range.confirm(Epoch(2), Offset(6)),
+        Err(AppendRejection::Wait)
+    );
+    assert!(range.commit_raise(Epoch(2)));
+    assert_eq!(range.confirm(Epoch(2), Offset(6)), Ok(Offset(6)));
+    assert_eq!(
+        range.confirm(Epoch(1), Offset(6)),
+        Err(AppendRejection::StaleEpoch { current: Epoch(2) })
+    );
+    seal_saved(&mut range, Epoch(2), None);
+    assert_eq!(
+        range.confirm(Epoch(2), Offset(6)),
+        Err(AppendRejection::Sealed { end: Offset(6) })
+    );
+}
+
+#[test]
+fn durable_fetch_reads_a_fenced_range_to_its_durable_end_only() {
+    let durable = FetchMode {
+        durable: true,
+        expect_sealed: false,
+    };
+    let mut range = holding(5);
+    range.report_confirmed(Offset(2));
+    assert_eq!(
+        range.classify_fetch_as(Offset(0), durable),
+        FetchBounds::NotFenced,
+        "an open range serves durable reads to nobody"
+    );
+    fence_saved(&mut range, Epoch(1));
+    assert_eq!(
+        range.classify_fetch_as(Offset(2), durable),
+        FetchBounds::Ready { limit: Offset(5) }
+    );
+    assert_eq!(
+        range.classify_fetch(Offset(2)),
+        FetchBounds::Wait,
+        "a normal read still stops at the confirmed offset"
+    );
+    assert_eq!(
+        range.classify_fetch_as(Offset(5), durable),
+        FetchBounds::Wait
+    );
+    let both = FetchMode {
+        durable: true,
+        expect_sealed: true,
+    };
+    assert_eq!(
+        range.classify_fetch_as(Offset(5), both),
+        FetchBounds::NotHeld { bound: Offset(5) }
+    );
+    assert_eq!(
+        range.classify_fetch_as(Offset(4), both),
+        FetchBounds::Ready { limit: Offset(5) }
+    );
+}
+
+#[test]
+fn a_reader_expecting_a_seal_is_told_what_is_not_held_instead_of_waiting() {
+    let sealed = FetchMode {
+        durable: false,
+        expect_sealed: true,
+    };
+    // Not sealed here: serves up to the confirmed offset, then NotHeld.
+    let mut open = holding(6);
+    open.report_confirmed(Offset(3));
+    assert_eq!(
+        open.classify_fetch_as(Offset(1), sealed),
+        FetchBounds::Ready { limit: Offset(3) }
+    );
+    assert_eq!(
+        open.classify_fetch_as(Offset(3), sealed),
+        FetchBounds::NotHeld { bound: Offset(3) }
+    );
+    assert_eq!(open.classify_fetch(Offset(3)), FetchBounds::Wait);
+    // Sealed here but lagging behind the end.
+    let lagging =
+        RangeState::recovered(Epoch(1), Offset(0), Offset(4), Some(Offset(10)), Offset(0));
+    assert_eq!(
+        lagging.classify_fetch_as(Offset(4), sealed),
+        FetchBounds::NotHeld { bound: Offset(4) }
+    );
+    // Sealed and complete: the end is the end, as without the flag.
+    let mut complete = holding(4);
+    seal_saved(&mut complete, Epoch(1), None);
+    assert_eq!(
+        complete.classify_fetch_as(Offset(4), sealed),
+        FetchBounds::EndOfRange { end: Offset(4) }
+    );
+    assert_eq!(
+        complete.classify_fetch_as(Offset(0), sealed),
+        FetchBounds::Ready { limit: Offset(4) }
+    );
+    assert_eq!(
+        complete.classify_fetch_as(
+            Offset(0),
+            FetchMode {
+                durable: true,
+                expect_sealed: false
+            }
+        ),
+        FetchBounds::Ready { limit: Offset(4) },
+        "a sealed range serves durable reads without a fence"
+    );
+}
+
+#[test]
+fn fencing_a_sealed_range_answers_its_end_and_changes_nothing() {
+    let mut range = holding(8);
+    seal_saved(&mut range, Epoch(2), Some(Offset(5)));
+    assert_eq!(
+        range.fence(Epoch(4)),
+        FenceOutcome::Fenced {
+            end: Some(Offset(5)),
+            durable_end: Offset(5),
+            epoch: Epoch(2)
+        }
+    );
+    assert!(!range.has_pending_change());
+    assert_eq!(range.epoch(), Epoch(2), "a sealed range is not raised");
+    assert_eq!(
+        range.fence(Epoch(1)),
+        FenceOutcome::StaleEpoch { current: Epoch(2) }
+    );
+    // A fence while a seal drains waits for the seal.
+    let mut sealing = holding(2);
+    let in_flight = sealing.try_append(Epoch(1), Offset(2), 1).unwrap();
+    assert_eq!(sealing.seal(Epoch(1), None), SealOutcome::Draining);
+    assert_eq!(sealing.fence(Epoch(1)), FenceOutcome::Wait);
+    sealing.complete_append(in_flight);
+    assert_eq!(
+        seal_saved(&mut sealing, Epoch(1), None),
+        SealOutcome::Sealed { end: Offset(3) }
+    );
+    assert!(matches!(
+        sealing.fence(Epoch(1)),
+        FenceOutcome::Fenced { end: Some(_), .. }
+    ));
+}
+
+#[test]
+fn a_restarted_replica_is_open_at_the_raised_epoch_and_fenced_again() {
+    // The fence's raise is saved, the fenced mark is not.
+    let mut range = RangeState::recovered(Epoch(3), Offset(0), Offset(5), None, Offset(0));
+    assert!(!range.is_fenced());
+    assert_eq!(
+        range.try_repair_append(Epoch(3), Offset(5), 1),
+        Err(AppendRejection::RepairNotFenced { current: Epoch(3) })
+    );
+    assert_eq!(
+        range.try_append(Epoch(2), Offset(5), 1),
+        Err(AppendRejection::StaleEpoch { current: Epoch(3) }),
+        "the fenced writer stays fenced by the saved epoch"
+    );
+    assert!(matches!(range.fence(Epoch(3)), FenceOutcome::Fenced { .. }));
+    assert!(range.try_repair_append(Epoch(3), Offset(5), 1).is_ok());
+}
+
+#[test]
+fn a_seal_refused_after_its_drain_releases_the_held_appends() {
+    let mut range = holding(4);
+    let in_flight = range.try_append(Epoch(1), Offset(4), 2).unwrap();
+    assert_eq!(range.seal(Epoch(1), Some(Offset(5))), SealOutcome::Draining);
+    // A held append reports a confirmed offset while the seal drains.
+    range.report_confirmed(Offset(6));
+    assert_eq!(
+        range.try_append(Epoch(1), Offset(6), 1),
+        Err(AppendRejection::Wait)
+    );
+    range.complete_append(in_flight);
+    assert_eq!(
+        range.seal(Epoch(1), Some(Offset(5))),
+        SealOutcome::BelowConfirmed {
+            confirmed: Offset(6)
+        }
+    );
+    assert!(
+        range.try_append(Epoch(1), Offset(6), 1).is_ok(),
+        "the range is open again, not held for ever"
     );
 }
