@@ -67,6 +67,43 @@ pub enum RequestCommand {
         /// `None`: seal at the node's next offset.
         end_offset: Option<Offset>,
     },
+    /// SEAL_RANGE with `FENCE_ONLY` (`seal ... --fence`): adopt the epoch, refuse new appends,
+    /// answer the durable end; no end is fixed.
+    Fence {
+        stream_id: StreamId,
+        range_index: RangeIndex,
+        epoch: Epoch,
+    },
+    /// APPEND with `REPAIR` (`append ... --repair`): one batch copied into a fenced range at the
+    /// fencing `epoch`; the batch header carries `batch_epoch` (the epoch it was first written
+    /// with, at most `epoch`).
+    RepairAppend {
+        stream_id: StreamId,
+        range_index: RangeIndex,
+        payload: Vec<u8>,
+        epoch: Epoch,
+        batch_epoch: Epoch,
+        record_count: u32,
+        /// `None`: the next offset the session knows for the range, as for `append`.
+        base_offset: Option<Offset>,
+    },
+    /// A confirm-only APPEND (no batch): the writer's acknowledged prefix.
+    Confirm {
+        stream_id: StreamId,
+        range_index: RangeIndex,
+        epoch: Epoch,
+        confirmed_offset: Offset,
+    },
+    /// FETCH with its `DURABLE` and/or `SEALED` flags (`fetch ... --durable --sealed`).
+    FetchFlagged {
+        stream_id: StreamId,
+        range_index: RangeIndex,
+        start_offset: Offset,
+        max_bytes: u32,
+        max_wait_ms: u32,
+        read_durable: bool,
+        expect_sealed: bool,
+    },
     DescribeRange {
         stream_id: StreamId,
         range_index: RangeIndex,
@@ -161,19 +198,30 @@ pub const USAGES: &[Usage] = &[
     },
     Usage {
         name: "append",
-        form: "append STREAM INDEX PAYLOAD [epoch=N] [count=N] [offset=N] [confirmed=N]",
+        form: "append STREAM INDEX PAYLOAD [epoch=N] [count=N] [offset=N] [confirmed=N] \
+               [--repair [batch-epoch=N]]",
         summary: "append one record batch; PAYLOAD is \"text\", a bare word or hex:0A0B..; \
-                  offset defaults to the range's next offset",
+                  offset defaults to the range's next offset; --repair copies it into a range \
+                  fenced at epoch, its header at batch-epoch (default: epoch)",
+    },
+    Usage {
+        name: "confirm",
+        form: "confirm STREAM INDEX EPOCH OFFSET",
+        summary: "confirm-only append: tell the replica every offset below OFFSET is \
+                  acknowledged, so readers may fetch it",
     },
     Usage {
         name: "fetch",
-        form: "fetch STREAM INDEX offset=N [max-bytes=N] [wait-ms=N]",
-        summary: "read record batches from an offset, waiting up to wait-ms for new ones",
+        form: "fetch STREAM INDEX offset=N [max-bytes=N] [wait-ms=N] [--durable] [--sealed]",
+        summary: "read record batches from an offset, waiting up to wait-ms for new ones; \
+                  --durable reads a fenced or sealed range up to its durable end, --sealed \
+                  answers OFFSET_NOT_HELD instead of waiting",
     },
     Usage {
         name: "seal",
-        form: "seal STREAM INDEX [epoch=N] [end=N]",
-        summary: "seal a range; it accepts no more appends",
+        form: "seal STREAM INDEX [epoch=N] [end=N] [--fence]",
+        summary: "seal a range; it accepts no more appends; --fence only fences it (no end, \
+                  answers the durable end)",
     },
     Usage {
         name: "describe-range",
@@ -378,14 +426,54 @@ fn parse_request(name: &str, arguments: &[Word]) -> Result<RequestCommand, Parse
             if record_count == 0 {
                 return Err(error("count=0: a batch covers at least one offset", name));
             }
-            RequestCommand::Append {
+            let epoch = Epoch(arguments.number("epoch")?.unwrap_or(0));
+            let base_offset = arguments.number("offset")?.map(Offset);
+            if arguments.flag("repair") {
+                let batch_epoch = arguments.number("batch-epoch")?.map_or(epoch, Epoch);
+                if batch_epoch > epoch {
+                    return Err(error(
+                        format!(
+                            "batch-epoch={batch_epoch} is above epoch={epoch}: a repair carries \
+                             batches of the fencing epoch or older"
+                        ),
+                        name,
+                    ));
+                }
+                if arguments.number::<u64>("confirmed")?.is_some() {
+                    return Err(error(
+                        "a repair append reports no confirmed offset (the node ignores it)",
+                        name,
+                    ));
+                }
+                RequestCommand::RepairAppend {
+                    stream_id,
+                    range_index,
+                    payload,
+                    epoch,
+                    batch_epoch,
+                    record_count,
+                    base_offset,
+                }
+            } else {
+                RequestCommand::Append {
+                    stream_id,
+                    range_index,
+                    payload,
+                    epoch,
+                    record_count,
+                    base_offset,
+                    confirmed_offset: arguments.number("confirmed")?.map(Offset),
+                }
+            }
+        }
+        "confirm" => {
+            arguments.expect_positionals(4)?;
+            let (stream_id, range_index) = arguments.range()?;
+            RequestCommand::Confirm {
                 stream_id,
                 range_index,
-                payload,
-                epoch: Epoch(arguments.number("epoch")?.unwrap_or(0)),
-                record_count,
-                base_offset: arguments.number("offset")?.map(Offset),
-                confirmed_offset: arguments.number("confirmed")?.map(Offset),
+                epoch: Epoch(arguments.positional_number(2, "EPOCH")?),
+                confirmed_offset: Offset(arguments.positional_number(3, "OFFSET")?),
             }
         }
         "fetch" => {
@@ -400,22 +488,51 @@ fn parse_request(name: &str, arguments: &[Word]) -> Result<RequestCommand, Parse
                     name,
                 ));
             }
-            RequestCommand::Fetch {
-                stream_id,
-                range_index,
-                start_offset: Offset(arguments.required_number("offset")?),
-                max_bytes,
-                max_wait_ms: arguments.number("wait-ms")?.unwrap_or(0),
+            let start_offset = Offset(arguments.required_number("offset")?);
+            let max_wait_ms = arguments.number("wait-ms")?.unwrap_or(0);
+            let read_durable = arguments.flag("durable");
+            let expect_sealed = arguments.flag("sealed");
+            if read_durable || expect_sealed {
+                RequestCommand::FetchFlagged {
+                    stream_id,
+                    range_index,
+                    start_offset,
+                    max_bytes,
+                    max_wait_ms,
+                    read_durable,
+                    expect_sealed,
+                }
+            } else {
+                RequestCommand::Fetch {
+                    stream_id,
+                    range_index,
+                    start_offset,
+                    max_bytes,
+                    max_wait_ms,
+                }
             }
         }
         "seal" => {
             arguments.expect_positionals(2)?;
             let (stream_id, range_index) = arguments.range()?;
-            RequestCommand::Seal {
-                stream_id,
-                range_index,
-                epoch: Epoch(arguments.number("epoch")?.unwrap_or(0)),
-                end_offset: arguments.number("end")?.map(Offset),
+            let epoch = Epoch(arguments.number("epoch")?.unwrap_or(0));
+            let end_offset = arguments.number("end")?.map(Offset);
+            if arguments.flag("fence") {
+                if end_offset.is_some() {
+                    return Err(error("--fence fixes no end: leave out end=", name));
+                }
+                RequestCommand::Fence {
+                    stream_id,
+                    range_index,
+                    epoch,
+                }
+            } else {
+                RequestCommand::Seal {
+                    stream_id,
+                    range_index,
+                    epoch,
+                    end_offset,
+                }
             }
         }
         "describe-range" => {
@@ -565,18 +682,34 @@ struct Word {
     quoted: bool,
 }
 
-/// Positional words and `key=value` options of one command.
+/// Positional words, `key=value` options and `--flag`s of one command.
 struct Arguments<'a> {
     command: &'a str,
     positionals: Vec<Word>,
     options: Vec<(String, String, bool)>,
+    /// Unquoted words `--name`, and whether a command asked for each.
+    flags: Vec<(String, bool)>,
 }
 
 impl<'a> Arguments<'a> {
     fn split(command: &'a str, words: &[Word]) -> Result<Arguments<'a>, ParseError> {
         let mut positionals = Vec::new();
         let mut options: Vec<(String, String, bool)> = Vec::new();
+        let mut flags: Vec<(String, bool)> = Vec::new();
         for word in words {
+            if let Some(flag) = word.text.strip_prefix("--").filter(|_| !word.quoted) {
+                if flag.is_empty() || flag.contains('=') {
+                    return Err(error(
+                        format!("`{}` is not a flag: flags are `--name`", word.text),
+                        command,
+                    ));
+                }
+                if flags.iter().any(|(other, _)| other == flag) {
+                    return Err(error(format!("flag `--{flag}` given twice"), command));
+                }
+                flags.push((flag.to_string(), false));
+                continue;
+            }
             match word.text.split_once('=') {
                 Some((key, value)) if !word.quoted && !key.is_empty() => {
                     if options.iter().any(|(other, _, _)| other == key) {
@@ -591,7 +724,19 @@ impl<'a> Arguments<'a> {
             command,
             positionals,
             options,
+            flags,
         })
+    }
+
+    /// Whether `--name` was given.
+    fn flag(&mut self, name: &str) -> bool {
+        match self.flags.iter_mut().find(|(flag, _)| flag == name) {
+            Some(flag) => {
+                flag.1 = true;
+                true
+            }
+            None => false,
+        }
     }
 
     fn positional(&self, index: usize) -> Option<&Word> {
@@ -663,10 +808,13 @@ impl<'a> Arguments<'a> {
             .ok_or_else(|| error(format!("missing `{key}=`"), self.command))
     }
 
-    /// Fails on an option no accessor asked for (a typo must not be ignored silently).
+    /// Fails on an option or flag no accessor asked for (a typo must not be ignored silently).
     fn finish(self) -> Result<(), ParseError> {
-        match self.options.iter().find(|(_, _, used)| !used) {
-            Some((key, _, _)) => Err(error(format!("unknown option `{key}=`"), self.command)),
+        if let Some((key, _, _)) = self.options.iter().find(|(_, _, used)| !used) {
+            return Err(error(format!("unknown option `{key}=`"), self.command));
+        }
+        match self.flags.iter().find(|(_, used)| !used) {
+            Some((flag, _)) => Err(error(format!("unknown flag `--{flag}`"), self.command)),
             None => Ok(()),
         }
     }

@@ -116,6 +116,18 @@ pub enum Reply {
     },
 }
 
+/// How an APPEND of the shell is sent: normal or repair, with which epochs.
+#[derive(Debug, Clone, Copy)]
+struct AppendForm {
+    /// The request's epoch.
+    epoch: wire::Epoch,
+    /// The epoch in the batch header: the request's, or older for a repair.
+    batch_epoch: wire::Epoch,
+    repair: bool,
+    /// Normal appends: the confirmed offset to report (`None`: the batch's end).
+    confirmed_offset: Option<Offset>,
+}
+
 /// One command's full result, for rendering.
 pub struct Outcome {
     pub operation: &'static str,
@@ -220,90 +232,110 @@ impl Session {
                 record_count,
                 base_offset,
                 confirmed_offset,
+            } => self.append(
+                RangeKey::new(*stream_id, *range_index),
+                AppendForm {
+                    epoch: *epoch,
+                    batch_epoch: *epoch,
+                    repair: false,
+                    confirmed_offset: *confirmed_offset,
+                },
+                payload,
+                *record_count,
+                *base_offset,
+            ),
+            RequestCommand::RepairAppend {
+                stream_id,
+                range_index,
+                payload,
+                epoch,
+                batch_epoch,
+                record_count,
+                base_offset,
+            } => self.append(
+                RangeKey::new(*stream_id, *range_index),
+                AppendForm {
+                    epoch: *epoch,
+                    batch_epoch: *batch_epoch,
+                    repair: true,
+                    confirmed_offset: None,
+                },
+                payload,
+                *record_count,
+                *base_offset,
+            ),
+            RequestCommand::Confirm {
+                stream_id,
+                range_index,
+                epoch,
+                confirmed_offset,
             } => {
-                let key = RangeKey::new(*stream_id, *range_index);
-                let mut note = None;
-                let base_offset = match base_offset.or_else(|| self.next_offsets.get(&key).copied())
-                {
-                    Some(offset) => offset,
-                    None => {
-                        let offset = self.ask_next_offset(key)?;
-                        note = Some(format!("next offset {offset} learned with describe-range"));
-                        offset
-                    }
-                };
-                let end_offset = base_offset
-                    .checked_add(u64::from(*record_count))
-                    .ok_or_else(|| {
-                        ClientError::Unexpected(format!(
-                        "offset {base_offset} + count {record_count} overflows the offset space"
-                    ))
-                    })?;
-                let batch = build_batch(
-                    *stream_id,
-                    *range_index,
-                    *epoch,
-                    base_offset,
-                    *record_count,
-                    payload,
-                )?;
                 let request = AppendRequest {
                     repair: false,
                     stream_id: *stream_id,
                     range_index: *range_index,
                     epoch: *epoch,
-                    confirmed_offset: Some(confirmed_offset.unwrap_or(end_offset)),
+                    confirmed_offset: Some(*confirmed_offset),
                 };
-                let exchange = self.request(&request, &batch, RESPONSE_TIMEOUT)?;
+                let exchange = self.request(&request, &[], RESPONSE_TIMEOUT)?;
                 let reply = decode(&exchange, |response: AppendResponse, _| Reply::Appended {
                     base_offset: response.base_offset,
                     next_offset: response.next_offset,
                 })?;
-                self.learn(&reply, RangeKey::new(*stream_id, *range_index));
-                Ok(outcome("append", exchange, reply, note))
+                Ok(outcome("confirm", exchange, reply, None))
             }
+            RequestCommand::Fence {
+                stream_id,
+                range_index,
+                epoch,
+            } => {
+                let request = SealRangeRequest {
+                    fence_only: true,
+                    stream_id: *stream_id,
+                    range_index: *range_index,
+                    epoch: *epoch,
+                    end_offset: None,
+                };
+                let exchange = self.request(&request, &[], RESPONSE_TIMEOUT)?;
+                let reply = decode(&exchange, |response: SealRangeResponse, _| Reply::Sealed {
+                    end_offset: response.end_offset,
+                    durable_end: response.durable_end,
+                    epoch: response.epoch,
+                })?;
+                Ok(outcome("seal", exchange, reply, None))
+            }
+            RequestCommand::FetchFlagged {
+                stream_id,
+                range_index,
+                start_offset,
+                max_bytes,
+                max_wait_ms,
+                read_durable,
+                expect_sealed,
+            } => self.fetch(FetchRequest {
+                read_durable: *read_durable,
+                expect_sealed: *expect_sealed,
+                stream_id: *stream_id,
+                range_index: *range_index,
+                max_bytes: *max_bytes,
+                start_offset: *start_offset,
+                max_wait_ms: *max_wait_ms,
+            }),
             RequestCommand::Fetch {
                 stream_id,
                 range_index,
                 start_offset,
                 max_bytes,
                 max_wait_ms,
-            } => {
-                let request = FetchRequest {
-                    read_durable: false,
-                    expect_sealed: false,
-                    stream_id: *stream_id,
-                    range_index: *range_index,
-                    max_bytes: *max_bytes,
-                    start_offset: *start_offset,
-                    max_wait_ms: *max_wait_ms,
-                };
-                let timeout = RESPONSE_TIMEOUT + Duration::from_millis(u64::from(*max_wait_ms));
-                let exchange = self.request(&request, &[], timeout)?;
-                let mut batch_error = None;
-                let reply = decode(&exchange, |response: FetchResponse, payload| {
-                    let batches = match parse_batches(&payload) {
-                        Ok(batches) => batches,
-                        Err(error) => {
-                            batch_error = Some(error);
-                            Vec::new()
-                        }
-                    };
-                    Reply::Fetched {
-                        batches,
-                        confirmed_offset: response.confirmed_offset,
-                        next_offset: response.next_offset,
-                        end_offset: response.end_offset,
-                    }
-                })?;
-                if let Some(error) = batch_error {
-                    return Err(ClientError::Unexpected(format!(
-                        "FETCH returned a record batch that does not check out: {error}"
-                    )));
-                }
-                self.learn(&reply, RangeKey::new(*stream_id, *range_index));
-                Ok(outcome("fetch", exchange, reply, None))
-            }
+            } => self.fetch(FetchRequest {
+                read_durable: false,
+                expect_sealed: false,
+                stream_id: *stream_id,
+                range_index: *range_index,
+                max_bytes: *max_bytes,
+                start_offset: *start_offset,
+                max_wait_ms: *max_wait_ms,
+            }),
             RequestCommand::Seal {
                 stream_id,
                 range_index,
@@ -578,6 +610,95 @@ impl Session {
     }
 
     /// Remembers the range's next offset from whatever the reply says about it.
+    /// APPEND of one batch of `record_count` records at `base_offset` (or the next offset the
+    /// session knows, asking the node with DESCRIBE_RANGE if it knows none), in `form`.
+    fn append(
+        &mut self,
+        key: RangeKey,
+        form: AppendForm,
+        payload: &[u8],
+        record_count: u32,
+        base_offset: Option<Offset>,
+    ) -> Result<Outcome, ClientError> {
+        let mut note = None;
+        let base_offset = match base_offset.or_else(|| self.next_offsets.get(&key).copied()) {
+            Some(offset) => offset,
+            None => {
+                let offset = self.ask_next_offset(key)?;
+                note = Some(format!("next offset {offset} learned with describe-range"));
+                offset
+            }
+        };
+        let end_offset = base_offset
+            .checked_add(u64::from(record_count))
+            .ok_or_else(|| {
+                ClientError::Unexpected(format!(
+                    "offset {base_offset} + count {record_count} overflows the offset space"
+                ))
+            })?;
+        let batch = build_batch(
+            key.stream_id,
+            key.range_index,
+            form.batch_epoch,
+            base_offset,
+            record_count,
+            payload,
+        )?;
+        // A normal append reports its own end as confirmed unless told otherwise (a range
+        // written directly has one replica); a repair reports nothing (the node ignores it).
+        let confirmed_offset = if form.repair {
+            None
+        } else {
+            Some(form.confirmed_offset.unwrap_or(end_offset))
+        };
+        let request = AppendRequest {
+            repair: form.repair,
+            stream_id: key.stream_id,
+            range_index: key.range_index,
+            epoch: form.epoch,
+            confirmed_offset,
+        };
+        let exchange = self.request(&request, &batch, RESPONSE_TIMEOUT)?;
+        let reply = decode(&exchange, |response: AppendResponse, _| Reply::Appended {
+            base_offset: response.base_offset,
+            next_offset: response.next_offset,
+        })?;
+        self.learn(&reply, key);
+        Ok(outcome("append", exchange, reply, note))
+    }
+
+    /// FETCH as `request` says, checking every batch returned.
+    fn fetch(&mut self, request: FetchRequest) -> Result<Outcome, ClientError> {
+        let timeout = RESPONSE_TIMEOUT + Duration::from_millis(u64::from(request.max_wait_ms));
+        let exchange = self.request(&request, &[], timeout)?;
+        let mut batch_error = None;
+        let reply = decode(&exchange, |response: FetchResponse, payload| {
+            let batches = match parse_batches(&payload) {
+                Ok(batches) => batches,
+                Err(error) => {
+                    batch_error = Some(error);
+                    Vec::new()
+                }
+            };
+            Reply::Fetched {
+                batches,
+                confirmed_offset: response.confirmed_offset,
+                next_offset: response.next_offset,
+                end_offset: response.end_offset,
+            }
+        })?;
+        if let Some(error) = batch_error {
+            return Err(ClientError::Unexpected(format!(
+                "FETCH returned a record batch that does not check out: {error}"
+            )));
+        }
+        self.learn(
+            &reply,
+            RangeKey::new(request.stream_id, request.range_index),
+        );
+        Ok(outcome("fetch", exchange, reply, None))
+    }
+
     fn learn(&mut self, reply: &Reply, key: RangeKey) {
         let next = match reply {
             Reply::Range(range) => range.next_offset.or(Some(range.start_offset)),

@@ -1,5 +1,10 @@
 //! CREATE_RANGE at the placement manager: check, place, create the replicas on the chosen data
 //! nodes (replacing nodes that fail), and only then commit the range.
+//!
+//! The request's `exclude` list (nodes the writer saw fail) keeps those nodes out of the
+//! placement and out of the replacements; it is not forwarded to the data nodes. An identical
+//! repeat (same index, epoch and start) is answered with the range as committed, whatever its
+//! `exclude` says: it is the answer the first request lost.
 
 use std::collections::BTreeSet;
 use std::rc::Rc;
@@ -70,6 +75,7 @@ impl Pm {
             stream.replica_count,
             stream.ack_count,
             &previous_nodes,
+            &request.exclude,
             self.config.cluster.min_free_disk_bytes,
         ) {
             Ok(placement) => placement,
@@ -89,10 +95,12 @@ impl Pm {
             let attempts = batch.iter().map(|node| {
                 let node = *node;
                 let pm = Rc::clone(self);
+                // The exclude list is the PM's business: data nodes are not sent it.
                 let request = CreateRangeRequest {
                     replica_count_target: stream.replica_count,
                     ack_count: stream.ack_count,
                     replicas: Vec::new(),
+                    exclude: Vec::new(),
                     ..request.clone()
                 };
                 async move {
@@ -127,6 +135,7 @@ impl Pm {
                 missing.min(usize::from(crate::state::MAX_REPLICA_COUNT)) as u8,
                 1,
                 &previous_nodes,
+                &request.exclude,
                 self.config.cluster.min_free_disk_bytes,
             );
             match ranked {

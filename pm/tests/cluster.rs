@@ -198,6 +198,82 @@ fn a_dead_node_gets_no_new_ranges_and_too_few_live_nodes_is_no_available_nodes()
     );
 }
 
+/// CREATE_RANGE with an exclude list (the writer saw those nodes fail), R = 3, A = 2, four live
+/// nodes: the excluded nodes get no replica; excluding so that only A are left creates the range
+/// under-replicated; fewer than A left is the retriable `NO_AVAILABLE_NODES`.
+#[test]
+fn excluded_nodes_get_no_replica_and_too_few_left_is_no_available_nodes() {
+    let _serial = serial();
+    let cluster = Cluster::start(4);
+    let mut pm = cluster.pm.client();
+    let stream = pm.create_stream(3, 2);
+    pm.raise_epoch(stream.id, 1).expect("UPDATE_STREAM epoch 1");
+    let ids: Vec<wire::NodeId> = (0..4).map(|index| cluster.node_id(index)).collect();
+    let create = |pm: &mut support::Client, index: u32, exclude: &[wire::NodeId]| {
+        let mut request = support::create_range_request(stream.id, index, 1, 0);
+        request.exclude = exclude.to_vec();
+        pm.call::<_, wire::msg::CreateRangeResponse>(&request, &[])
+    };
+
+    let first = create(&mut pm, 0, &[ids[0]])
+        .expect("CREATE_RANGE 0 excluding one of four live nodes")
+        .0
+        .range;
+    let placed: BTreeSet<_> = replica_ids(&first).into_iter().collect();
+    assert_eq!(
+        placed,
+        [ids[1], ids[2], ids[3]].into(),
+        "placed on the three others: {first:?}"
+    );
+    assert!(!first.under_replicated);
+    assert!(
+        gone(cluster.nodes[0].client().describe_range(stream.id, 0)).is_ok(),
+        "no replica on the excluded node"
+    );
+    for index in 1..4 {
+        cluster.nodes[index]
+            .client()
+            .describe_range(stream.id, 0)
+            .unwrap_or_else(|error| panic!("node {index} lacks range 0: {error}"));
+    }
+    // An identical repeat (a retry after a lost answer) gets the range as committed.
+    let repeat = create(&mut pm, 0, &[ids[1]])
+        .expect("identical repeat of CREATE_RANGE 0")
+        .0
+        .range;
+    assert_eq!(replica_ids(&repeat), replica_ids(&first));
+
+    pm.seal_range(stream.id, 0, 1, Some(0)).expect("SEAL_RANGE 0");
+    let second = create(&mut pm, 1, &[ids[0], ids[1]])
+        .expect("CREATE_RANGE 1 with two of four excluded: A = 2 are left")
+        .0
+        .range;
+    let placed: BTreeSet<_> = replica_ids(&second).into_iter().collect();
+    assert_eq!(placed, [ids[2], ids[3]].into(), "{second:?}");
+    assert!(
+        second.under_replicated,
+        "R = 3 on 2 nodes is under-replicated: {second:?}"
+    );
+
+    pm.seal_range(stream.id, 1, 1, Some(0)).expect("SEAL_RANGE 1");
+    let refused = create(&mut pm, 2, &[ids[0], ids[1], ids[2]])
+        .expect_err("CREATE_RANGE 2 with one node left and A = 2");
+    assert_eq!(refused.code, ErrorCode::NoAvailableNodes, "{refused:?}");
+    assert!(refused.code.is_retriable());
+    assert_eq!(
+        pm.describe_range(stream.id, 2)
+            .expect_err("no range 2 was committed")
+            .code,
+        ErrorCode::RangeNotFound
+    );
+    for (index, node) in cluster.nodes.iter().enumerate() {
+        assert!(
+            gone(node.client().describe_range(stream.id, 2)).is_ok(),
+            "node {index} holds no replica of the refused range"
+        );
+    }
+}
+
 /// Waits until DESCRIBE_CLUSTER calls `node` not alive, within the node timeout and slack.
 fn wait_until_dead(pm: &mut support::Client, node: wire::NodeId) {
     wait_for(

@@ -404,3 +404,118 @@ fn every_usage_form_starts_with_its_name() {
         assert!(usage.form.starts_with(usage.name), "{}", usage.form);
     }
 }
+
+#[test]
+fn seal_with_fence_is_a_fence_and_takes_no_end() {
+    assert_eq!(
+        request("seal 7 0 epoch=3 --fence"),
+        RequestCommand::Fence {
+            stream_id: StreamId(7),
+            range_index: RangeIndex(0),
+            epoch: Epoch(3),
+        }
+    );
+    assert!(matches!(
+        request("seal 7 0 epoch=3"),
+        RequestCommand::Seal { .. }
+    ));
+    let message = parse_error("seal 7 0 epoch=3 end=9 --fence");
+    assert!(message.contains("--fence fixes no end"), "{message}");
+    assert!(message.contains("expected: seal STREAM INDEX"), "{message}");
+}
+
+#[test]
+fn append_with_repair_carries_an_older_batch_epoch_and_no_confirmed_offset() {
+    assert_eq!(
+        request("append 7 0 hello epoch=3 batch-epoch=1 offset=6 --repair"),
+        RequestCommand::RepairAppend {
+            stream_id: StreamId(7),
+            range_index: RangeIndex(0),
+            payload: b"hello".to_vec(),
+            epoch: Epoch(3),
+            batch_epoch: Epoch(1),
+            record_count: 1,
+            base_offset: Some(Offset(6)),
+        }
+    );
+    assert_eq!(
+        request("append 7 0 hello epoch=3 --repair"),
+        RequestCommand::RepairAppend {
+            stream_id: StreamId(7),
+            range_index: RangeIndex(0),
+            payload: b"hello".to_vec(),
+            epoch: Epoch(3),
+            batch_epoch: Epoch(3),
+            record_count: 1,
+            base_offset: None,
+        },
+        "the batch epoch defaults to the request's"
+    );
+    assert!(parse_error("append 7 0 x epoch=1 batch-epoch=2 --repair").contains("above epoch"));
+    assert!(parse_error("append 7 0 x epoch=1 confirmed=3 --repair").contains("confirmed"));
+    assert!(
+        parse_error("append 7 0 x epoch=1 batch-epoch=1").contains("unknown option `batch-epoch=`"),
+        "batch-epoch is for repairs only"
+    );
+    // A quoted "--repair" is a payload, not a flag.
+    assert!(matches!(
+        request("append 7 0 \"--repair\""),
+        RequestCommand::Append { payload, .. } if payload == b"--repair"
+    ));
+}
+
+#[test]
+fn confirm_takes_stream_index_epoch_and_offset() {
+    assert_eq!(
+        request("confirm 7 0 3 120"),
+        RequestCommand::Confirm {
+            stream_id: StreamId(7),
+            range_index: RangeIndex(0),
+            epoch: Epoch(3),
+            confirmed_offset: Offset(120),
+        }
+    );
+    let message = parse_error("confirm 7 0 3");
+    assert!(message.contains("needs 4 positional"), "{message}");
+    assert!(
+        message.contains("expected: confirm STREAM INDEX EPOCH OFFSET"),
+        "{message}"
+    );
+}
+
+#[test]
+fn fetch_flags_choose_durable_and_sealed_reads() {
+    assert_eq!(
+        request("fetch 7 0 offset=3 --durable --sealed"),
+        RequestCommand::FetchFlagged {
+            stream_id: StreamId(7),
+            range_index: RangeIndex(0),
+            start_offset: Offset(3),
+            max_bytes: DEFAULT_FETCH_MAX_BYTES,
+            max_wait_ms: 0,
+            read_durable: true,
+            expect_sealed: true,
+        }
+    );
+    assert!(matches!(
+        request("fetch 7 0 offset=3 wait-ms=50 --sealed"),
+        RequestCommand::FetchFlagged {
+            read_durable: false,
+            expect_sealed: true,
+            max_wait_ms: 50,
+            ..
+        }
+    ));
+    assert!(matches!(
+        request("fetch 7 0 offset=3"),
+        RequestCommand::Fetch { .. }
+    ));
+}
+
+#[test]
+fn flags_are_checked_like_options() {
+    assert!(parse_error("fetch 7 0 offset=3 --durabel").contains("unknown flag `--durabel`"));
+    assert!(parse_error("seal 7 0 --fence --fence").contains("given twice"));
+    assert!(parse_error("seal 7 0 --").contains("not a flag"));
+    assert!(parse_error("describe-range 7 0 --fence").contains("unknown flag"));
+}

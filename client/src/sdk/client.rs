@@ -45,10 +45,6 @@ impl Client {
         Ok(client)
     }
 
-    pub(crate) fn io(&self) -> &Arc<IoHandle> {
-        &self.io
-    }
-
     /// Creates a stream with R replicas per range, A acknowledgements, and retention.
     pub async fn create_stream(&self, options: StreamOptions) -> Result<wire::Stream, SdkError> {
         if options.ack_count == 0 || options.ack_count > options.replica_count {

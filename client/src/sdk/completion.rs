@@ -52,10 +52,6 @@ impl<T> Completion<T> {
         }
     }
 
-    pub(crate) fn is_filled(&self) -> bool {
-        self.lock().filled
-    }
-
     fn poll_take(&self, context: &mut Context<'_>) -> Poll<Option<T>> {
         let mut state = self.lock();
         if state.filled {

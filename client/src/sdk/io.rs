@@ -87,7 +87,6 @@ impl Inbox {
 /// The application side's handle on the I/O thread. Dropping the last one stops the thread.
 pub(crate) struct IoHandle {
     inbox: Arc<Inbox>,
-    config: ClientConfig,
 }
 
 impl IoHandle {
@@ -103,7 +102,7 @@ impl IoHandle {
         });
         let (started_sender, started) = std::sync::mpsc::channel();
         let thread_inbox = Arc::clone(&inbox);
-        let thread_config = config.clone();
+        let thread_config = config;
         std::thread::Builder::new()
             .name("es-sdk-io".into())
             .spawn(move || {
@@ -122,16 +121,12 @@ impl IoHandle {
                 SdkError::InvalidArgument(format!("cannot start the SDK's I/O thread: {error}"))
             })?;
         match started.recv() {
-            Ok(Ok(())) => Ok(Arc::new(IoHandle { inbox, config })),
+            Ok(Ok(())) => Ok(Arc::new(IoHandle { inbox })),
             Ok(Err(error)) => Err(SdkError::InvalidArgument(format!(
                 "cannot start the SDK's runtime (io_uring): {error}"
             ))),
             Err(_) => Err(SdkError::Closed),
         }
-    }
-
-    pub(crate) fn config(&self) -> &ClientConfig {
-        &self.config
     }
 
     /// Runs `make(io)` on the I/O thread and resolves to its output, from any thread and any
@@ -248,27 +243,39 @@ impl Io {
             }
         }
         self.connections.borrow_mut().remove(address);
-        let socket_address = resolve(address).map_err(Failure::Connection)?;
-        let connected = runtime::time::timeout(
-            CONNECT_TIMEOUT,
-            Connection::connect(socket_address, MAX_IN_FLIGHT_PER_CONNECTION),
-        )
-        .await
-        .map_err(|_| Failure::Timeout(CONNECT_TIMEOUT))?
-        .map_err(|error| Failure::Connection(error.to_string()))?;
-        if let Some(token) = &self.config.token {
-            runtime::time::timeout(CONNECT_TIMEOUT, connected.authenticate(token))
-                .await
-                .map_err(|_| Failure::Timeout(CONNECT_TIMEOUT))?
-                .map_err(|error| Failure::Connection(error.to_string()))?;
-        }
-        let connection = Rc::new(connected);
+        let connection = Rc::new(
+            self.open_connection(address, MAX_IN_FLIGHT_PER_CONNECTION, CONNECT_TIMEOUT)
+                .await?,
+        );
         // Two tasks may have connected at once: keep the first, use whichever is ours.
         self.connections
             .borrow_mut()
             .entry(address.to_string())
             .or_insert_with(|| Rc::clone(&connection));
         Ok(connection)
+    }
+
+    /// A new connection to `address` of its own (not shared), authenticated if a token is
+    /// configured, made within `timeout`.
+    pub(crate) async fn open_connection(
+        &self,
+        address: &str,
+        max_in_flight: usize,
+        timeout: Duration,
+    ) -> Result<Connection, Failure> {
+        let socket_address = resolve(address).map_err(Failure::Connection)?;
+        let connected =
+            runtime::time::timeout(timeout, Connection::connect(socket_address, max_in_flight))
+                .await
+                .map_err(|_| Failure::Timeout(timeout))?
+                .map_err(|error| Failure::Connection(error.to_string()))?;
+        if let Some(token) = &self.config.token {
+            runtime::time::timeout(timeout, connected.authenticate(token))
+                .await
+                .map_err(|_| Failure::Timeout(timeout))?
+                .map_err(|error| Failure::Connection(error.to_string()))?;
+        }
+        Ok(connected)
     }
 
     /// Forgets the connection to `address` (it failed), so the next request reconnects.

@@ -17,9 +17,6 @@
 //!
 //! The replication protocol the writer keeps is written down in `docs/replication.md`.
 
-// Parts of the skeleton are wired up in the following commits.
-#![allow(dead_code)]
-
 pub mod client;
 pub(crate) mod completion;
 pub mod config;

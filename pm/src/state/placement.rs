@@ -2,8 +2,9 @@
 //! registered state from the log, liveness and load from heartbeats), so every rule is
 //! unit-tested and a simulation can drive it (ARCHITECTURE.md §8).
 //!
-//! A node is eligible when it is alive, registered READ_WRITE and has more free disk than the
-//! threshold. Eligible nodes are ranked by
+//! A node is eligible when it is alive, registered READ_WRITE, has more free disk than the
+//! threshold and is not excluded by the request (CREATE_RANGE's `exclude`: nodes the writer saw
+//! fail, never chosen whatever else holds). Eligible nodes are ranked by
 //!
 //! ```text
 //!   (held the previous range?, range_count, node id)      ascending
@@ -40,12 +41,14 @@ pub struct Placement {
 
 /// Chooses up to `replica_count` nodes for a new range from `candidates` (one entry per node;
 /// a repeated id counts once, its first entry). `previous_nodes` are the nodes of the stream's
-/// previous range. Fewer than `ack_count` eligible nodes is `NotEnoughNodes`: the writer waits.
+/// previous range; `excluded` nodes are never chosen. Fewer than `ack_count` eligible nodes is
+/// `NotEnoughNodes`: the writer waits.
 pub fn place(
     candidates: &[Candidate],
     replica_count: u8,
     ack_count: u8,
     previous_nodes: &[NodeId],
+    excluded: &[NodeId],
     min_free_disk_bytes: u64,
 ) -> Result<Placement, Rejection> {
     crate::state::check_counts(replica_count, ack_count).map_err(Rejection::InvalidArgument)?;
@@ -53,7 +56,8 @@ pub fn place(
     for candidate in candidates {
         let eligible = candidate.alive
             && candidate.state == NodeState::ReadWrite
-            && candidate.free_disk_bytes > min_free_disk_bytes;
+            && candidate.free_disk_bytes > min_free_disk_bytes
+            && !excluded.contains(&candidate.node);
         let seen = ranked.iter().any(|&(_, _, node)| node == candidate.node);
         if eligible && !seen {
             let held_previous = previous_nodes.contains(&candidate.node);
@@ -73,6 +77,7 @@ pub fn place(
         .map(|(_, _, node)| node)
         .collect();
     debug_assert!(nodes.len() >= usize::from(ack_count));
+    debug_assert!(nodes.iter().all(|node| !excluded.contains(node)));
     Ok(Placement {
         under_replicated: nodes.len() < usize::from(replica_count),
         nodes,
@@ -100,7 +105,7 @@ mod tests {
     #[test]
     fn fewest_ranges_first_ties_by_node_id() {
         let candidates = [node(4, 5), node(3, 1), node(2, 1), node(1, 9)];
-        let placement = place(&candidates, 3, 2, &[], 0).unwrap();
+        let placement = place(&candidates, 3, 2, &[], &[], 0).unwrap();
         assert_eq!(placement.nodes, ids(&[2, 3, 4]));
         assert!(!placement.under_replicated);
     }
@@ -120,7 +125,7 @@ mod tests {
             ..node(5, 0)
         };
         let candidates = [dead, read_only, offline, full, at_threshold, node(6, 50)];
-        let placement = place(&candidates, 1, 1, &[], 1000).unwrap();
+        let placement = place(&candidates, 1, 1, &[], &[], 1000).unwrap();
         assert_eq!(
             placement.nodes,
             ids(&[6]),
@@ -131,7 +136,7 @@ mod tests {
     #[test]
     fn previous_range_nodes_are_avoided_while_enough_others_are_live() {
         let candidates = [node(1, 0), node(2, 0), node(3, 9), node(4, 9)];
-        let placement = place(&candidates, 2, 1, &ids(&[1, 2]), 0).unwrap();
+        let placement = place(&candidates, 2, 1, &ids(&[1, 2]), &[], 0).unwrap();
         assert_eq!(
             placement.nodes,
             ids(&[3, 4]),
@@ -139,7 +144,7 @@ mod tests {
         );
         // Only one other node: the rest comes from the previous range's, least loaded first.
         let candidates = [node(1, 5), node(2, 0), node(3, 9)];
-        let placement = place(&candidates, 2, 1, &ids(&[1, 2]), 0).unwrap();
+        let placement = place(&candidates, 2, 1, &ids(&[1, 2]), &[], 0).unwrap();
         assert_eq!(placement.nodes, ids(&[3, 2]));
     }
 
@@ -147,7 +152,7 @@ mod tests {
     fn fewer_than_r_but_at_least_a_is_under_replicated() {
         let mut dead = node(3, 0);
         dead.alive = false;
-        let placement = place(&[node(1, 0), node(2, 0), dead], 3, 2, &[], 0).unwrap();
+        let placement = place(&[node(1, 0), node(2, 0), dead], 3, 2, &[], &[], 0).unwrap();
         assert_eq!(placement.nodes, ids(&[1, 2]));
         assert!(placement.under_replicated);
     }
@@ -157,18 +162,42 @@ mod tests {
         let mut dead = node(2, 0);
         dead.alive = false;
         assert_eq!(
-            place(&[node(1, 0), dead], 3, 2, &[], 0),
+            place(&[node(1, 0), dead], 3, 2, &[], &[], 0),
             Err(Rejection::NotEnoughNodes { live: 1, needed: 2 })
         );
         assert_eq!(
-            place(&[], 1, 1, &[], 0),
+            place(&[], 1, 1, &[], &[], 0),
             Err(Rejection::NotEnoughNodes { live: 0, needed: 1 })
         );
     }
 
     #[test]
+    fn excluded_nodes_are_never_chosen() {
+        let candidates = [node(1, 0), node(2, 0), node(3, 9), node(4, 9)];
+        let placement = place(&candidates, 3, 2, &[], &ids(&[1]), 0).unwrap();
+        assert_eq!(
+            placement.nodes,
+            ids(&[2, 3, 4]),
+            "the least loaded node is excluded"
+        );
+        assert!(!placement.under_replicated);
+        // Even when only the previous range's nodes are left, excluded ones stay out.
+        let placement = place(&candidates, 3, 2, &ids(&[3, 4]), &ids(&[1, 2]), 0).unwrap();
+        assert_eq!(placement.nodes, ids(&[3, 4]));
+        assert!(placement.under_replicated, "fewer than R left, at least A");
+        assert_eq!(
+            place(&candidates, 3, 2, &[], &ids(&[1, 2, 3]), 0),
+            Err(Rejection::NotEnoughNodes { live: 1, needed: 2 }),
+            "fewer than A left"
+        );
+        // Excluding a node that is not a candidate (dead, unknown) changes nothing.
+        let placement = place(&candidates, 2, 1, &[], &ids(&[9]), 0).unwrap();
+        assert_eq!(placement.nodes, ids(&[1, 2]));
+    }
+
+    #[test]
     fn a_repeated_candidate_counts_once() {
-        let placement = place(&[node(1, 0), node(1, 0)], 2, 1, &[], 0).unwrap();
+        let placement = place(&[node(1, 0), node(1, 0)], 2, 1, &[], &[], 0).unwrap();
         assert_eq!(placement.nodes, ids(&[1]));
         assert!(placement.under_replicated);
     }
@@ -176,12 +205,69 @@ mod tests {
     #[test]
     fn invalid_counts_are_refused() {
         assert!(matches!(
-            place(&[node(1, 0)], 1, 2, &[], 0),
+            place(&[node(1, 0)], 1, 2, &[], &[], 0),
             Err(Rejection::InvalidArgument(_))
         ));
         assert!(matches!(
-            place(&[node(1, 0)], 17, 1, &[], 0),
+            place(&[node(1, 0)], 17, 1, &[], &[], 0),
             Err(Rejection::InvalidArgument(_))
         ));
+    }
+
+    proptest::proptest! {
+        /// Whatever the nodes and the exclude list: no excluded, ineligible or repeated node is
+        /// chosen; R are chosen when R are eligible, all of them when at least A are, and
+        /// fewer than A is `NotEnoughNodes`.
+        #[test]
+        fn placement_never_chooses_an_excluded_node(
+            nodes in proptest::collection::vec((1u32..12, 0u64..4, proptest::bool::ANY, 0u8..3), 0..12),
+            excluded in proptest::collection::vec(1u32..12, 0..16),
+            previous in proptest::collection::vec(1u32..12, 0..4),
+            replica_count in 1u8..5,
+            ack_offset in 0u8..5,
+        ) {
+            let ack_count = replica_count.saturating_sub(ack_offset).max(1);
+            let candidates: Vec<Candidate> = nodes
+                .iter()
+                .map(|&(id, range_count, alive, state)| Candidate {
+                    state: [NodeState::ReadWrite, NodeState::ReadOnly, NodeState::ReadWrite][usize::from(state)],
+                    alive,
+                    ..node(id, range_count)
+                })
+                .collect();
+            let excluded = ids(&excluded);
+            let mut eligible: Vec<NodeId> = candidates
+                .iter()
+                .filter(|c| c.alive && c.state == NodeState::ReadWrite && !excluded.contains(&c.node))
+                .map(|c| c.node)
+                .collect();
+            // A repeated id counts once.
+            eligible.sort_unstable();
+            eligible.dedup();
+            match place(&candidates, replica_count, ack_count, &ids(&previous), &excluded, 0) {
+                Ok(placement) => {
+                    proptest::prop_assert!(placement.nodes.iter().all(|n| !excluded.contains(n)));
+                    proptest::prop_assert!(placement.nodes.iter().all(|n| eligible.contains(n)));
+                    let mut unique = placement.nodes.clone();
+                    unique.sort_unstable();
+                    unique.dedup();
+                    proptest::prop_assert_eq!(unique.len(), placement.nodes.len());
+                    proptest::prop_assert_eq!(
+                        placement.nodes.len(),
+                        eligible.len().min(usize::from(replica_count))
+                    );
+                    proptest::prop_assert_eq!(
+                        placement.under_replicated,
+                        placement.nodes.len() < usize::from(replica_count)
+                    );
+                }
+                Err(rejection) => {
+                    proptest::prop_assert_eq!(
+                        rejection,
+                        Rejection::NotEnoughNodes { live: eligible.len(), needed: ack_count }
+                    );
+                }
+            }
+        }
     }
 }

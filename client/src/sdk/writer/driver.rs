@@ -1,25 +1,657 @@
-//! The writer's driver on the I/O thread (stub).
+//! The writer's driver: one task on the SDK's I/O thread per writer.
+//!
+//! Each turn it takes appended batches from the application's queue while the in-flight bounds
+//! allow, sends every batch to every replica of the open range (chasing writes: the same
+//! batches, in the same order, on one connection per replica), and turns replica answers into
+//! acknowledgements in offset order ([`Pipeline`]). APPENDs carry the acknowledged prefix as
+//! the confirmed offset; an idle writer reports it with a confirm-only APPEND after
+//! `confirm_interval`.
+//!
+//! On the first failure of a replica (an error answer, a closed connection, no answer within
+//! `replica_timeout`) it seals the range at its acknowledged prefix ([`super::seal`]), asks the
+//! placement manager for the next range away from the failed node, and re-sends every batch not
+//! yet acknowledged there, with the same offsets. Answers from the old range that arrive later
+//! are ignored (each range's sends carry a generation number).
+//!
+//! Order on the wire: a replica's connection is this driver's own, with room for more requests
+//! than the pipeline ever holds, and each send is a task spawned in offset order; the runtime
+//! polls new tasks first in, first out, so each request is encoded into the connection's send
+//! queue in offset order at its task's first poll.
 
+use std::cell::RefCell;
+use std::collections::{BTreeSet, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
-use crate::sdk::io::Io;
-use crate::sdk::writer::Shared;
+use bytes::{Bytes, BytesMut};
+use wire::msg::{AppendRequest, AppendResponse};
+use wire::{BatchView, Epoch, ErrorCode, NodeId, Offset, RangeKey};
+
+use super::open::create_range;
+use super::pipeline::{Entry, Pipeline, RequestLimit};
+use super::seal::{seal_with_repair, EndRule};
+use super::{AppendAck, AppendSlot, Shared, Submitted};
+use crate::multiplexed::{decode_response, Connection};
+use crate::sdk::error::SdkError;
+use crate::sdk::io::{join_all, Io};
+
+/// What one APPEND request carries at most when several batches wait for a replica.
+const REQUEST_LIMIT: RequestLimit = RequestLimit {
+    max_bytes: 1 << 20,
+    max_batches: 256,
+};
+/// Requests a replica connection has room for beyond the pipeline's batches (confirm-only
+/// APPENDs).
+const CONNECTION_SPARE_REQUESTS: usize = 64;
+
+/// What the send tasks report to the driver.
+#[derive(Debug)]
+enum Event {
+    Durable {
+        generation: u64,
+        replica: usize,
+        base: Offset,
+        next: Offset,
+    },
+    Failed {
+        generation: u64,
+        replica: usize,
+        reason: String,
+    },
+    Fenced {
+        epoch: Epoch,
+    },
+}
+
+#[derive(Default)]
+struct Events {
+    queue: RefCell<VecDeque<Event>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Events {
+    fn push(&self, event: Event) {
+        self.queue.borrow_mut().push_back(event);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+}
+
+/// A replica of the open range and this driver's connection to it.
+struct Lane {
+    node: NodeId,
+    address: String,
+    connection: Option<Rc<Connection>>,
+}
 
 pub(crate) struct Driver {
-    _io: Rc<Io>,
-    _shared: Arc<Shared>,
-    _range: wire::Range,
+    io: Rc<Io>,
+    shared: Arc<Shared>,
+    range: wire::Range,
+    lanes: Vec<Lane>,
+    /// Bumped at every move to a new range; answers of older ones are ignored.
+    generation: u64,
+    pipeline: Pipeline<AppendSlot>,
+    events: Rc<Events>,
+    /// The confirmed offset last reported to the replicas of the open range.
+    reported: Offset,
+    /// When the last request went to the replicas.
+    last_sent: Instant,
+    /// Nodes seen failing; new ranges avoid them.
+    failed_nodes: BTreeSet<NodeId>,
+    /// When the first seal since the last acknowledgement began: failing over again and again
+    /// without progress ends after `retry_for`.
+    stalled_since: Option<Instant>,
 }
 
 impl Driver {
     pub(crate) fn new(io: Rc<Io>, shared: Arc<Shared>, range: wire::Range) -> Driver {
+        let pipeline = Pipeline::new(
+            range.start_offset,
+            range.replicas.len(),
+            usize::from(range.ack_count.max(1)),
+        );
+        let lanes = lanes_of(&range);
         Driver {
-            _io: io,
-            _shared: shared,
-            _range: range,
+            io,
+            shared,
+            reported: range.start_offset,
+            range,
+            lanes,
+            generation: 0,
+            pipeline,
+            events: Rc::new(Events::default()),
+            last_sent: Instant::now(),
+            failed_nodes: BTreeSet::new(),
+            stalled_since: None,
         }
     }
 
-    pub(crate) async fn run(self) {}
+    fn key(&self) -> RangeKey {
+        RangeKey::new(self.range.stream_id, self.range.index)
+    }
+
+    pub(crate) async fn run(mut self) {
+        self.connect_lanes().await;
+        let result = self.drive().await;
+        match result {
+            Ok(()) => {}
+            Err(error) => self.fail(error),
+        }
+    }
+
+    async fn drive(&mut self) -> Result<(), SdkError> {
+        loop {
+            self.admit();
+            self.send();
+            if let Some(reason) = self.handle_events()? {
+                self.fail_over(reason).await?;
+                continue;
+            }
+            if self.finish_if_done().await? {
+                return Ok(());
+            }
+            self.confirm_if_idle();
+            self.wait().await;
+        }
+    }
+
+    /// Moves appended batches into the pipeline while the bounds allow.
+    fn admit(&mut self) {
+        let config = &self.io.config;
+        let mut queue = self.shared.lock();
+        while let Some(front) = queue.incoming.front() {
+            if !self.pipeline.has_room(
+                front.batch.len(),
+                config.max_in_flight_bytes,
+                config.max_in_flight_batches,
+            ) {
+                break;
+            }
+            let Submitted {
+                base,
+                next,
+                batch,
+                range_index,
+                completion,
+            } = queue.incoming.pop_front().expect("front exists");
+            let batch = if range_index == self.range.index {
+                batch
+            } else {
+                restamp(&batch, self.range.index, self.shared.epoch)
+            };
+            self.pipeline
+                .push(Entry::new(base, next, batch, completion));
+        }
+    }
+
+    /// Sends every replica the batches it has not been sent.
+    fn send(&mut self) {
+        let acked = self.pipeline.acked();
+        let mut sent = false;
+        for (replica, lane) in self.lanes.iter().enumerate() {
+            let Some(connection) = &lane.connection else {
+                continue;
+            };
+            while let Some((base, batches)) = self.pipeline.take_unsent(replica, REQUEST_LIMIT) {
+                let next = batches_end(&batches).unwrap_or(base);
+                let payload = concatenate(batches);
+                let request = AppendRequest {
+                    stream_id: self.range.stream_id,
+                    range_index: self.range.index,
+                    epoch: self.shared.epoch,
+                    confirmed_offset: Some(acked),
+                    repair: false,
+                };
+                runtime::spawn(send_append(
+                    Rc::clone(connection),
+                    request,
+                    payload,
+                    self.io.config.replica_timeout,
+                    Rc::clone(&self.events),
+                    Sent::Batches {
+                        generation: self.generation,
+                        replica,
+                        base,
+                        next,
+                    },
+                ));
+                sent = true;
+            }
+        }
+        if sent {
+            self.reported = self.reported.max(acked);
+            self.last_sent = Instant::now();
+        }
+    }
+
+    /// Applies the replicas' answers. `Some(reason)` on the first failure of a replica of the
+    /// open range.
+    fn handle_events(&mut self) -> Result<Option<String>, SdkError> {
+        loop {
+            let Some(event) = self.events.queue.borrow_mut().pop_front() else {
+                return Ok(None);
+            };
+            match event {
+                Event::Durable {
+                    generation,
+                    replica,
+                    base,
+                    next,
+                } if generation == self.generation => {
+                    let acknowledged = self.pipeline.durable(replica, base, next);
+                    if !acknowledged.is_empty() {
+                        self.stalled_since = None;
+                        self.acknowledge(acknowledged);
+                    }
+                }
+                Event::Failed {
+                    generation,
+                    replica,
+                    reason,
+                } if generation == self.generation => {
+                    let lane = &self.lanes[replica];
+                    self.failed_nodes.insert(lane.node);
+                    return Ok(Some(format!(
+                        "replica on node {} ({}) failed: {reason}",
+                        lane.node, lane.address
+                    )));
+                }
+                Event::Fenced { epoch } => return Err(SdkError::Fenced { epoch }),
+                // An answer from a range this writer already left.
+                Event::Durable { .. } | Event::Failed { .. } => {}
+            }
+        }
+    }
+
+    /// Completes acknowledged batches and the flushes they satisfy.
+    fn acknowledge(&mut self, entries: Vec<Entry<AppendSlot>>) {
+        let acked = self.pipeline.acked();
+        let flushes = {
+            let mut queue = self.shared.lock();
+            queue.acked = acked;
+            let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut queue.flushes)
+                .into_iter()
+                .partition(|(target, _)| *target <= acked);
+            queue.flushes = waiting;
+            done
+        };
+        for entry in entries {
+            entry.completion.complete(Ok(AppendAck {
+                base_offset: entry.base,
+                next_offset: entry.next,
+            }));
+        }
+        for (_, flush) in flushes {
+            flush.complete(Ok(()));
+        }
+    }
+
+    /// Seals the open range at the acknowledged prefix and moves every batch in flight to a
+    /// new range.
+    async fn fail_over(&mut self, reason: String) -> Result<(), SdkError> {
+        let started = Instant::now();
+        let stalled_since = *self.stalled_since.get_or_insert(started);
+        if stalled_since.elapsed() >= self.io.config.retry_for {
+            return Err(SdkError::Unavailable {
+                what: format!(
+                    "writing stream {}: ranges kept failing without an acknowledgement ({reason})",
+                    self.range.stream_id
+                ),
+                waited: stalled_since.elapsed(),
+            });
+        }
+        let end = self.pipeline.begin_seal();
+        let sealed = seal_with_repair(
+            &self.io,
+            &self.range,
+            self.shared.epoch,
+            EndRule::Acknowledged(end),
+            &reason,
+        )
+        .await?;
+        debug_assert_eq!(sealed.end, end);
+        self.failed_nodes.extend(sealed.unreachable.iter().copied());
+        let next_index = self.range.index.next().ok_or_else(|| {
+            SdkError::InvalidArgument(format!(
+                "stream {} has used every range index",
+                self.range.stream_id
+            ))
+        })?;
+        let range = create_range(
+            &self.io,
+            self.range.stream_id,
+            self.shared.epoch,
+            next_index,
+            sealed.end,
+            self.failed_nodes.iter().copied().collect(),
+        )
+        .await?;
+        self.move_to(range).await;
+        log::info!(
+            "stream {}: failed over to range {} in {} ms, {} batch(es) re-sent",
+            self.range.stream_id,
+            self.range.index,
+            started.elapsed().as_millis(),
+            self.pipeline.len()
+        );
+        Ok(())
+    }
+
+    /// Makes `range` the open range: every batch in flight is restamped for it and sent to its
+    /// replicas from the acknowledged prefix.
+    async fn move_to(&mut self, range: wire::Range) {
+        self.generation += 1;
+        self.events.queue.borrow_mut().clear();
+        let index = range.index;
+        let epoch = self.shared.epoch;
+        self.pipeline.move_to(
+            range.replicas.len(),
+            usize::from(range.ack_count.max(1)),
+            |batch| restamp(batch, index, epoch),
+        );
+        self.reported = self.pipeline.acked();
+        self.shared.lock().range_index = index;
+        self.lanes = lanes_of(&range);
+        self.range = range;
+        self.connect_lanes().await;
+    }
+
+    /// Connects to every replica of the open range; one that cannot be reached fails now.
+    async fn connect_lanes(&mut self) {
+        let io = &self.io;
+        let max_in_flight = io.config.max_in_flight_batches + CONNECTION_SPARE_REQUESTS;
+        let timeout = io.config.replica_timeout;
+        let attempts = self
+            .lanes
+            .iter()
+            .map(|lane| io.open_connection(&lane.address, max_in_flight, timeout));
+        let results = join_all(attempts.collect()).await;
+        for (replica, (lane, result)) in self.lanes.iter_mut().zip(results).enumerate() {
+            match result {
+                Ok(connection) => lane.connection = Some(Rc::new(connection)),
+                Err(failure) => self.events.push(Event::Failed {
+                    generation: self.generation,
+                    replica,
+                    reason: format!("cannot connect: {failure}"),
+                }),
+            }
+        }
+    }
+
+    /// Handles `close()` and a dropped writer once nothing is left in flight. True when the
+    /// driver is done.
+    async fn finish_if_done(&mut self) -> Result<bool, SdkError> {
+        let (close, dropped, idle) = {
+            let queue = self.shared.lock();
+            (
+                queue.close.clone(),
+                queue.dropped,
+                queue.incoming.is_empty() && self.pipeline.is_empty(),
+            )
+        };
+        if !idle {
+            return Ok(false);
+        }
+        if let Some(close) = close {
+            let end = self.pipeline.begin_seal();
+            let result = seal_with_repair(
+                &self.io,
+                &self.range,
+                self.shared.epoch,
+                EndRule::Acknowledged(end),
+                "the writer is closing",
+            )
+            .await
+            .map(|sealed| sealed.end);
+            if let Ok(end) = result {
+                log::info!("stream {}: writer closed at {end}", self.range.stream_id);
+            }
+            self.shared.lock().failed = Some(SdkError::Closed);
+            close.complete(result);
+            return Ok(true);
+        }
+        if dropped {
+            // Let readers see the last batches before the range is left open for the next
+            // writer to recover.
+            if self.reported < self.pipeline.acked() {
+                self.confirm().await;
+            }
+            log::debug!("{}: writer dropped, range left open", self.key());
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Reports the acknowledged prefix with a confirm-only APPEND when nothing was sent for
+    /// `confirm_interval`.
+    fn confirm_if_idle(&mut self) {
+        if self.reported < self.pipeline.acked()
+            && self.last_sent.elapsed() >= self.io.config.confirm_interval
+        {
+            let confirm = self.confirm();
+            // Answers come back as events; nothing to await here.
+            runtime::spawn(confirm);
+        }
+    }
+
+    /// A confirm-only APPEND to every replica: the returned future sends them and waits for
+    /// the answers (failures come back as events).
+    fn confirm(&mut self) -> impl std::future::Future<Output = ()> + 'static {
+        let acked = self.pipeline.acked();
+        self.reported = acked;
+        self.last_sent = Instant::now();
+        let request = AppendRequest {
+            stream_id: self.range.stream_id,
+            range_index: self.range.index,
+            epoch: self.shared.epoch,
+            confirmed_offset: Some(acked),
+            repair: false,
+        };
+        let sends: Vec<_> = self
+            .lanes
+            .iter()
+            .enumerate()
+            .filter_map(|(replica, lane)| {
+                let connection = Rc::clone(lane.connection.as_ref()?);
+                Some(send_append(
+                    connection,
+                    request,
+                    Bytes::new(),
+                    self.io.config.replica_timeout,
+                    Rc::clone(&self.events),
+                    Sent::ConfirmOnly {
+                        generation: self.generation,
+                        replica,
+                    },
+                ))
+            })
+            .collect();
+        async move {
+            join_all(sends).await;
+        }
+    }
+
+    /// Waits for replica answers, new appends (when there is room), close or drop, or the time
+    /// of the next confirm-only report.
+    async fn wait(&mut self) {
+        let confirm_due = (self.reported < self.pipeline.acked())
+            .then(|| self.last_sent + self.io.config.confirm_interval);
+        let config = &self.io.config;
+        let events = &self.events;
+        let shared = &self.shared;
+        let pipeline = &self.pipeline;
+        let woken = std::future::poll_fn(|context| {
+            if !events.queue.borrow().is_empty() {
+                return Poll::Ready(());
+            }
+            *events.waker.borrow_mut() = Some(context.waker().clone());
+            let mut queue = shared.lock();
+            let admissible = queue.incoming.front().is_some_and(|front| {
+                pipeline.has_room(
+                    front.batch.len(),
+                    config.max_in_flight_bytes,
+                    config.max_in_flight_batches,
+                )
+            });
+            let idle = queue.incoming.is_empty() && pipeline.is_empty();
+            if admissible || (idle && (queue.close.is_some() || queue.dropped)) {
+                return Poll::Ready(());
+            }
+            queue.driver_waker = Some(context.waker().clone());
+            Poll::Pending
+        });
+        match confirm_due {
+            Some(due) => {
+                runtime::race(woken, runtime::time::sleep_until(due)).await;
+            }
+            None => woken.await,
+        }
+    }
+
+    /// The writer failed: every pending and later append, flush and close gets `error`.
+    fn fail(&mut self, error: SdkError) {
+        log::warn!("writer of stream {} failed: {error}", self.range.stream_id);
+        let (incoming, flushes, close) = {
+            let mut queue = self.shared.lock();
+            queue.failed = Some(error.clone());
+            (
+                std::mem::take(&mut queue.incoming),
+                std::mem::take(&mut queue.flushes),
+                queue.close.take(),
+            )
+        };
+        for entry in self.pipeline.drain() {
+            entry.completion.complete(Err(error.clone()));
+        }
+        for submitted in incoming {
+            submitted.completion.complete(Err(error.clone()));
+        }
+        for (_, flush) in flushes {
+            flush.complete(Err(error.clone()));
+        }
+        if let Some(close) = close {
+            close.complete(Err(error));
+        }
+    }
+}
+
+fn lanes_of(range: &wire::Range) -> Vec<Lane> {
+    range
+        .replicas
+        .iter()
+        .map(|replica| Lane {
+            node: replica.node_id,
+            address: replica.address.clone(),
+            connection: None,
+        })
+        .collect()
+}
+
+/// The batch rewritten for another range (the offsets and payload stay).
+fn restamp(batch: &Bytes, index: wire::RangeIndex, epoch: Epoch) -> Bytes {
+    match BatchView::parse_unverified(batch.clone()) {
+        Ok(view) => view.restamp(index, epoch),
+        // Built by this writer: cannot happen; sent as it is, a replica would refuse it.
+        Err(_) => batch.clone(),
+    }
+}
+
+/// Batches back to back in one payload (no copy for a single batch).
+fn concatenate(mut batches: Vec<Bytes>) -> Bytes {
+    if batches.len() == 1 {
+        return batches.pop().expect("one batch");
+    }
+    let total = batches.iter().map(Bytes::len).sum();
+    let mut payload = BytesMut::with_capacity(total);
+    for batch in batches {
+        payload.extend_from_slice(&batch);
+    }
+    payload.freeze()
+}
+
+/// What an APPEND carried.
+#[derive(Debug, Clone, Copy)]
+enum Sent {
+    /// Batches covering `[base, next)`.
+    Batches {
+        generation: u64,
+        replica: usize,
+        base: Offset,
+        next: Offset,
+    },
+    /// Only the confirmed offset: its answer says nothing about durability.
+    ConfirmOnly { generation: u64, replica: usize },
+}
+
+/// One past the last offset of `batches` (whole batches, built by this writer).
+fn batches_end(batches: &[Bytes]) -> Option<Offset> {
+    let last = batches.last()?;
+    wire::BatchHeader::parse(last)
+        .ok()
+        .map(|header| header.next_offset())
+}
+
+/// One APPEND to one replica; its outcome becomes an event (a confirm-only one's success
+/// none).
+async fn send_append(
+    connection: Rc<Connection>,
+    request: AppendRequest,
+    payload: Bytes,
+    timeout: Duration,
+    events: Rc<Events>,
+    sent: Sent,
+) {
+    let (generation, replica) = match sent {
+        Sent::Batches {
+            generation,
+            replica,
+            ..
+        }
+        | Sent::ConfirmOnly {
+            generation,
+            replica,
+        } => (generation, replica),
+    };
+    let exchange = async {
+        let frame = connection
+            .request_bytes(&request, payload)
+            .await
+            .map_err(|error| error.to_string())?;
+        decode_response::<AppendResponse>(&frame).map_err(|error| error.to_string())
+    };
+    let event = match runtime::time::timeout(timeout, exchange).await {
+        Ok(Ok(Ok(_))) => match sent {
+            // The whole request is durable on the replica once it answers.
+            Sent::Batches { base, next, .. } => Event::Durable {
+                generation,
+                replica,
+                base,
+                next,
+            },
+            Sent::ConfirmOnly { .. } => return,
+        },
+        Ok(Ok(Err(error))) if error.code == ErrorCode::StaleEpoch => Event::Fenced {
+            epoch: Epoch(error.detail),
+        },
+        Ok(Ok(Err(error))) => Event::Failed {
+            generation,
+            replica,
+            reason: format!("APPEND answered {}: {}", error.code, error.message),
+        },
+        Ok(Err(reason)) => Event::Failed {
+            generation,
+            replica,
+            reason,
+        },
+        Err(_) => Event::Failed {
+            generation,
+            replica,
+            reason: format!("no answer within {} ms", timeout.as_millis()),
+        },
+    };
+    events.push(event);
 }

@@ -53,7 +53,7 @@ pub(crate) struct Submitted {
 /// What the application threads and the driver share.
 pub(crate) struct Shared {
     /// Keeps the I/O thread running while anything of this writer is alive.
-    pub(crate) io: Arc<IoHandle>,
+    _io: Arc<IoHandle>,
     pub(crate) stream: StreamId,
     pub(crate) epoch: Epoch,
     state: Mutex<Queue>,
@@ -106,7 +106,7 @@ impl Writer {
             .submit(move |io| async move { open::open(&io, stream).await })
             .await?;
         let shared = Arc::new(Shared {
-            io: Arc::clone(&io),
+            _io: Arc::clone(&io),
             stream,
             epoch: opened.epoch,
             state: Mutex::new(Queue {
