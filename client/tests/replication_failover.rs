@@ -10,7 +10,8 @@
 //! sees: acknowledgements of batches below the sealed end may still arrive just after the kill
 //! (A = 2 of 3 replicas were enough for them), so the first acknowledgement of a batch at or
 //! above the end is what proves the writer moved on. The target is 1 s for SIGKILL; the bound
-//! asserted is 5 s because this 2-core machine is shared and stalls.
+//! asserted is 5 s because this 2-core machine is shared and stalls. `REPL_FAULTS=N` runs N
+//! faults per test instead of 4 (SIGKILL) and 3 (SIGSTOP).
 
 #[path = "support/cluster.rs"]
 mod cluster;
@@ -74,12 +75,12 @@ fn fail_replica(
     let victim_address = open.replicas[which % open.replicas.len()].address.clone();
     let victim = cluster.index_of_address(&victim_address);
     pump.wait_in_flight(IN_FLIGHT, PATIENCE);
+    let in_flight_at_fault = pump.in_flight();
     let faulted_at = Instant::now();
     match fault {
         Fault::Kill => cluster.nodes[victim].kill(),
         Fault::Stop => cluster.nodes[victim].pause(),
     }
-    let in_flight_at_fault = pump.in_flight();
     let (next_ack_at, _) = pump.wait_ack_after(faulted_at, Offset(0), PATIENCE);
     let sealed = wait_range(cluster, stream, open.index.0, true);
     let end = sealed.end_offset.expect("sealed");
@@ -220,14 +221,22 @@ fn repeated_faults(fault: Fault, count: usize) {
     }
 }
 
+/// Faults per test: `REPL_FAULTS` (default `default`), for longer runs by hand.
+fn fault_count(default: usize) -> usize {
+    std::env::var("REPL_FAULTS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(default)
+}
+
 #[test]
 fn sigkill_of_a_replica_with_32_appends_in_flight_moves_writing_to_a_new_full_range() {
-    repeated_faults(Fault::Kill, 4);
+    repeated_faults(Fault::Kill, fault_count(4));
 }
 
 #[test]
 fn sigstop_of_a_replica_is_given_up_after_the_replica_timeout_and_writing_moves_on() {
-    repeated_faults(Fault::Stop, 3);
+    repeated_faults(Fault::Stop, fault_count(3));
 }
 
 #[test]
@@ -327,6 +336,17 @@ fn a_dead_pm_lets_the_open_range_go_on_and_holds_the_seal_until_it_is_back() {
     assert!(
         !replica_ids(&next).contains(&open.replicas[0].node_id),
         "{next:?}"
+    );
+    // Not asserted full: a PM that restarted a moment ago has not heard every node's heartbeat
+    // yet and may place the range on the nodes it has heard from (under-replicated).
+    eprintln!(
+        "the range after the PM's return: {} replica(s){}",
+        next.replicas.len(),
+        if next.under_replicated {
+            ", under-replicated"
+        } else {
+            ""
+        }
     );
     let acknowledged = pump.acknowledged();
     pump.wait_acknowledged(acknowledged + 64, PATIENCE);
