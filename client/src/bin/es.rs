@@ -11,6 +11,7 @@
 
 use std::process::ExitCode;
 
+use bytes::Bytes;
 use clap::builder::TypedValueParser;
 use clap::{value_parser, Parser, Subcommand};
 use client::command::{parse_hex, RequestCommand, DEFAULT_FETCH_MAX_BYTES};
@@ -19,6 +20,7 @@ use client::pm::{parse_addresses, PlacementManagers, DEFAULT_PM_ADDRESS};
 use client::records::{self, Shape};
 use client::session::{Outcome, Reply, Session};
 use client::shell::Shell;
+use client::{block_on, AppendFuture, Client, ClientConfig, ReadMode, SdkError};
 use wire::{Epoch, Offset, RangeIndex, RangeKey, StreamId};
 
 const DEFAULT_ADDRESS: &str = "127.0.0.1:10911";
@@ -281,6 +283,32 @@ enum StreamCommand {
         /// The previous range's index + 1, 0 for the first range.
         #[arg(long, value_parser = value_parser!(u32).map(RangeIndex))]
         index: RangeIndex,
+    },
+    /// Append records through the SDK: opens a writer (raising the epoch, fencing older
+    /// writers), prints each acknowledged batch's offset as it is acknowledged (json: one
+    /// object per line), and seals its range when done.
+    Append {
+        #[arg(value_parser = value_parser!(u64).map(StreamId))]
+        stream: StreamId,
+        /// Records to append, one batch each.
+        payloads: Vec<String>,
+        /// Read the records from standard input instead, one batch per line, like a console
+        /// producer.
+        #[arg(long)]
+        stdin: bool,
+    },
+    /// Read records through the SDK across ranges: each record's payload on its own line and
+    /// nothing else (json: one object per batch with its offset and records), up to the end
+    /// as of now, or tailing with --follow.
+    Read {
+        #[arg(value_parser = value_parser!(u64).map(StreamId))]
+        stream: StreamId,
+        /// First offset to read.
+        #[arg(long, default_value = "0", value_parser = value_parser!(u64).map(Offset))]
+        from: Offset,
+        /// Keep reading as records are appended (never ends).
+        #[arg(long)]
+        follow: bool,
     },
     /// Record a range's end at the placement manager (SEAL_RANGE).
     SealRange {
@@ -657,6 +685,16 @@ fn stream_command(
             },
         ),
         StreamCommand::Open { stream } => return open_stream(managers, format, stream),
+        StreamCommand::Append {
+            stream,
+            payloads,
+            stdin,
+        } => return sdk_append(managers, format, stream, payloads, stdin),
+        StreamCommand::Read {
+            stream,
+            from,
+            follow,
+        } => return sdk_read(managers, format, stream, from, follow),
         StreamCommand::NewRange {
             stream,
             epoch,
@@ -690,6 +728,197 @@ fn stream_command(
         ),
     };
     pm_one_shot(managers, format, shape, request)
+}
+
+/// Batches `stream append` keeps in flight before it waits for acknowledgements.
+const APPEND_WINDOW: usize = 256;
+/// How long `stream append` and `stream read` retry an unreachable cluster.
+const SDK_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// An SDK client of the placement managers, or the exit code after saying why not.
+fn sdk_client(managers: &PlacementManagers, format: Format) -> Result<Client, ExitCode> {
+    let mut config = ClientConfig::new(managers.addresses().to_vec());
+    config.token = TOKEN.get().cloned().flatten();
+    config.retry_for = SDK_RETRY_FOR;
+    Client::connect(config).map_err(|error| sdk_failure(format, "connect", &error))
+}
+
+/// Prints `error` and returns the exit code it means.
+fn sdk_failure(format: Format, operation: &str, error: &SdkError) -> ExitCode {
+    print_failure(format, operation, &error.to_string());
+    match error {
+        SdkError::PmUnreachable { .. }
+        | SdkError::Unavailable { .. }
+        | SdkError::Timeout { .. } => ExitCode::from(EXIT_UNREACHABLE),
+        SdkError::InvalidArgument(_) => ExitCode::from(EXIT_USAGE),
+        _ => ExitCode::from(EXIT_SERVER_ERROR),
+    }
+}
+
+/// `stream append`: one batch per PAYLOAD or per stdin line, pipelined; a printer thread
+/// prints each acknowledgement in order as it arrives.
+fn sdk_append(
+    managers: &PlacementManagers,
+    format: Format,
+    stream: StreamId,
+    payloads: Vec<String>,
+    stdin: bool,
+) -> ExitCode {
+    if stdin != payloads.is_empty() {
+        return usage_error("stream append takes PAYLOAD... or --stdin (one of them)");
+    }
+    let client = match sdk_client(managers, format) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let writer = match block_on(client.open_writer(stream)) {
+        Ok(writer) => writer,
+        Err(error) => return sdk_failure(format, "open-writer", &error),
+    };
+    let (sender, acknowledgements) = std::sync::mpsc::sync_channel::<AppendFuture>(APPEND_WINDOW);
+    let printer = std::thread::spawn(move || -> Result<(), SdkError> {
+        use std::io::Write;
+        for future in acknowledgements {
+            let ack = block_on(future)?;
+            let mut out = std::io::stdout().lock();
+            let written = match format {
+                Format::Text => writeln!(out, "{}", ack.base_offset),
+                Format::Json => writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({
+                        "offset": ack.base_offset.0,
+                        "next_offset": ack.next_offset.0,
+                    })
+                ),
+            };
+            // A closed stdout (`| head`) stops the printing, not the appends.
+            let _ = written.and_then(|()| out.flush());
+        }
+        Ok(())
+    });
+    let append = |record: Vec<u8>| {
+        sender
+            .send(writer.append(vec![Bytes::from(record)]))
+            .is_ok()
+    };
+    if stdin {
+        use std::io::BufRead;
+        let mut input = std::io::stdin().lock();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match input.read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(_) => {
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
+                    }
+                    if !append(line.clone()) {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    print_failure(format, "append", &format!("reading stdin: {error}"));
+                    break;
+                }
+            }
+        }
+    } else {
+        for payload in payloads {
+            if !append(payload.into_bytes()) {
+                break;
+            }
+        }
+    }
+    drop(sender);
+    match printer.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return sdk_failure(format, "append", &error),
+        Err(_) => {
+            print_failure(format, "append", "the printing thread panicked");
+            return ExitCode::from(EXIT_SERVER_ERROR);
+        }
+    }
+    match block_on(writer.close()) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => sdk_failure(format, "close", &error),
+    }
+}
+
+/// `stream read`: every record from `from`, across ranges, to the end as of now or forever.
+fn sdk_read(
+    managers: &PlacementManagers,
+    format: Format,
+    stream: StreamId,
+    from: Offset,
+    follow: bool,
+) -> ExitCode {
+    use std::io::Write;
+    let client = match sdk_client(managers, format) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let mode = if follow {
+        ReadMode::Follow
+    } else {
+        ReadMode::ToEnd
+    };
+    let mut reader = match block_on(client.open_reader(stream, from, mode)) {
+        Ok(reader) => reader,
+        Err(error) => return sdk_failure(format, "read", &error),
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    loop {
+        let batch = match block_on(reader.next()) {
+            Ok(Some(batch)) => batch,
+            Ok(None) => break,
+            Err(error) => {
+                let _ = out.flush();
+                return sdk_failure(format, "read", &error);
+            }
+        };
+        let written = match format {
+            Format::Text => batch.records.iter().try_for_each(|record| {
+                out.write_all(record)?;
+                out.write_all(b"\n")
+            }),
+            Format::Json => {
+                let records: Vec<serde_json::Value> = batch
+                    .records
+                    .iter()
+                    .map(|record| record_json(record))
+                    .collect();
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({
+                        "offset": batch.base_offset.0,
+                        "next_offset": batch.next_offset().0,
+                        "payload": records,
+                    })
+                )
+            }
+        };
+        // Flushed per batch so a follower shows records as they come; a closed stdout ends
+        // the read quietly.
+        if written.and_then(|()| out.flush()).is_err() {
+            return ExitCode::SUCCESS;
+        }
+    }
+    let _ = out.flush();
+    ExitCode::SUCCESS
+}
+
+/// A record in JSON: its text when it is UTF-8, else its bytes in hex.
+fn record_json(record: &[u8]) -> serde_json::Value {
+    match std::str::from_utf8(record) {
+        Ok(text) => serde_json::json!({ "text": text }),
+        Err(_) => {
+            let hex: String = record.iter().map(|byte| format!("{byte:02x}")).collect();
+            serde_json::json!({ "hex": hex })
+        }
+    }
 }
 
 /// `stream open`: DESCRIBE_STREAM for the current epoch, then UPDATE_STREAM to one above it. A

@@ -304,6 +304,11 @@ impl Driver {
                 waited: stalled_since.elapsed(),
             });
         }
+        log::warn!(
+            "stream {}: {reason}; sealing range {} and moving on",
+            self.range.stream_id,
+            self.range.index
+        );
         let end = self.pipeline.begin_seal();
         let sealed = seal_with_repair(
             &self.io,

@@ -76,7 +76,7 @@ pub(crate) async fn seal_with_repair(
     reason: &str,
 ) -> Result<Sealed, SdkError> {
     let key = key(range);
-    log::warn!("sealing range {key} at epoch {epoch}: {reason}");
+    log::info!("sealing range {key} at epoch {epoch}: {reason}");
     let started = Instant::now();
     let mut backoff = Backoff::new();
     let mut unreachable = BTreeSet::new();
