@@ -259,7 +259,8 @@ fn repair_copies_batches_of_older_epochs_into_a_fenced_replica_then_seals_there(
     a.create_range(STREAM, 0, 1, 0).unwrap();
     b.create_range(STREAM, 0, 1, 0).unwrap();
     let first = append_ok(&mut a, STREAM, 1, 0, None);
-    b.append(STREAM, 0, 1, &first, None).expect("the same batch on B");
+    b.append(STREAM, 0, 1, &first, None)
+        .expect("the same batch on B");
     let second = append_ok(&mut a, STREAM, 1, 3, None);
     let third = append_ok(&mut a, STREAM, 2, 6, Some(3));
 

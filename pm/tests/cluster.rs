@@ -243,7 +243,8 @@ fn excluded_nodes_get_no_replica_and_too_few_left_is_no_available_nodes() {
         .range;
     assert_eq!(replica_ids(&repeat), replica_ids(&first));
 
-    pm.seal_range(stream.id, 0, 1, Some(0)).expect("SEAL_RANGE 0");
+    pm.seal_range(stream.id, 0, 1, Some(0))
+        .expect("SEAL_RANGE 0");
     let second = create(&mut pm, 1, &[ids[0], ids[1]])
         .expect("CREATE_RANGE 1 with two of four excluded: A = 2 are left")
         .0
@@ -255,11 +256,16 @@ fn excluded_nodes_get_no_replica_and_too_few_left_is_no_available_nodes() {
         "R = 3 on 2 nodes is under-replicated: {second:?}"
     );
 
-    pm.seal_range(stream.id, 1, 1, Some(0)).expect("SEAL_RANGE 1");
+    pm.seal_range(stream.id, 1, 1, Some(0))
+        .expect("SEAL_RANGE 1");
     let refused = create(&mut pm, 2, &[ids[0], ids[1], ids[2]])
         .expect_err("CREATE_RANGE 2 with one node left and A = 2");
     assert_eq!(refused.code, ErrorCode::NoAvailableNodes, "{refused:?}");
     assert!(refused.code.is_retriable());
+    assert_eq!(
+        refused.detail, 1,
+        "one eligible node: excluded ones do not count"
+    );
     assert_eq!(
         pm.describe_range(stream.id, 2)
             .expect_err("no range 2 was committed")

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use wire::msg::{
     AppendRequest, AppendResponse, AuthenticateRequest, AuthenticateResponse, DeleteRangeRequest,
     DescribeStreamResponse, ErrorResponse, FetchRequest, FetchResponse, HeartbeatRequest,
-    PingRequest, PingResponse, Role, TrimRangeRequest,
+    PingRequest, PingResponse, Role, SealRangeRequest, SealRangeResponse, TrimRangeRequest,
 };
 use wire::{
     encode_error, encode_request, encode_response, BatchBuilder, BatchIter, Decoder, Epoch,
@@ -485,7 +485,86 @@ const VECTORS: &[Vector] = &[
             );
         },
     },
+    Vector {
+        title: "9.14 SEAL_RANGE request, fence only",
+        description: "request id 10: the writer of epoch 4 fences stream 7, range 1 (the first \
+                      step of a seal with repair; no end)",
+        rows: &[
+            ("length = 56", "38 00 00 00"),
+            ("magic", "45 53"),
+            ("version = 1", "01"),
+            ("flags = 0 (request)", "00"),
+            ("opcode = SEAL_RANGE", "02 02"),
+            ("reserved", "00 00"),
+            ("request_id = 10", "0a 00 00 00 00 00 00 00"),
+            ("header_length = 32", "20 00 00 00"),
+            ("stream_id = 7", "07 00 00 00 00 00 00 00"),
+            ("range_index = 1", "01 00 00 00"),
+            ("flags = FENCE_ONLY", "01 00 00 00"),
+            ("epoch = 4", "04 00 00 00 00 00 00 00"),
+            ("end_offset = absent", "ff ff ff ff ff ff ff ff"),
+            ("crc32c", "0a 0b 74 a6"),
+        ],
+        encode: || {
+            let mut buf = Vec::new();
+            encode_request(&mut buf, 10, &fence_request(), &[]).unwrap();
+            buf
+        },
+        check_decoded: |frame| {
+            assert_eq!(
+                Request::decode(frame).unwrap(),
+                Request::SealRange(fence_request())
+            );
+        },
+    },
+    Vector {
+        title: "9.15 SEAL_RANGE response to a fence",
+        description: "answer to request 10: no end fixed yet, durable end 101, epoch 4",
+        rows: &[
+            ("length = 48", "30 00 00 00"),
+            ("magic", "45 53"),
+            ("version = 1", "01"),
+            ("flags = RESPONSE | END_OF_RESPONSE", "03"),
+            ("opcode = SEAL_RANGE", "02 02"),
+            ("reserved", "00 00"),
+            ("request_id = 10", "0a 00 00 00 00 00 00 00"),
+            ("header_length = 24", "18 00 00 00"),
+            ("end_offset = absent", "ff ff ff ff ff ff ff ff"),
+            ("durable_end = 101", "65 00 00 00 00 00 00 00"),
+            ("epoch = 4", "04 00 00 00 00 00 00 00"),
+            ("crc32c", "6f 90 9a 08"),
+        ],
+        encode: || {
+            let mut buf = Vec::new();
+            encode_response(&mut buf, 10, &fence_response(), &[]).unwrap();
+            buf
+        },
+        check_decoded: |frame| {
+            assert_eq!(
+                Response::decode(frame).unwrap(),
+                Response::SealRange(fence_response())
+            );
+        },
+    },
 ];
+
+fn fence_request() -> SealRangeRequest {
+    SealRangeRequest {
+        stream_id: StreamId(7),
+        range_index: RangeIndex(1),
+        epoch: Epoch(4),
+        end_offset: None,
+        fence_only: true,
+    }
+}
+
+fn fence_response() -> SealRangeResponse {
+    SealRangeResponse {
+        end_offset: None,
+        durable_end: Some(Offset(101)),
+        epoch: Epoch(4),
+    }
+}
 
 fn authenticate_request() -> AuthenticateRequest {
     AuthenticateRequest {

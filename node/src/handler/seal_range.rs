@@ -11,9 +11,9 @@
 //!
 //! An end above this replica's durable end is refused with `OFFSET_GAP` (`detail` = the durable
 //! end): at once when the end lies beyond the appends in flight too, else once they settled
-//! short of it. The writer repairs the replica first. An end below it
-//! is allowed; the batches at and above the end stay in the store but are never served, before
-//! or after a restart (`RangeState::held_end`).
+//! short of it. The writer repairs the replica first. An end below it is allowed; the batches
+//! at and above the end stay in the store but are never served, before or after a restart
+//! (`RangeState::held_end`).
 //!
 //! **Fence only** (`FENCE_ONLY`, the first step of a seal with repair): no end is fixed. The
 //! request's epoch is raised and saved first if above the range's (the raise of `append.rs`),

@@ -921,3 +921,175 @@ fn a_seal_refused_after_its_drain_releases_the_held_appends() {
         "the range is open again, not held for ever"
     );
 }
+
+/// A small deterministic generator for the random walk below (no dependency needed).
+struct Walk(u64);
+
+impl Walk {
+    fn next(&mut self, bound: u64) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % bound
+    }
+}
+
+/// Random sequences of appends, repairs, completions, failures, fences, raises, seals,
+/// confirmations and trims keep every invariant of the module header, and the fencing rules:
+/// a fenced range never takes a normal append, a repair is taken only at the fenced or sealed
+/// range's own epoch and below its end, nothing is served at or above a sealed end, the end
+/// and the epoch never move back.
+#[test]
+fn random_walks_keep_the_invariants_and_the_fencing_rules() {
+    let (mut fences, mut repairs, mut seals) = (0u32, 0u32, 0u32);
+    for seed in 1..=40u64 {
+        let mut walk = Walk(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut range = RangeState::new(Epoch(1), Offset(0));
+        let mut tickets: Vec<AppendTicket> = Vec::new();
+        let mut pending_raise: Option<Epoch> = None;
+        let mut pending_seal: Option<(Epoch, Offset)> = None;
+        let mut sealed_end: Option<Offset> = None;
+        for _step in 0..2_000 {
+            if range.is_sealed() && walk.next(20) == 0 {
+                // The stream moves on: a new range, as the next one a writer creates.
+                range = RangeState::new(range.epoch(), range.held_end());
+                tickets.clear();
+                sealed_end = None;
+            }
+            let epoch_before = range.epoch();
+            // The range's epoch, one below (a fenced writer) or one above (a newer writer).
+            let epoch = Epoch((range.epoch().0 + walk.next(3)).saturating_sub(1));
+            let base = Offset(range.next().0.saturating_sub(walk.next(3)) + walk.next(3));
+            let count = walk.next(4) as u32;
+            match walk.next(11) {
+                0 | 1 => {
+                    let mut probe = range.clone();
+                    let result = range.try_append(epoch, base, count);
+                    if probe.is_fenced() && !probe.is_sealed() {
+                        assert!(result.is_err(), "a fenced range took a normal append");
+                    }
+                    if let Ok(ticket) = result {
+                        assert_eq!(probe.try_append(epoch, base, count), Ok(ticket));
+                        tickets.push(ticket);
+                    }
+                }
+                2 | 10 => {
+                    let before = range.clone();
+                    if let Ok(ticket) = range.try_repair_append(epoch, base, count) {
+                        assert!(before.is_fenced() || before.is_sealed());
+                        assert_eq!(epoch, before.epoch(), "repair at another epoch");
+                        if let Some(end) = before.end() {
+                            assert!(base.0 + u64::from(count) <= end.0, "repair beyond the end");
+                        }
+                        tickets.push(ticket);
+                        repairs += 1;
+                    }
+                }
+                3 | 4 if !tickets.is_empty() => {
+                    let ticket = tickets.swap_remove(walk.next(tickets.len() as u64) as usize);
+                    range.complete_append(ticket);
+                }
+                5 if !tickets.is_empty() => {
+                    let ticket = tickets.swap_remove(walk.next(tickets.len() as u64) as usize);
+                    range.fail_append(ticket);
+                }
+                6 => match range.fence(epoch) {
+                    FenceOutcome::Raise { epoch } => pending_raise = Some(epoch),
+                    FenceOutcome::Fenced {
+                        end, durable_end, ..
+                    } => {
+                        fences += 1;
+                        assert_eq!(end, range.end());
+                        assert_eq!(durable_end, range.held_end());
+                        assert!(range.in_flight_is_empty() || range.is_sealed());
+                    }
+                    _ => {}
+                },
+                7 => {
+                    if let RaiseStep::Save { epoch } = range.begin_epoch_raise(epoch) {
+                        pending_raise = Some(epoch);
+                    }
+                }
+                8 if walk.next(6) == 0 => {
+                    let requested = (walk.next(2) == 0).then(|| {
+                        Offset(range.durable_end().0.saturating_sub(walk.next(3)) + walk.next(3))
+                    });
+                    match range.seal(epoch, requested) {
+                        SealOutcome::Save { epoch, end } => {
+                            assert!(end <= range.durable_end(), "a seal above the durable end");
+                            pending_seal = Some((epoch, end));
+                        }
+                        SealOutcome::Sealed { end } => assert_eq!(Some(end), sealed_end),
+                        _ => {}
+                    }
+                }
+                9 if walk.next(2) == 0 => {
+                    let _ = range.confirm(epoch, Offset(walk.next(range.next().0 + 2)));
+                }
+                _ => {
+                    let _ = range.trim(Offset(walk.next(range.held_end().0 + 2)));
+                }
+            }
+            // Settle what is being saved, one way or the other.
+            if let Some(raised) = pending_raise.take() {
+                if walk.next(4) == 0 {
+                    range.abort_raise(raised);
+                } else {
+                    range.commit_raise(raised);
+                }
+            }
+            if let Some((epoch, end)) = pending_seal.take() {
+                if walk.next(4) == 0 {
+                    range.abort_seal(epoch, end);
+                } else {
+                    assert!(range.commit_seal(epoch, end));
+                    sealed_end = Some(end);
+                    seals += 1;
+                }
+            }
+            assert!(range.start() <= range.confirmed());
+            assert!(range.confirmed() <= range.durable_end());
+            assert!(range.durable_end() <= range.next());
+            assert!(range.held_end() <= range.durable_end());
+            assert!(range.epoch() >= epoch_before, "the epoch moved back");
+            assert_eq!(range.end(), sealed_end, "the end changed after the seal");
+            if let Some(end) = range.end() {
+                assert!(range.held_end() <= end);
+                assert!(range.fetch_limit() <= end);
+            }
+            assert!(range.fetch_limit() <= range.held_end());
+            for durable in [false, true] {
+                for expect_sealed in [false, true] {
+                    let mode = FetchMode {
+                        durable,
+                        expect_sealed,
+                    };
+                    let offset = Offset(walk.next(range.next().0 + 2));
+                    match range.classify_fetch_as(offset, mode) {
+                        FetchBounds::Ready { limit } => {
+                            assert!(offset < limit && limit <= range.held_end());
+                            if !durable {
+                                assert!(limit <= range.fetch_limit());
+                            }
+                        }
+                        FetchBounds::NotFenced => {
+                            assert!(durable && !range.is_fenced() && !range.is_sealed())
+                        }
+                        FetchBounds::NotHeld { bound } => {
+                            assert!(expect_sealed && offset >= bound)
+                        }
+                        FetchBounds::Wait => assert!(!expect_sealed),
+                        FetchBounds::EndOfRange { end } => assert!(offset >= end),
+                        FetchBounds::OutOfRange => assert!(offset < range.start()),
+                    }
+                }
+            }
+        }
+    }
+    // The walk reaches every state it is meant to check.
+    assert!(
+        fences > 100 && repairs > 100 && seals > 10,
+        "{fences} fences, {repairs} repairs, {seals} seals"
+    );
+}

@@ -40,7 +40,7 @@ pub struct Placement {
 }
 
 /// Chooses up to `replica_count` nodes for a new range from `candidates` (one entry per node;
-/// a repeated id counts once, its first entry). `previous_nodes` are the nodes of the stream's
+/// a repeated id counts once, its first eligible entry). `previous_nodes` are the nodes of the stream's
 /// previous range; `excluded` nodes are never chosen. Fewer than `ack_count` eligible nodes is
 /// `NotEnoughNodes`: the writer waits.
 pub fn place(
