@@ -58,11 +58,15 @@ pub struct RunRow {
     pub written_per_payload_byte: Option<f64>,
     /// CPU of every data node over the run, % of one core, summed.
     pub node_cpu_percent: f64,
+    /// CPU of this process (the SDK client and its I/O thread) over the run, % of one core.
+    pub client_cpu_percent: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplicationReport {
     pub rows: Vec<RunRow>,
+    /// The machine's own stalls over the throughput rounds: overshoot of a 1 ms sleep.
+    pub hiccup: LatencySummary,
     /// Replicated MB/s x 3 / single-node MB/s, per round.
     pub ratios: Vec<f64>,
     /// SIGKILL -> first ack in the next range, per kill, in ms (`None`: not within 30 s).
@@ -290,11 +294,22 @@ fn measured_run(
     cluster: &Cluster,
     plan: &SdkPlan,
 ) -> Result<RunRow, String> {
-    let mut samples: Vec<Vec<Option<procstat::ProcessSample>>> = Vec::new();
-    let report = sdk_workload::run_appends(plan, &mut || samples.push(cluster.node_samples()))?;
-    let (before, after) = match samples.as_slice() {
+    let mut samples: Vec<(
+        Vec<Option<procstat::ProcessSample>>,
+        Option<procstat::ProcessSample>,
+    )> = Vec::new();
+    let report = sdk_workload::run_appends(plan, &mut || {
+        samples.push((cluster.node_samples(), procstat::sample(None).ok()))
+    })?;
+    let ((before, client_before), (after, client_after)) = match samples.as_slice() {
         [before, after] => (before.clone(), after.clone()),
         _ => return Err("the run did not reach its measured interval".into()),
+    };
+    let client_cpu_percent = match (client_before, client_after) {
+        (Some(before), Some(after)) => {
+            (after.cpu_seconds - before.cpu_seconds) / report.measured_seconds.max(1e-9) * 100.0
+        }
+        _ => 0.0,
     };
     let wall = report.measured_seconds;
     let mut write_bytes = Some(0u64);
@@ -321,6 +336,7 @@ fn measured_run(
         written_per_payload_byte: write_bytes.map(|bytes| bytes as f64 / (payload as f64).max(1.0)),
         node_write_bytes: write_bytes,
         node_cpu_percent: cpu_seconds / wall.max(1e-9) * 100.0,
+        client_cpu_percent,
         report,
     })
 }
@@ -468,6 +484,7 @@ pub fn run(args: &ReplicationArgs) -> Result<ReplicationReport, String> {
     };
     let mut rows = Vec::new();
     let mut ratios = Vec::new();
+    let probe = crate::hiccup::HiccupProbe::start(None).map_err(|error| error.to_string())?;
     for round in 0..args.rounds {
         let single = measured_run(
             "R=1/A=1, lone node",
@@ -492,6 +509,7 @@ pub fn run(args: &ReplicationArgs) -> Result<ReplicationReport, String> {
         rows.push(single);
         rows.push(replicated);
     }
+    let hiccup = LatencySummary::of(&probe.stop());
     let gaps = if args.kills > 0 {
         println!(
             "failover: {} SIGKILLs of a replica of the open range",
@@ -504,6 +522,7 @@ pub fn run(args: &ReplicationArgs) -> Result<ReplicationReport, String> {
     let measured: Vec<Duration> = gaps.iter().flatten().copied().collect();
     let report = ReplicationReport {
         rows,
+        hiccup,
         ratios,
         failover_gaps_ms: gaps
             .iter()
@@ -525,7 +544,7 @@ pub fn run(args: &ReplicationArgs) -> Result<ReplicationReport, String> {
 fn print_row(row: &RunRow) {
     let report = &row.report;
     println!(
-        "{} (round {}): {} payload, {:.0} appends/s of {} B, {} stream(s) x {} in flight, nodes wrote {} per payload byte, node CPU {:.0} %, errors {}{}",
+        "{} (round {}): {} payload, {:.0} appends/s of {} B, {} stream(s) x {} in flight, nodes wrote {} per payload byte, CPU % of a core: nodes {:.0}, client {:.0}; errors {}{}",
         row.label,
         row.round,
         format_rate(report.payload_bytes_per_second),
@@ -536,6 +555,7 @@ fn print_row(row: &RunRow) {
         row.written_per_payload_byte
             .map_or_else(|| "?".to_string(), |ratio| format!("{ratio:.2}")),
         row.node_cpu_percent,
+        row.client_cpu_percent,
         report.errors,
         report
             .first_error
@@ -551,7 +571,7 @@ fn print_report(report: &ReplicationReport) {
     println!("|---|---|---|---|---|---|---|---|");
     for row in &report.rows {
         println!(
-            "| {} | {} | {:.1} | {} | {} | {} | {} | {:.0} |",
+            "| {} | {} | {:.1} | {} | {} | {} | {} | {:.0} | {:.0} |",
             row.label,
             row.round,
             row.report.payload_bytes_per_second / 1e6,
@@ -560,7 +580,8 @@ fn print_report(report: &ReplicationReport) {
             format_us(row.report.latency.p50_us),
             format_us(row.report.latency.p90_us),
             format_us(row.report.latency.p99_us),
-            row.node_cpu_percent
+            row.node_cpu_percent,
+            row.client_cpu_percent
         );
     }
     println!();
