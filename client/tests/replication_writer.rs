@@ -42,12 +42,19 @@ fn writer_child() {
     let Ok(pm) = std::env::var("REPL_CHILD_PM") else {
         return;
     };
+    // The test harness has printed "test writer_child ... " without a newline: end that line so
+    // that the first line of ours stands on its own.
+    println!();
     let stream = StreamId(
         std::env::var("REPL_CHILD_STREAM")
             .expect("REPL_CHILD_STREAM")
             .parse()
             .expect("a stream id"),
     );
+    let session: u32 = std::env::var("REPL_CHILD_SESSION")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(CHILD_SESSION);
     let abort_at = match std::env::var("REPL_CHILD_ABORT").as_deref() {
         Ok("Fenced") => Some(SealStep::Fenced),
         Ok("Repaired") => Some(SealStep::Repaired),
@@ -78,7 +85,7 @@ fn writer_child() {
         std::sync::mpsc::sync_channel::<(u64, client::AppendFuture)>(CHILD_IN_FLIGHT - 1);
     std::thread::spawn(move || {
         for call in 0.. {
-            let future = writer.append(call_records(CHILD_SESSION, call, 3, 256));
+            let future = writer.append(call_records(session, call, 3, 256));
             if sender.send((call, future)).is_err() {
                 return;
             }
@@ -115,6 +122,15 @@ struct ChildWriter {
 
 impl ChildWriter {
     fn spawn(pm: &str, stream: StreamId, abort: Option<SealStep>) -> ChildWriter {
+        ChildWriter::spawn_session(pm, stream, abort, CHILD_SESSION)
+    }
+
+    fn spawn_session(
+        pm: &str,
+        stream: StreamId,
+        abort: Option<SealStep>,
+        session: u32,
+    ) -> ChildWriter {
         let mut child = Command::new(std::env::current_exe().expect("test executable"))
             .args([
                 "--ignored",
@@ -126,6 +142,7 @@ impl ChildWriter {
             ])
             .env("REPL_CHILD_PM", pm)
             .env("REPL_CHILD_STREAM", stream.0.to_string())
+            .env("REPL_CHILD_SESSION", session.to_string())
             .env(
                 "REPL_CHILD_ABORT",
                 abort.map_or_else(|| "none".to_string(), |step| format!("{step:?}")),
@@ -155,7 +172,7 @@ impl ChildWriter {
         ChildWriter {
             child: Some(child),
             lines,
-            log: SessionLog::new(CHILD_SESSION),
+            log: SessionLog::new(session),
             hooks: Vec::new(),
             other: Vec::new(),
         }
@@ -216,6 +233,32 @@ impl ChildWriter {
             while let Ok(line) = self.lines.try_recv() {
                 self.take(line);
             }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until the child exits (its status) or has an acknowledgement (`None`).
+    fn wait_exit_or_acknowledged(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Ok(line) = self.lines.try_recv() {
+                self.take(line);
+            }
+            let child = self.child.as_mut().expect("running");
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if self.log.acknowledged_calls() > 0 {
+                return None;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the writer child neither exited nor wrote within {} ms; hooks seen {:?}, other lines {:?}",
+                timeout.as_millis(),
+                self.hooks,
+                self.other
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -484,4 +527,126 @@ fn a_second_writer_fences_the_first() {
             writing::session_log(2, &second_events),
         ],
     );
+}
+
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Writer processes SIGKILLed one after another at random moments, every other time together
+/// with a replica of the open range (so that the writer dies in the middle of its seal, or the
+/// next writer recovers with a replica missing), and every third one aborting in the middle of
+/// its recovery of its predecessor's range: each new writer (a new process) recovers its
+/// predecessor's range in `open_writer`, and in the end every call any of them saw acknowledged
+/// is in the stream, in order, once; a reader tailing all along saw exactly the final stream.
+#[test]
+fn writers_killed_again_and_again_lose_nothing_acknowledged() {
+    const WRITERS: u32 = 8;
+    let _serial = serial();
+    let mut cluster = Cluster::start(4);
+    let pm = cluster.pm_address();
+    let client = connect(&pm);
+    let stream = create_stream(&client, 3, 2);
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64
+        | 1;
+    eprintln!("seed {seed}");
+    let mut sessions = Vec::new();
+    let mut tail = None;
+    for session in 1..=WRITERS {
+        if session % 3 == 0 {
+            // This writer dies in the middle of recovering its predecessor's range, after a
+            // random step of that seal, before it writes anything.
+            let step = [SealStep::Fenced, SealStep::Repaired, SealStep::Committed]
+                [(next_random(&mut seed) % 3) as usize];
+            let mut child = ChildWriter::spawn_session(&pm, stream, Some(step), session);
+            let Some(status) = child.wait_exit_or_acknowledged(PATIENCE) else {
+                // Its predecessor died after its range's end was recorded and before it
+                // opened another: nothing to recover (the replicas' seal is completed without
+                // a seal of its own). It writes; kill it as any other.
+                child.wait_acknowledged(20, PATIENCE);
+                child.kill();
+                child.drain();
+                eprintln!(
+                    "writer {session}: had nothing to recover (hooks {:?}); killed after {} acknowledged calls",
+                    child.hooks,
+                    child.log.acknowledged_calls()
+                );
+                sessions.push(child.log.clone());
+                continue;
+            };
+            assert!(!status.success(), "the recovering writer aborts: {status}");
+            child.drain();
+            assert!(
+                child.hooks.contains(&format!("ABORT {step:?}")),
+                "writer {session} died in its recovery seal after {step:?}: {:?}",
+                child.hooks
+            );
+            eprintln!(
+                "writer {session}: died recovering after {step:?}, {} calls acknowledged",
+                child.log.acknowledged_calls()
+            );
+            sessions.push(child.log.clone());
+            continue;
+        }
+        let mut child = ChildWriter::spawn_session(&pm, stream, None, session);
+        let calls = 20 + next_random(&mut seed) % 150;
+        child.wait_acknowledged(calls, PATIENCE);
+        if tail.is_none() {
+            tail = Some(Tail::start(connect(&pm), stream, Offset(0)));
+        }
+        let mut victim = None;
+        if session % 2 == 0 {
+            let open = cluster.open_range(stream, PATIENCE);
+            let which = (next_random(&mut seed) % open.replicas.len() as u64) as usize;
+            let index = cluster.index_of_address(&open.replicas[which].address);
+            cluster.nodes[index].kill();
+            victim = Some(index);
+            // Into the seal, maybe: a few ms for the writer to notice.
+            std::thread::sleep(Duration::from_millis(next_random(&mut seed) % 40));
+        }
+        child.kill();
+        child.drain();
+        eprintln!(
+            "writer {session}: killed after {} acknowledged calls{}; hooks {:?}",
+            child.log.acknowledged_calls(),
+            victim.map_or_else(String::new, |index| format!(", with node {index}")),
+            child.hooks
+        );
+        sessions.push(child.log.clone());
+        if let Some(index) = victim {
+            cluster.nodes[index].restart();
+            cluster.wait_node_alive(index, true, PATIENCE);
+        }
+    }
+    // The last writer recovers, writes a little and closes.
+    let writer = block_on("open_writer (recovery)", client.open_writer(stream))
+        .expect("open_writer recovers");
+    let pump = Pump::start(writer, PumpOptions::new(WRITERS + 1));
+    pump.wait_acknowledged(32, PATIENCE);
+    let (writer, events) = pump.stop();
+    block_on("close", writer.close()).expect("close");
+    sessions.push(writing::session_log(WRITERS + 1, &events));
+    verify_everything(&pm, &client, stream, &sessions);
+    let complete = read_to_end(&client, stream, Offset(0)).expect("read back");
+    let tail = tail.expect("started");
+    tail.wait_seen(complete.len(), PATIENCE);
+    let seen = tail.stop();
+    assert_eq!(
+        seen.len(),
+        complete.len(),
+        "the tailing reader saw more than the stream holds"
+    );
+    for ((offset, record, _), (final_offset, final_record)) in seen.iter().zip(complete.iter()) {
+        assert_eq!(offset, final_offset);
+        assert!(
+            record == final_record,
+            "the tailing reader saw at offset {offset} a record the stream does not hold"
+        );
+    }
 }
