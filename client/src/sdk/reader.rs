@@ -127,6 +127,7 @@ impl Reader {
                 mode,
                 ranges: Vec::new(),
                 preferred: 0,
+                stalled_since: None,
             };
             runtime::spawn(task.run());
         });
@@ -262,6 +263,9 @@ struct ReadTask {
     ranges: Vec<wire::Range>,
     /// The replica to try first.
     preferred: usize,
+    /// A `ToEnd` reader below its end that has read nothing since then: it gives up after
+    /// `retry_for` (the replicas that held the rest are gone and no writer sealed the range).
+    stalled_since: Option<Instant>,
 }
 
 impl ReadTask {
@@ -281,6 +285,7 @@ impl ReadTask {
             }
             match self.step().await? {
                 Step::Batches(batches) => {
+                    self.stalled_since = None;
                     let mut queue = self.shared.lock();
                     for batch in batches {
                         queue.ready_bytes += batch.bytes();
@@ -290,7 +295,21 @@ impl ReadTask {
                         waker.wake();
                     }
                 }
-                Step::Nothing => {}
+                Step::Nothing => {
+                    if self.mode == ReadMode::ToEnd {
+                        let since = *self.stalled_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= self.io.config.retry_for {
+                            return Err(SdkError::Unavailable {
+                                what: format!(
+                                    "reading stream {} at {} (readable up to {:?} when opened)",
+                                    self.stream, self.position, self.stop
+                                ),
+                                waited: since.elapsed(),
+                            });
+                        }
+                    }
+                    continue;
+                }
                 Step::End => return Ok(()),
             }
         }

@@ -59,6 +59,8 @@ enum Event {
         generation: u64,
         replica: usize,
         reason: String,
+        /// No answer within the timeout (a stopped node): the seal does not wait for it again.
+        timed_out: bool,
     },
     Fenced {
         epoch: Epoch,
@@ -100,8 +102,11 @@ pub(crate) struct Driver {
     reported: Offset,
     /// When the last request went to the replicas.
     last_sent: Instant,
-    /// Nodes seen failing; new ranges avoid them.
+    /// Nodes seen failing since the open range was created; the next range avoids them (a
+    /// node that comes back is eligible again for the range after).
     failed_nodes: BTreeSet<NodeId>,
+    /// Those of them that did not answer in time: the seal does not wait for them.
+    silent_nodes: BTreeSet<NodeId>,
     /// When the first seal since the last acknowledgement began: failing over again and again
     /// without progress ends after `retry_for`.
     stalled_since: Option<Instant>,
@@ -126,6 +131,7 @@ impl Driver {
             events: Rc::new(Events::default()),
             last_sent: Instant::now(),
             failed_nodes: BTreeSet::new(),
+            silent_nodes: BTreeSet::new(),
             stalled_since: None,
         }
     }
@@ -252,9 +258,13 @@ impl Driver {
                     generation,
                     replica,
                     reason,
+                    timed_out,
                 } if generation == self.generation => {
                     let lane = &self.lanes[replica];
                     self.failed_nodes.insert(lane.node);
+                    if timed_out {
+                        self.silent_nodes.insert(lane.node);
+                    }
                     return Ok(Some(format!(
                         "replica on node {} ({}) failed: {reason}",
                         lane.node, lane.address
@@ -310,12 +320,14 @@ impl Driver {
             self.range.index
         );
         let end = self.pipeline.begin_seal();
+        let silent: Vec<NodeId> = self.silent_nodes.iter().copied().collect();
         let sealed = seal_with_repair(
             &self.io,
             &self.range,
             self.shared.epoch,
             EndRule::Acknowledged(end),
             &reason,
+            &silent,
         )
         .await?;
         debug_assert_eq!(sealed.end, end);
@@ -335,6 +347,8 @@ impl Driver {
             self.failed_nodes.iter().copied().collect(),
         )
         .await?;
+        self.failed_nodes.clear();
+        self.silent_nodes.clear();
         self.move_to(range).await;
         log::info!(
             "stream {}: failed over to range {} in {} ms, {} batch(es) re-sent",
@@ -381,6 +395,7 @@ impl Driver {
                 Err(failure) => self.events.push(Event::Failed {
                     generation: self.generation,
                     replica,
+                    timed_out: matches!(failure, crate::sdk::io::Failure::Timeout(_)),
                     reason: format!("cannot connect: {failure}"),
                 }),
             }
@@ -409,6 +424,7 @@ impl Driver {
                 self.shared.epoch,
                 EndRule::Acknowledged(end),
                 "the writer is closing",
+                &[],
             )
             .await
             .map(|sealed| sealed.end);
@@ -646,16 +662,19 @@ async fn send_append(
             generation,
             replica,
             reason: format!("APPEND answered {}: {}", error.code, error.message),
+            timed_out: false,
         },
         Ok(Err(reason)) => Event::Failed {
             generation,
             replica,
             reason,
+            timed_out: false,
         },
         Err(_) => Event::Failed {
             generation,
             replica,
             reason: format!("no answer within {} ms", timeout.as_millis()),
+            timed_out: true,
         },
     };
     events.push(event);

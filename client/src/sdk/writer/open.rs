@@ -53,12 +53,13 @@ pub(crate) async fn open(io: &Io, stream: StreamId) -> Result<Opened, SdkError> 
                         epoch,
                         EndRule::Recover,
                         "recovering the range the previous writer left open",
+                        &[],
                     )
                     .await?;
                     (next, sealed.end, sealed.unreachable)
                 }
                 Some(end) => {
-                    let unreachable = seal_replicas(io, last, epoch, end).await?;
+                    let unreachable = seal_replicas(io, last, epoch, end, &last.replicas).await?;
                     (next, end, unreachable)
                 }
             }

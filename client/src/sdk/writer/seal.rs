@@ -49,9 +49,9 @@ pub(crate) struct Sealed {
 }
 
 /// A replica's answer to the fence.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Fenced {
-    replica: usize,
+    replica: ReplicaNode,
     durable_end: Offset,
     end: Option<Offset>,
 }
@@ -67,21 +67,37 @@ fn key(range: &wire::Range) -> RangeKey {
 }
 
 /// Seals `range`, open at the placement manager, with `epoch`: fence, choose the end by
-/// `rule`, repair, commit at the placement manager, seal the replicas.
+/// `rule`, repair, commit at the placement manager, seal the replicas that answered. Replicas
+/// on `silent` nodes (they did not answer the writer in time) are not asked again: a stopped
+/// node would only make every step wait out its timeout, and for a live writer nothing it
+/// could answer changes the end.
 pub(crate) async fn seal_with_repair(
     io: &Io,
     range: &wire::Range,
     epoch: Epoch,
     rule: EndRule,
     reason: &str,
+    silent: &[NodeId],
 ) -> Result<Sealed, SdkError> {
     let key = key(range);
     log::info!("sealing range {key} at epoch {epoch}: {reason}");
     let started = Instant::now();
     let mut backoff = Backoff::new();
-    let mut unreachable = BTreeSet::new();
+    let mut unreachable: BTreeSet<NodeId> = silent.iter().copied().collect();
+    let mut asked: Vec<ReplicaNode> = range
+        .replicas
+        .iter()
+        .filter(|replica| !silent.contains(&replica.node_id))
+        .cloned()
+        .collect();
     loop {
-        let answers = fence(io, range, epoch, &mut unreachable).await?;
+        let answers = fence(io, range, &asked, epoch, &mut unreachable).await?;
+        // A later round asks every replica again: a silent one may hold what is missing.
+        asked.clone_from(&range.replicas);
+        let answered: Vec<ReplicaNode> = answers
+            .iter()
+            .map(|answer| answer.replica.clone())
+            .collect();
         let fixed = answers.iter().find_map(|answer| answer.end);
         let chosen = match (fixed, rule) {
             (Some(end), _) => Some(end),
@@ -121,7 +137,7 @@ pub(crate) async fn seal_with_repair(
         hook(io, SealStep::Fenced);
         if let Some(end) = fixed {
             // Recorded at the placement manager before any replica was sealed: adopt it.
-            let more = seal_replicas(io, range, epoch, end).await?;
+            let more = seal_replicas(io, range, epoch, end, &answered).await?;
             unreachable.extend(more);
             return Ok(Sealed {
                 end,
@@ -167,7 +183,7 @@ pub(crate) async fn seal_with_repair(
         }
         hook(io, SealStep::Committed);
         log::info!("range {key}: end {recorded} recorded at the placement manager");
-        let more = seal_replicas(io, range, epoch, recorded).await?;
+        let more = seal_replicas(io, range, epoch, recorded, &answered).await?;
         unreachable.extend(more);
         return Ok(Sealed {
             end: recorded,
@@ -199,6 +215,7 @@ async fn give_up_or_wait(
 async fn fence(
     io: &Io,
     range: &wire::Range,
+    replicas: &[ReplicaNode],
     epoch: Epoch,
     unreachable: &mut BTreeSet<NodeId>,
 ) -> Result<Vec<Fenced>, SdkError> {
@@ -209,7 +226,7 @@ async fn fence(
         end_offset: None,
         fence_only: true,
     };
-    let attempts = range.replicas.iter().map(|replica| {
+    let attempts = replicas.iter().map(|replica| {
         io.request::<SealRangeRequest, SealRangeResponse>(
             &replica.address,
             &request,
@@ -219,11 +236,11 @@ async fn fence(
     });
     let results = join_all(attempts.collect()).await;
     let mut answers = Vec::new();
-    for (index, (replica, result)) in range.replicas.iter().zip(results).enumerate() {
+    for (replica, result) in replicas.iter().zip(results) {
         match result {
             Ok(Ok((response, _))) => match response.durable_end {
                 Some(durable_end) => answers.push(Fenced {
-                    replica: index,
+                    replica: replica.clone(),
                     durable_end,
                     end: response.end_offset,
                 }),
@@ -294,14 +311,14 @@ async fn repair_all(
     let mut sources: Vec<&ReplicaNode> = answers
         .iter()
         .filter(|answer| answer.durable_end >= end)
-        .map(|answer| &range.replicas[answer.replica])
+        .map(|answer| &answer.replica)
         .collect();
     if end > range.start_offset && sources.is_empty() {
         // Committing now would leave everything below the end on replicas nobody can reach.
         return Err(RepairError::NoSource);
     }
     for target in answers.iter().filter(|answer| answer.durable_end < end) {
-        let replica = &range.replicas[target.replica];
+        let replica = &target.replica;
         match repair_replica(
             io,
             range,
@@ -520,8 +537,8 @@ enum ReplicaSeal {
     Unreachable,
 }
 
-/// Seals every replica of `range` at `end`, recorded at the placement manager: whoever finds
-/// a range sealed there but not on a replica completes the seal. A replica lacking data below
+/// Seals `replicas` of `range` at `end`, recorded at the placement manager: whoever finds a
+/// range sealed there but not on a replica completes the seal. A replica lacking data below
 /// the end is fenced, repaired from a sealed one, then sealed. Returns the replicas that could
 /// not be reached.
 pub(crate) async fn seal_replicas(
@@ -529,16 +546,16 @@ pub(crate) async fn seal_replicas(
     range: &wire::Range,
     epoch: Epoch,
     end: Offset,
+    replicas: &[ReplicaNode],
 ) -> Result<Vec<NodeId>, SdkError> {
-    let attempts = range
-        .replicas
+    let attempts = replicas
         .iter()
         .map(|replica| seal_replica(io, range, epoch, end, replica));
     let results = join_all(attempts.collect()).await;
     let mut sealed = Vec::new();
     let mut lacking = Vec::new();
     let mut unreachable = Vec::new();
-    for (replica, result) in range.replicas.iter().zip(results) {
+    for (replica, result) in replicas.iter().zip(results) {
         match result? {
             ReplicaSeal::Sealed => sealed.push(replica),
             ReplicaSeal::Lacks(durable_end) => lacking.push((replica, durable_end)),
@@ -555,10 +572,8 @@ pub(crate) async fn seal_replicas(
         // Repair appends need the range fenced at this epoch.
         let fenced = fence(
             io,
-            &wire::Range {
-                replicas: vec![replica.clone()],
-                ..range.clone()
-            },
+            range,
+            std::slice::from_ref(replica),
             epoch,
             &mut ignored,
         )
