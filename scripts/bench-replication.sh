@@ -28,8 +28,8 @@ exec "$target/release/es-bench" replication \
     --batch-bytes 65536 \
     --in-flight 32 \
     --streams 1 \
-    --warmup-secs 2 \
-    --duration-secs "${DURATION_SECS:-10}" \
+    --warmup-secs 1 \
+    --duration-secs "${DURATION_SECS:-6}" \
     --rounds "${ROUNDS:-2}" \
     --kills "${KILLS:-12}" \
     "$@"

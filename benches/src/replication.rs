@@ -42,8 +42,45 @@ pub struct ReplicationArgs {
     pub kills: usize,
     pub segment_size_bytes: u64,
     pub replica_timeout: Duration,
+    /// Appends per second of the writer during the failover measurement (it runs for tens of
+    /// seconds: unthrottled, it would write tens of gigabytes).
+    pub failover_rate: f64,
     /// Keep the logs and data directories.
     pub keep: bool,
+}
+
+/// Free bytes on the file system holding `path`.
+fn free_bytes(path: &Path) -> Result<u64, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| format!("{} holds a NUL byte", path.display()))?;
+    // SAFETY: statvfs(3) writes only into `stat`, a plain struct we own; `name` is a valid
+    // NUL-terminated string that outlives the call.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    let result = unsafe { libc::statvfs(name.as_ptr(), &mut stat) };
+    if result != 0 {
+        return Err(format!(
+            "statvfs {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+/// The sum of the sizes of the files under `directory`, recursively.
+fn directory_bytes(directory: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(directory) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(metadata) if metadata.is_dir() => directory_bytes(&entry.path()),
+            Ok(metadata) => metadata.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// One measured run.
@@ -223,6 +260,7 @@ fn wait_alive(pm: &str, addresses: &[String], timeout: Duration) -> Result<(), S
 struct Cluster {
     pm: Daemon,
     nodes: Vec<Daemon>,
+    data_dirs: Vec<PathBuf>,
 }
 
 impl Cluster {
@@ -252,7 +290,9 @@ impl Cluster {
             &pm_address,
         )?;
         let mut nodes = Vec::new();
+        let mut data_dirs = Vec::new();
         for index in 0..count {
+            data_dirs.push(base.join(format!("{name}-node-{index}-data")));
             let address = format!("127.0.0.1:{}", free_port()?);
             let config = base.join(format!("{name}-node-{index}.yaml"));
             std::fs::write(
@@ -276,7 +316,33 @@ impl Cluster {
         }
         let addresses: Vec<String> = nodes.iter().map(|node| node.address.clone()).collect();
         wait_alive(&pm.address, &addresses, Duration::from_secs(30))?;
-        Ok(Cluster { pm, nodes })
+        Ok(Cluster {
+            pm,
+            nodes,
+            data_dirs,
+        })
+    }
+
+    /// Waits (up to 60 s) until the nodes' data directories hold less than `limit` bytes in all:
+    /// the deleted streams' segments recycled.
+    fn wait_disk_given_back(&self, limit: u64) {
+        let started = Instant::now();
+        let used = || {
+            self.data_dirs
+                .iter()
+                .map(|dir| directory_bytes(dir))
+                .sum::<u64>()
+        };
+        let before = used();
+        while used() > limit && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        println!(
+            "  nodes' data directories: {:.2} GB after the run, {:.2} GB {:.1} s after its streams were deleted",
+            before as f64 / 1e9,
+            used() as f64 / 1e9,
+            started.elapsed().as_secs_f64()
+        );
     }
 
     fn node_samples(&self) -> Vec<Option<procstat::ProcessSample>> {
@@ -293,6 +359,7 @@ fn measured_run(
     round: usize,
     cluster: &Cluster,
     plan: &SdkPlan,
+    segment_size_bytes: u64,
 ) -> Result<RunRow, String> {
     let mut samples: Vec<(
         Vec<Option<procstat::ProcessSample>>,
@@ -330,6 +397,8 @@ fn measured_run(
         }
     }
     let payload = report.payload_bytes;
+    // Recycled segments are kept ready: allow a few per node.
+    cluster.wait_disk_given_back(cluster.nodes.len() as u64 * 4 * segment_size_bytes);
     Ok(RunRow {
         label: label.to_string(),
         round,
@@ -354,7 +423,12 @@ fn failover_gaps(
     .map_err(|error| format!("connect: {error}"))?;
     let (stream, writer) = sdk_workload::open_stream(&client, 3, 2)?;
     let payload = Bytes::from(vec![0x5a; args.batch_bytes]);
-    let log = AckLog::start(writer, payload, args.in_flight);
+    let pace = Duration::from_secs_f64(1.0 / args.failover_rate.max(1.0));
+    println!(
+        "  writer: {} B batches, {:.0} per second, up to {} in flight",
+        args.batch_bytes, args.failover_rate, args.in_flight
+    );
+    let log = AckLog::start(writer, payload, args.in_flight, pace);
     log.wait_acknowledged(64, Duration::from_secs(30))?;
     let mut gaps = Vec::new();
     for kill in 0..args.kills {
@@ -395,6 +469,7 @@ fn failover_gaps(
     }
     let writer = log.stop()?;
     client::block_on(writer.close()).map_err(|error| format!("close: {error}"))?;
+    client::block_on(client.delete(stream)).map_err(|error| format!("delete: {error}"))?;
     Ok(gaps)
 }
 
@@ -452,12 +527,35 @@ pub fn run(args: &ReplicationArgs) -> Result<ReplicationReport, String> {
         }
     }
     std::fs::create_dir_all(&args.dir).map_err(|error| error.to_string())?;
+    // A run writes several GB between deletions (this disk is shared): refuse to start short.
+    let free = free_bytes(&args.dir)?;
+    let needed = (args.duration + args.warmup).as_secs_f64() * 1.5e9 + 4e9;
+    if (free as f64) < needed {
+        return Err(format!(
+            "{} has {:.1} GB free; this run needs about {:.1} GB at a time (shorten --duration-secs)",
+            args.dir.display(),
+            free as f64 / 1e9,
+            needed / 1e9
+        ));
+    }
     let directory = tempfile::Builder::new()
         .prefix("es-bench-replication-")
         .tempdir_in(&args.dir)
         .map_err(|error| format!("temporary directory in {}: {error}", args.dir.display()))?;
     let base = directory.path().to_path_buf();
     println!("processes' data and logs under {}", base.display());
+    let result = run_in(args, &base);
+    if args.keep {
+        let kept = directory.keep();
+        println!("kept {}", kept.display());
+    }
+    result
+}
+
+/// The run proper, with the processes' files under `base`; every process is killed before it
+/// returns.
+fn run_in(args: &ReplicationArgs, base: &Path) -> Result<ReplicationReport, String> {
+    let base = base.to_path_buf();
     let mut cluster = Cluster::start(args, &base, "cluster", 3)?;
     let lone = Cluster::start(args, &base, "lone", 1)?;
     println!(
@@ -491,6 +589,7 @@ pub fn run(args: &ReplicationArgs) -> Result<ReplicationReport, String> {
             round,
             &lone,
             &plan(&lone.pm.address, 1, 1),
+            args.segment_size_bytes,
         )?;
         print_row(&single);
         let replicated = measured_run(
@@ -498,6 +597,7 @@ pub fn run(args: &ReplicationArgs) -> Result<ReplicationReport, String> {
             round,
             &cluster,
             &plan(&cluster.pm.address, 3, 2),
+            args.segment_size_bytes,
         )?;
         print_row(&replicated);
         let ratio = replicated.report.payload_bytes_per_second * 3.0
@@ -532,12 +632,6 @@ pub fn run(args: &ReplicationArgs) -> Result<ReplicationReport, String> {
         failover_max_ms: measured.iter().max().map(|gap| gap.as_secs_f64() * 1e3),
     };
     print_report(&report);
-    drop(cluster);
-    drop(lone);
-    if args.keep {
-        let kept = directory.keep();
-        println!("kept {}", kept.display());
-    }
     Ok(report)
 }
 

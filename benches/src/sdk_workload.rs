@@ -161,8 +161,10 @@ pub fn run_appends(plan: &SdkPlan, observe: &mut dyn FnMut()) -> Result<SdkRepor
             .collect::<Vec<u8>>(),
     );
     let mut threads = Vec::new();
+    let mut stream_ids = Vec::new();
     for _ in 0..plan.streams {
-        let (_, writer) = open_stream(&client, plan.replica_count, plan.ack_count)?;
+        let (stream, writer) = open_stream(&client, plan.replica_count, plan.ack_count)?;
+        stream_ids.push(stream);
         let shared = Arc::clone(&shared);
         let payload = payload.clone();
         let in_flight = plan.in_flight;
@@ -187,6 +189,12 @@ pub fn run_appends(plan: &SdkPlan, observe: &mut dyn FnMut()) -> Result<SdkRepor
             .map_err(|_| "a stream thread panicked".to_string())?;
         if let Err(error) = client::block_on(writer.close()) {
             shared.error(format!("close: {error}"));
+        }
+    }
+    // Gigabytes per run: give the disk back before the next one.
+    for stream in stream_ids {
+        if let Err(error) = client::block_on(client.delete(stream)) {
+            eprintln!("es-bench: deleting stream {stream} after the run: {error}");
         }
     }
     let appends = shared.appends.load(Ordering::Relaxed);
@@ -229,8 +237,9 @@ pub struct AckLog {
 }
 
 impl AckLog {
-    /// Keeps `in_flight` appends of `payload` outstanding on `writer`.
-    pub fn start(writer: Writer, payload: Bytes, in_flight: usize) -> AckLog {
+    /// Keeps up to `in_flight` appends of `payload` outstanding on `writer`, at most one every
+    /// `pace` (`Duration::ZERO`: as fast as the window allows).
+    pub fn start(writer: Writer, payload: Bytes, in_flight: usize, pace: Duration) -> AckLog {
         let events = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let submitter = {
@@ -255,9 +264,16 @@ impl AckLog {
                         }
                     })
                 };
+                let mut next_send = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     if sender.send(writer.append(vec![payload.clone()])).is_err() {
                         break;
+                    }
+                    if !pace.is_zero() {
+                        next_send += pace;
+                        if let Some(wait) = next_send.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
                     }
                 }
                 drop(sender);

@@ -120,6 +120,9 @@ enum Workload {
         segment_size_bytes: u64,
         #[arg(long, default_value_t = 1000)]
         replica_timeout_ms: u64,
+        /// Appends per second during the failover measurement.
+        #[arg(long, default_value_t = 500.0)]
+        failover_rate: f64,
         /// Keep the data directories and logs.
         #[arg(long)]
         keep: bool,
@@ -347,6 +350,7 @@ fn run(cli: Cli) -> Result<(), String> {
             kills,
             segment_size_bytes,
             replica_timeout_ms,
+            failover_rate,
             keep,
             json,
         } => {
@@ -370,6 +374,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 kills,
                 segment_size_bytes,
                 replica_timeout: Duration::from_millis(replica_timeout_ms),
+                failover_rate,
                 keep,
             };
             let report = replication::run(&args)?;
