@@ -661,8 +661,10 @@ fn print_row(row: &RunRow) {
 
 fn print_report(report: &ReplicationReport) {
     println!();
-    println!("| run | round | MB/s | written / payload byte | p50 | p90 | p99 | node CPU % |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| run | round | MB/s | written / payload byte | p50 | p90 | p99 | CPU % nodes | CPU % client |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for row in &report.rows {
         println!(
             "| {} | {} | {:.1} | {} | {} | {} | {} | {:.0} | {:.0} |",
@@ -689,6 +691,7 @@ fn print_report(report: &ReplicationReport) {
             )
         );
     }
+    println!("{}", latency_row("hiccup (machine stall)", &report.hiccup));
     let ratios: Vec<String> = report
         .ratios
         .iter()
