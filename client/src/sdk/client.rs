@@ -25,21 +25,35 @@ pub struct Client {
 }
 
 impl Client {
-    /// Starts the SDK's I/O thread and checks that a placement manager answers (within
-    /// `retry_for`).
+    /// Starts the SDK's I/O thread and checks that a placement manager answers now (a wrong
+    /// address fails here at once; later operations retry an unreachable one within
+    /// `retry_for`). Blocks the calling thread for that one round trip.
     pub fn connect(config: ClientConfig) -> Result<Client, SdkError> {
         let io = IoHandle::start(config)?;
         let client = Client { io };
         let probe = client.io.submit(|io| async move {
+            let started = std::time::Instant::now();
             // Any answer will do, even an error: something listens and speaks the protocol.
-            io.pm_call::<_, ListRangesResponse>(
-                "connect",
-                &ListRangesRequest {
-                    stream_id: Some(StreamId(u64::MAX - 1)),
+            let request = ListRangesRequest {
+                stream_id: Some(StreamId(u64::MAX - 1)),
+            };
+            match io.pm_once::<_, ListRangesResponse>(&request, true).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(error)) => match error.code {
+                    ErrorCode::Unauthenticated | ErrorCode::PermissionDenied => {
+                        Err(SdkError::Unauthenticated(error.message))
+                    }
+                    _ => Ok(()),
                 },
-            )
-            .await
-            .map(|_| ())
+                Err(PmFailure::Unauthenticated(reason)) => Err(SdkError::Unauthenticated(reason)),
+                Err(PmFailure::Unreachable(reason) | PmFailure::MaybeApplied(reason)) => {
+                    Err(SdkError::PmUnreachable {
+                        addresses: io.config.pm_addresses.clone(),
+                        reason,
+                        waited: started.elapsed(),
+                    })
+                }
+            }
         });
         crate::sdk::io::block_on(probe)?;
         Ok(client)
@@ -82,6 +96,9 @@ impl Client {
                                 )),
                                 _ => SdkError::server("create-stream", &error),
                             })
+                        }
+                        Err(PmFailure::Unauthenticated(reason)) => {
+                            return Err(SdkError::Unauthenticated(reason))
                         }
                         Err(PmFailure::Unreachable(reason))
                             if started.elapsed() < io.config.retry_for =>
@@ -220,5 +237,39 @@ pub(crate) async fn list_ranges(
             Ok(ranges)
         }
         Err(error) => Err(SdkError::from_stream_answer("list-ranges", stream, &error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_fails_at_once_when_no_placement_manager_listens() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let started = std::time::Instant::now();
+        let result = Client::connect(ClientConfig::new(vec![address.clone()]));
+        let Err(error) = result else {
+            panic!("nobody listens at {address}, yet the client connected");
+        };
+        assert!(matches!(error, SdkError::PmUnreachable { .. }), "{error}");
+        assert!(error.to_string().contains(&address), "{error}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_bad_configuration_is_refused_before_anything_starts() {
+        let empty = Client::connect(ClientConfig::new(Vec::new()));
+        assert!(matches!(empty, Err(SdkError::InvalidArgument(_))));
+        let config = ClientConfig {
+            max_in_flight_batches: 0,
+            ..ClientConfig::default()
+        };
+        assert!(matches!(
+            Client::connect(config),
+            Err(SdkError::InvalidArgument(_))
+        ));
     }
 }

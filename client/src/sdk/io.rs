@@ -200,6 +200,8 @@ async fn run(inbox: Arc<Inbox>, config: ClientConfig) {
 pub(crate) enum Failure {
     /// No connection could be made, or it broke (a killed node shows up here).
     Connection(String),
+    /// The server refused the configured token.
+    Unauthenticated(String),
     /// No answer within the timeout (a stopped node shows up here).
     Timeout(Duration),
 }
@@ -207,7 +209,9 @@ pub(crate) enum Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Connection(reason) => write!(formatter, "{reason}"),
+            Failure::Connection(reason) | Failure::Unauthenticated(reason) => {
+                write!(formatter, "{reason}")
+            }
             Failure::Timeout(waited) => {
                 write!(formatter, "no answer within {} ms", waited.as_millis())
             }
@@ -273,7 +277,12 @@ impl Io {
             runtime::time::timeout(timeout, connected.authenticate(token))
                 .await
                 .map_err(|_| Failure::Timeout(timeout))?
-                .map_err(|error| Failure::Connection(error.to_string()))?;
+                .map_err(|error| match error {
+                    crate::conn::ClientError::Unauthenticated(_) => {
+                        Failure::Unauthenticated(format!("{address}: {error}"))
+                    }
+                    _ => Failure::Connection(error.to_string()),
+                })?;
         }
         Ok(connected)
     }
@@ -339,6 +348,9 @@ impl Io {
             let address = &addresses[index];
             let connected = match self.connection(address).await {
                 Ok(_) => true,
+                Err(Failure::Unauthenticated(reason)) => {
+                    return Err(PmFailure::Unauthenticated(reason));
+                }
                 Err(failure) => {
                     reasons.push(format!("{address}: {failure}"));
                     false
@@ -402,6 +414,9 @@ impl Io {
                     );
                 }
                 Ok(answer) => return Ok(answer),
+                Err(PmFailure::Unauthenticated(reason)) => {
+                    return Err(SdkError::Unauthenticated(reason))
+                }
                 Err(PmFailure::Unreachable(reason) | PmFailure::MaybeApplied(reason)) => {
                     if give_up {
                         return Err(SdkError::PmUnreachable {
@@ -425,6 +440,8 @@ pub(crate) enum PmFailure {
     Unreachable(String),
     /// The request may have been applied: the exchange broke after sending.
     MaybeApplied(String),
+    /// A placement manager refused the configured token.
+    Unauthenticated(String),
 }
 
 /// Doubling pauses between retries, from 50 ms up to 1 s.

@@ -18,7 +18,7 @@
 //! polls new tasks first in, first out, so each request is encoded into the connection's send
 //! queue in offset order at its task's first poll.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -87,6 +87,10 @@ struct Lane {
     node: NodeId,
     address: String,
     connection: Option<Rc<Connection>>,
+    /// When the replica last answered anything on this lane: a request times out only when
+    /// the replica has been silent for `replica_timeout` (a busy disk answers late requests
+    /// late, but keeps answering).
+    last_answer: Rc<Cell<Instant>>,
 }
 
 pub(crate) struct Driver {
@@ -214,6 +218,7 @@ impl Driver {
                 };
                 runtime::spawn(send_append(
                     Rc::clone(connection),
+                    Rc::clone(&lane.last_answer),
                     request,
                     payload,
                     self.io.config.replica_timeout,
@@ -480,6 +485,7 @@ impl Driver {
                 let connection = Rc::clone(lane.connection.as_ref()?);
                 Some(send_append(
                     connection,
+                    Rc::clone(&lane.last_answer),
                     request,
                     Bytes::new(),
                     self.io.config.replica_timeout,
@@ -568,6 +574,7 @@ fn lanes_of(range: &wire::Range) -> Vec<Lane> {
             node: replica.node_id,
             address: replica.address.clone(),
             connection: None,
+            last_answer: Rc::new(Cell::new(Instant::now())),
         })
         .collect()
 }
@@ -617,9 +624,11 @@ fn batches_end(batches: &[Bytes]) -> Option<Offset> {
 }
 
 /// One APPEND to one replica; its outcome becomes an event (a confirm-only one's success
-/// none).
+/// none). It times out once the replica has answered nothing on this lane for `timeout` since
+/// the request was sent.
 async fn send_append(
     connection: Rc<Connection>,
+    last_answer: Rc<Cell<Instant>>,
     request: AppendRequest,
     payload: Bytes,
     timeout: Duration,
@@ -644,7 +653,21 @@ async fn send_append(
             .map_err(|error| error.to_string())?;
         decode_response::<AppendResponse>(&frame).map_err(|error| error.to_string())
     };
-    let event = match runtime::time::timeout(timeout, exchange).await {
+    let mut exchange = std::pin::pin!(exchange);
+    let sent_at = Instant::now();
+    let outcome = loop {
+        let deadline = sent_at.max(last_answer.get()) + timeout;
+        match runtime::race(exchange.as_mut(), runtime::time::sleep_until(deadline)).await {
+            runtime::Either::Left(outcome) => {
+                last_answer.set(last_answer.get().max(Instant::now()));
+                break Ok(outcome);
+            }
+            // The replica answered other requests meanwhile: it is alive, keep waiting.
+            runtime::Either::Right(()) if last_answer.get() + timeout > Instant::now() => {}
+            runtime::Either::Right(()) => break Err(()),
+        }
+    };
+    let event = match outcome {
         Ok(Ok(Ok(_))) => match sent {
             // The whole request is durable on the replica once it answers.
             Sent::Batches { base, next, .. } => Event::Durable {

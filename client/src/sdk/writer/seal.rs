@@ -146,7 +146,27 @@ pub(crate) async fn seal_with_repair(
         }
         match repair_all(io, range, epoch, end, &answers).await {
             Ok(report) => {
-                unreachable.extend(report.failed);
+                // Rule 5: before the end is recorded, A replicas hold everything below it. A
+                // live writer's end is its acknowledged prefix, which A replicas made durable
+                // (each replica's durable data is a prefix); a recovery's end may lie above
+                // what was acknowledged, so the replicas that hold it now must number A.
+                let holders = answers.len() - report.failed.len();
+                let needed = usize::from(range.ack_count).clamp(1, range.replicas.len().max(1));
+                let recovering = rule == EndRule::Recover;
+                unreachable.extend(report.failed.iter().copied());
+                if recovering && holders < needed && end > range.start_offset {
+                    give_up_or_wait(
+                        io,
+                        started,
+                        &mut backoff,
+                        format!(
+                            "recovering range {key}: {holders} replica(s) hold everything below \
+                             {end}, {needed} needed; fencing again"
+                        ),
+                    )
+                    .await?;
+                    continue;
+                }
                 if report.bytes > 0 {
                     log::info!(
                         "range {key}: repaired {} replica(s) with {} bytes below {end}",
