@@ -70,9 +70,15 @@ fn fail_replica(
     stream: StreamId,
     fault: Fault,
     which: usize,
+    avoid: Option<usize>,
 ) -> Failover {
     let open = cluster.open_range(stream, PATIENCE);
-    let victim_address = open.replicas[which % open.replicas.len()].address.clone();
+    // Replica `which` (rotating), but not the node of the previous fault: "kill another".
+    let count = open.replicas.len();
+    let victim_address = (0..count)
+        .map(|step| open.replicas[(which + step) % count].address.clone())
+        .find(|address| avoid.is_none_or(|avoid| cluster.nodes[avoid].address != *address))
+        .expect("a replica other than the previous victim");
     let victim = cluster.index_of_address(&victim_address);
     pump.wait_in_flight(IN_FLIGHT, PATIENCE);
     let in_flight_at_fault = pump.in_flight();
@@ -167,9 +173,10 @@ fn repeated_faults(fault: Fault, count: usize) {
     let pump = Pump::start(writer, PumpOptions::new(1));
     pump.wait_acknowledged(64, PATIENCE);
 
-    let mut failovers = Vec::new();
+    let mut failovers: Vec<Failover> = Vec::new();
     for round in 0..count {
-        let failover = fail_replica(&mut cluster, &pump, stream, fault, round);
+        let previous = failovers.last().map(|failover| failover.victim);
+        let failover = fail_replica(&mut cluster, &pump, stream, fault, round, previous);
         assert_eq!(
             failover.next.replicas.len(),
             3,
@@ -249,7 +256,7 @@ fn with_one_of_three_nodes_dead_writing_goes_on_in_an_under_replicated_range() {
     let pump = Pump::start(writer, PumpOptions::new(1));
     pump.wait_acknowledged(64, PATIENCE);
 
-    let failover = fail_replica(&mut cluster, &pump, stream, Fault::Kill, 0);
+    let failover = fail_replica(&mut cluster, &pump, stream, Fault::Kill, 0, None);
     let next = &failover.next;
     assert_eq!(next.replicas.len(), 2, "the two live nodes: {next:?}");
     assert!(
