@@ -367,3 +367,46 @@ fn a_dead_pm_lets_the_open_range_go_on_and_holds_the_seal_until_it_is_back() {
         &[writing::session_log(1, &events)],
     );
 }
+
+#[test]
+fn a_replica_that_stalled_and_came_back_is_placed_on_again_when_nodes_are_short() {
+    // Three nodes, one dead: the writer's range is on the other two. One of them stalls for
+    // longer than the replica timeout and then answers again. Two nodes are live, A = 2: the
+    // application must see only latency, so the next range has to go on the node that stalled.
+    let _serial = serial();
+    let mut cluster = Cluster::start(3);
+    let client = connect(&cluster.pm_address());
+    let stream = create_stream(&client, 3, 2);
+    let writer = block_on("open_writer", client.open_writer(stream)).expect("open_writer");
+    let pump = Pump::start(writer, PumpOptions::new(1));
+    pump.wait_acknowledged(64, PATIENCE);
+    let killed = fail_replica(&mut cluster, &pump, stream, Fault::Kill, 0, None);
+    assert_eq!(killed.next.replicas.len(), 2, "{:?}", killed.next);
+
+    let stalled = cluster.index_of_address(&killed.next.replicas[0].address);
+    let acknowledged = pump.acknowledged();
+    let stalled_at = Instant::now();
+    cluster.nodes[stalled].pause();
+    std::thread::sleep(Duration::from_millis(1_500));
+    cluster.nodes[stalled].resume();
+    let resumed_at = Instant::now();
+    let sealed = wait_range(&cluster, stream, killed.next.index.0, true);
+    let (at, ack) = pump.wait_ack_after(stalled_at, sealed.end_offset.expect("sealed"), PATIENCE);
+    eprintln!(
+        "stall of node {stalled} for 1.5 s: first ack in the next range {:.1} ms after the stall \
+         began, {:.1} ms after it ended (offset {})",
+        (at - stalled_at).as_secs_f64() * 1e3,
+        (at - resumed_at).as_secs_f64() * 1e3,
+        ack.base_offset
+    );
+    pump.wait_acknowledged(acknowledged + 64, PATIENCE);
+    let (writer, events) = pump.stop();
+    assert!(events.iter().all(|event| event.result.is_ok()));
+    block_on("close", writer.close()).expect("close");
+    verify_everything(
+        &cluster.pm_address(),
+        &client,
+        stream,
+        &[writing::session_log(1, &events)],
+    );
+}
