@@ -275,3 +275,60 @@ fn a_killed_replica_is_sealed_around_and_writing_goes_on() {
     assert_eq!(block_on(writer.close()).expect("close"), Offset(end));
     check_records(&read_to_end(&client, stream.id, 0), 0, end);
 }
+
+/// A replica sealed by hand (the shell can) at an end below the writer's acknowledged prefix
+/// is not taken as the range's end: the placement manager never recorded it, so the writer
+/// seals the range at its acknowledged prefix on the other replicas, commits that at the PM
+/// and goes on; nothing acknowledged is cut.
+#[test]
+fn a_replica_sealed_by_hand_below_the_acknowledged_prefix_does_not_cut_the_range() {
+    use client::command::RequestCommand;
+    use client::session::{Reply, Session};
+
+    let cluster = SdkCluster::start(3);
+    let mut config = cluster.config();
+    // No idle confirm-only reports: each replica's confirmed offset stays at the start of
+    // the last batch, so the replica can be sealed there by hand.
+    config.confirm_interval = std::time::Duration::from_secs(3600);
+    let client = client::Client::connect(config).expect("connect");
+    let stream = block_on(client.create_stream(StreamOptions {
+        replica_count: 3,
+        ack_count: 2,
+        ..StreamOptions::default()
+    }))
+    .expect("create stream");
+    let writer = block_on(client.open_writer(stream.id)).expect("writer");
+    let mut end = 0;
+    for _ in 0..10 {
+        end = write_records(&writer, end, 2, 2);
+    }
+    let acknowledged = end;
+    let below = acknowledged - 2;
+    let ranges = block_on(client.ranges(stream.id)).expect("ranges");
+    let victim = ranges[0].replicas[0].address.clone();
+    let mut session = Session::connect(&victim).expect("shell session to the replica");
+    let outcome = session
+        .execute(&RequestCommand::Seal {
+            stream_id: stream.id,
+            range_index: ranges[0].index,
+            epoch: writer.epoch(),
+            end_offset: Some(Offset(below)),
+        })
+        .expect("seal by hand");
+    assert!(
+        matches!(outcome.reply, Reply::Sealed { end_offset: Some(sealed), .. } if sealed == Offset(below)),
+        "the replica takes the seal at {below}: {:?}",
+        outcome.reply
+    );
+    // The next append meets the sealed replica: the writer seals the range and moves on.
+    let end = write_records(&writer, end, 10, 2);
+    let ranges = block_on(client.ranges(stream.id)).expect("ranges");
+    assert!(ranges.len() >= 2, "{ranges:?}");
+    assert_eq!(
+        ranges[0].end_offset,
+        Some(Offset(acknowledged)),
+        "the range ends at the acknowledged prefix, not at the hand-made seal"
+    );
+    assert_eq!(block_on(writer.close()).expect("close"), Offset(end));
+    check_records(&read_to_end(&client, stream.id, 0), 0, end);
+}

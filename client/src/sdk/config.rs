@@ -35,10 +35,11 @@ pub struct ClientConfig {
     pub replica_timeout: Duration,
     /// How long one request to the placement manager may take.
     pub request_timeout: Duration,
-    /// Bytes of batches a writer keeps in flight (sent, not yet acknowledged). Appends beyond it
-    /// wait in the writer's queue: their futures resolve later.
+    /// Bytes of batches a writer holds appended and not yet acknowledged (queued or sent).
+    /// An append beyond it keeps its records in its future and waits for room (see
+    /// [`crate::sdk::Writer::append`]).
     pub max_in_flight_bytes: usize,
-    /// Batches a writer keeps in flight.
+    /// Batches a writer holds appended and not yet acknowledged (queued or sent).
     pub max_in_flight_batches: usize,
     /// An idle writer reports its acknowledged prefix to the replicas (a confirm-only APPEND)
     /// this long after its last append, so readers see the last batches.

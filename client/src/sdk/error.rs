@@ -12,6 +12,11 @@ use wire::{Epoch, ErrorCode, Offset, StreamId};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SdkError {
     /// A newer writer opened the stream (its epoch is `epoch`): this writer can append no more.
+    ///
+    /// An append that failed with this error may still be in the stream: the newer writer's
+    /// recovery ends the range at what enough replicas hold, which can include batches this
+    /// writer sent but never acknowledged. Delivery of failed appends is at-least-once: an
+    /// application that retries them elsewhere should be ready to find them twice.
     Fenced { epoch: Epoch },
     /// The stream was deleted.
     StreamDeleted { stream: StreamId },
@@ -31,6 +36,10 @@ pub enum SdkError {
         waited: Duration,
     },
     /// Data nodes holding what was needed could not be reached for as long as the SDK retried.
+    ///
+    /// As with [`SdkError::Fenced`], an append that failed with this error may still appear
+    /// in the stream (the next writer's recovery may keep batches that were sent but not
+    /// acknowledged): delivery of failed appends is at-least-once.
     Unavailable { what: String, waited: Duration },
     /// An operation did not finish in time.
     Timeout { operation: String, waited: Duration },

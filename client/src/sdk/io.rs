@@ -87,6 +87,7 @@ impl Inbox {
 /// The application side's handle on the I/O thread. Dropping the last one stops the thread.
 pub(crate) struct IoHandle {
     inbox: Arc<Inbox>,
+    config: ClientConfig,
 }
 
 impl IoHandle {
@@ -102,7 +103,7 @@ impl IoHandle {
         });
         let (started_sender, started) = std::sync::mpsc::channel();
         let thread_inbox = Arc::clone(&inbox);
-        let thread_config = config;
+        let thread_config = config.clone();
         std::thread::Builder::new()
             .name("es-sdk-io".into())
             .spawn(move || {
@@ -121,12 +122,17 @@ impl IoHandle {
                 SdkError::InvalidArgument(format!("cannot start the SDK's I/O thread: {error}"))
             })?;
         match started.recv() {
-            Ok(Ok(())) => Ok(Arc::new(IoHandle { inbox })),
+            Ok(Ok(())) => Ok(Arc::new(IoHandle { inbox, config })),
             Ok(Err(error)) => Err(SdkError::InvalidArgument(format!(
                 "cannot start the SDK's runtime (io_uring): {error}"
             ))),
             Err(_) => Err(SdkError::Closed),
         }
+    }
+
+    /// The configuration the I/O thread runs with.
+    pub(crate) fn config(&self) -> &ClientConfig {
+        &self.config
     }
 
     /// Runs `make(io)` on the I/O thread and resolves to its output, from any thread and any
@@ -399,9 +405,23 @@ impl Io {
         operation: &str,
         request: &M,
     ) -> Result<Result<R, ErrorResponse>, SdkError> {
+        self.pm_call_adjusting(operation, request, |_, _| None)
+            .await
+    }
+
+    /// [`Io::pm_call`]; after each retriable error answer, `adjust` may give the request to
+    /// send from then on instead.
+    pub(crate) async fn pm_call_adjusting<M: Message, R: Message>(
+        &self,
+        operation: &str,
+        request: &M,
+        mut adjust: impl FnMut(&M, &ErrorResponse) -> Option<M>,
+    ) -> Result<Result<R, ErrorResponse>, SdkError> {
         let started = Instant::now();
         let mut backoff = Backoff::new();
+        let mut adjusted: Option<M> = None;
         loop {
+            let request = adjusted.as_ref().unwrap_or(request);
             let outcome = self.pm_once::<M, R>(request, true).await;
             let waited = started.elapsed();
             let give_up = waited >= self.config.retry_for;
@@ -412,6 +432,9 @@ impl Io {
                         error.code,
                         error.message
                     );
+                    if let Some(next) = adjust(request, &error) {
+                        adjusted = Some(next);
+                    }
                 }
                 Ok(answer) => return Ok(answer),
                 Err(PmFailure::Unauthenticated(reason)) => {

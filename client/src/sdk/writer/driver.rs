@@ -114,6 +114,36 @@ pub(crate) struct Driver {
     /// When the first seal since the last acknowledgement began: failing over again and again
     /// without progress ends after `retry_for`.
     stalled_since: Option<Instant>,
+    /// The pause before failing over a range that acknowledged nothing (every replica full,
+    /// say): no storm of empty ranges.
+    failover_pause: FailoverPause,
+}
+
+/// Pauses between failovers of ranges that acknowledged nothing: 10 ms doubling up to 1 s,
+/// back to none after an acknowledgement.
+#[derive(Debug, Default)]
+struct FailoverPause {
+    next: Option<Duration>,
+}
+
+impl FailoverPause {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// The pause before this failover: none the first time after progress.
+    fn before_failover(&mut self, range_acknowledged_nothing: bool) -> Duration {
+        if !range_acknowledged_nothing {
+            self.next = None;
+            return Duration::ZERO;
+        }
+        let pause = self.next.unwrap_or(Self::FIRST);
+        self.next = Some((pause * 2).min(Self::MAX));
+        pause
+    }
+
+    fn progress(&mut self) {
+        self.next = None;
+    }
 }
 
 impl Driver {
@@ -137,6 +167,7 @@ impl Driver {
             failed_nodes: BTreeSet::new(),
             silent_nodes: BTreeSet::new(),
             stalled_since: None,
+            failover_pause: FailoverPause::default(),
         }
     }
 
@@ -256,6 +287,7 @@ impl Driver {
                     let acknowledged = self.pipeline.durable(replica, base, next);
                     if !acknowledged.is_empty() {
                         self.stalled_since = None;
+                        self.failover_pause.progress();
                         self.acknowledge(acknowledged);
                     }
                 }
@@ -288,6 +320,8 @@ impl Driver {
         let flushes = {
             let mut queue = self.shared.lock();
             queue.acked = acked;
+            let bytes = entries.iter().map(|entry| entry.batch.len()).sum();
+            queue.release(bytes, entries.len());
             let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut queue.flushes)
                 .into_iter()
                 .partition(|(target, _)| *target <= acked);
@@ -308,6 +342,21 @@ impl Driver {
     /// Seals the open range at the acknowledged prefix and moves every batch in flight to a
     /// new range.
     async fn fail_over(&mut self, reason: String) -> Result<(), SdkError> {
+        // A range that acknowledged nothing since the last failover (every node full, say):
+        // pause first, longer each time, so a cluster that cannot take data is not flooded
+        // with empty ranges.
+        let pause = self
+            .failover_pause
+            .before_failover(self.stalled_since.is_some());
+        if !pause.is_zero() {
+            log::info!(
+                "stream {}: range {} acknowledged nothing; failing over in {} ms",
+                self.range.stream_id,
+                self.range.index,
+                pause.as_millis()
+            );
+            runtime::time::sleep(pause).await;
+        }
         let started = Instant::now();
         let stalled_since = *self.stalled_since.get_or_insert(started);
         if stalled_since.elapsed() >= self.io.config.retry_for {
@@ -335,7 +384,16 @@ impl Driver {
             &silent,
         )
         .await?;
-        debug_assert_eq!(sealed.end, end);
+        if sealed.end != end {
+            // Never acknowledge past the end of the range: an end below the acknowledged prefix
+            // would lose acknowledged batches.
+            return Err(SdkError::Protocol(format!(
+                "range {} was sealed at {} although this writer acknowledged everything below \
+                 {end}; the writer stops",
+                self.key(),
+                sealed.end
+            )));
+        }
         self.failed_nodes.extend(sealed.unreachable.iter().copied());
         let next_index = self.range.index.next().ok_or_else(|| {
             SdkError::InvalidArgument(format!(
@@ -432,7 +490,18 @@ impl Driver {
                 &[],
             )
             .await
-            .map(|sealed| sealed.end);
+            .and_then(|sealed| {
+                if sealed.end == end {
+                    Ok(sealed.end)
+                } else {
+                    Err(SdkError::Protocol(format!(
+                        "range {} was sealed at {} although this writer acknowledged everything \
+                         below {end}",
+                        self.key(),
+                        sealed.end
+                    )))
+                }
+            });
             if let Ok(end) = result {
                 log::info!("stream {}: writer closed at {end}", self.range.stream_id);
             }
@@ -545,6 +614,8 @@ impl Driver {
         let (incoming, flushes, close) = {
             let mut queue = self.shared.lock();
             queue.failed = Some(error.clone());
+            // Appends waiting for room fail too.
+            queue.wake_waiting();
             (
                 std::mem::take(&mut queue.incoming),
                 std::mem::take(&mut queue.flushes),
@@ -701,4 +772,27 @@ async fn send_append(
         },
     };
     events.push(event);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failovers_without_progress_pause_longer_each_time_up_to_a_second() {
+        let mut pause = FailoverPause::default();
+        assert_eq!(
+            pause.before_failover(false),
+            Duration::ZERO,
+            "first failure: at once"
+        );
+        let pauses: Vec<u128> = (0..10)
+            .map(|_| pause.before_failover(true).as_millis())
+            .collect();
+        assert_eq!(pauses, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        pause.progress();
+        assert_eq!(pause.before_failover(true), FailoverPause::FIRST);
+        assert_eq!(pause.before_failover(false), Duration::ZERO);
+        assert_eq!(pause.before_failover(true), FailoverPause::FIRST);
+    }
 }

@@ -13,7 +13,8 @@
 use std::time::Instant;
 
 use wire::msg::{
-    CreateRangeRequest, CreateRangeResponse, UpdateStreamRequest, UpdateStreamResponse,
+    CreateRangeRequest, CreateRangeResponse, ErrorResponse, UpdateStreamRequest,
+    UpdateStreamResponse,
 };
 use wire::types::MAX_REPLICAS;
 use wire::{Epoch, ErrorCode, NodeId, Offset, RangeIndex, StreamId};
@@ -117,7 +118,8 @@ async fn raise_epoch(io: &Io, stream: StreamId, current: Epoch) -> Result<Epoch,
 }
 
 /// CREATE_RANGE at the placement manager, which places it away from `exclude`; retried within
-/// `retry_for` while it has too few live nodes.
+/// `retry_for` while it has too few live nodes, without `exclude` after the first
+/// `NO_AVAILABLE_NODES` (the excluded nodes may have come back).
 pub(crate) async fn create_range(
     io: &Io,
     stream: StreamId,
@@ -140,8 +142,14 @@ pub(crate) async fn create_range(
         exclude,
     };
     let started = Instant::now();
+    // NO_AVAILABLE_NODES with nodes excluded: the excluded ones may be back (a blip); from
+    // then on the placement manager's view of which nodes are live decides alone.
     let range = match io
-        .pm_call::<_, CreateRangeResponse>("create-range", &request)
+        .pm_call_adjusting::<_, CreateRangeResponse>(
+            "create-range",
+            &request,
+            without_exclusion_when_no_nodes,
+        )
         .await?
     {
         Ok(response) => response.range,
@@ -181,4 +189,55 @@ pub(crate) async fn create_range(
         }
     );
     Ok(range)
+}
+
+/// What CREATE_RANGE sends after `error`: after a `NO_AVAILABLE_NODES` answer, the request
+/// without its exclusion list (`None`: the same request).
+fn without_exclusion_when_no_nodes(
+    request: &CreateRangeRequest,
+    error: &ErrorResponse,
+) -> Option<CreateRangeRequest> {
+    if error.code != ErrorCode::NoAvailableNodes || request.exclude.is_empty() {
+        return None;
+    }
+    log::info!(
+        "stream {}: no range can be placed away from node(s) {:?}; asking again without \
+         excluding them",
+        request.stream_id,
+        request.exclude
+    );
+    Some(CreateRangeRequest {
+        exclude: Vec::new(),
+        ..request.clone()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_available_nodes_drops_the_exclusion_list_before_the_retry() {
+        let request = CreateRangeRequest {
+            stream_id: StreamId(1),
+            range_index: RangeIndex(2),
+            epoch: Epoch(3),
+            start_offset: Offset(4),
+            replica_count_target: 0,
+            ack_count: 0,
+            replicas: Vec::new(),
+            exclude: vec![NodeId(1), NodeId(2)],
+        };
+        let answer = |code| ErrorResponse {
+            code,
+            detail: 1,
+            message: String::new(),
+        };
+        assert!(without_exclusion_when_no_nodes(&request, &answer(ErrorCode::NotLeader)).is_none());
+        let retried =
+            without_exclusion_when_no_nodes(&request, &answer(ErrorCode::NoAvailableNodes))
+                .expect("retried without the exclusion");
+        assert!(retried.exclude.is_empty());
+        assert_eq!(retried.start_offset, request.start_offset);
+    }
 }

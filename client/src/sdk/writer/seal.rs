@@ -3,12 +3,15 @@
 //!
 //! 1. **Fence** every replica (SEAL_RANGE with `FENCE_ONLY`): it adopts the writer's epoch,
 //!    takes no more ordinary appends, lets those in flight settle, and answers its durable end
-//!    (and any end already fixed, which can only have been recorded at the PM first).
+//!    and any end already fixed. A fixed end counts only if the placement manager recorded it
+//!    (DESCRIBE_RANGE there): a replica sealed by hand at another end is left out of the seal.
 //! 2. **Choose the end** E: a live writer its acknowledged prefix; a recovering writer the
 //!    (n − A)-th smallest durable end of at least n − A + 1 answers ([`super::end`]).
 //! 3. **Repair**: every answering replica whose durable end is below E gets the batches it
 //!    lacks, read with FETCH `DURABLE` from a replica that has them and written with APPEND
 //!    `REPAIR`. If no reachable replica holds everything below E, fence again and choose again.
+//!    Likewise when fewer than A replicas (all of an under-replicated range) hold `[start, E)`
+//!    after the repair.
 //! 4. **Commit**: SEAL_RANGE at the placement manager with E. Its record is the commit point.
 //! 5. **Seal the replicas** at E; one that lacks data (it missed the repair) is repaired first.
 //!
@@ -19,7 +22,8 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use wire::msg::{
-    AppendRequest, AppendResponse, FetchRequest, FetchResponse, SealRangeRequest, SealRangeResponse,
+    AppendRequest, AppendResponse, DescribeRangeRequest, DescribeRangeResponse, FetchRequest,
+    FetchResponse, SealRangeRequest, SealRangeResponse,
 };
 use wire::{BatchIter, Epoch, ErrorCode, NodeId, Offset, RangeKey, ReplicaNode};
 
@@ -91,14 +95,37 @@ pub(crate) async fn seal_with_repair(
         .cloned()
         .collect();
     loop {
-        let answers = fence(io, range, &asked, epoch, &mut unreachable).await?;
+        let mut answers = fence(io, range, &asked, epoch, &mut unreachable).await?;
         // A later round asks every replica again: a silent one may hold what is missing.
         asked.clone_from(&range.replicas);
+        // An end fixed on a replica counts only if the placement manager recorded it: anyone
+        // with the stream's epoch can seal a data node's replica by hand (an end-less seal
+        // fixes the replica's own durable end), and adopting such an end could cut
+        // acknowledged batches. A replica sealed at an end the PM did not record is damaged
+        // for this seal: neither a holder nor sealed again.
+        let fixed = if answers.iter().any(|answer| answer.end.is_some()) {
+            let recorded = recorded_end(io, range).await?;
+            answers.retain(|answer| match answer.end {
+                Some(end) if Some(end) != recorded => {
+                    log::warn!(
+                        "range {key}: node {} is sealed at {end}, an end the placement manager \
+                         did not record ({}); it takes no part in this seal",
+                        answer.replica.node_id,
+                        recorded.map_or("open there".to_string(), |end| format!("end {end}"))
+                    );
+                    unreachable.insert(answer.replica.node_id);
+                    false
+                }
+                _ => true,
+            });
+            recorded
+        } else {
+            None
+        };
         let answered: Vec<ReplicaNode> = answers
             .iter()
             .map(|answer| answer.replica.clone())
             .collect();
-        let fixed = answers.iter().find_map(|answer| answer.end);
         let chosen = match (fixed, rule) {
             (Some(end), _) => Some(end),
             (None, EndRule::Acknowledged(end)) => Some(end),
@@ -136,7 +163,16 @@ pub(crate) async fn seal_with_repair(
         );
         hook(io, SealStep::Fenced);
         if let Some(end) = fixed {
-            // Recorded at the placement manager before any replica was sealed: adopt it.
+            // Recorded at the placement manager before any replica was sealed: adopt it. A
+            // live writer's range ends at its acknowledged prefix and nowhere else.
+            if let EndRule::Acknowledged(acknowledged) = rule {
+                if end != acknowledged {
+                    return Err(SdkError::Protocol(format!(
+                        "range {key} was recorded with end {end} while this writer \
+                         acknowledged everything below {acknowledged}"
+                    )));
+                }
+            }
             let more = seal_replicas(io, range, epoch, end, &answered).await?;
             unreachable.extend(more);
             return Ok(Sealed {
@@ -146,22 +182,22 @@ pub(crate) async fn seal_with_repair(
         }
         match repair_all(io, range, epoch, end, &answers).await {
             Ok(report) => {
-                // Rule 5: before the end is recorded, A replicas hold everything below it. A
-                // live writer's end is its acknowledged prefix, which A replicas made durable
-                // (each replica's durable data is a prefix); a recovery's end may lie above
-                // what was acknowledged, so the replicas that hold it now must number A.
-                let holders = answers.len() - report.failed.len();
+                // Rule 5: before the end is recorded, A replicas (of an under-replicated range,
+                // all of them) hold everything below it: the sources still answering and the
+                // targets repaired. For a live writer A replicas made its acknowledged prefix
+                // durable, but some may have failed since; a recovery's end may lie above what
+                // was acknowledged. Too few holders: fence again and choose again.
                 let needed = usize::from(range.ack_count).clamp(1, range.replicas.len().max(1));
-                let recovering = rule == EndRule::Recover;
                 unreachable.extend(report.failed.iter().copied());
-                if recovering && holders < needed && end > range.start_offset {
+                if report.holders < needed && end > range.start_offset {
                     give_up_or_wait(
                         io,
                         started,
                         &mut backoff,
                         format!(
-                            "recovering range {key}: {holders} replica(s) hold everything below \
-                             {end}, {needed} needed; fencing again"
+                            "sealing range {key}: {} replica(s) hold everything below {end}, \
+                             {needed} needed; fencing again",
+                            report.holders
                         ),
                     )
                     .await?;
@@ -308,8 +344,11 @@ async fn fence(
 struct RepairReport {
     replicas: usize,
     bytes: u64,
-    /// Targets that failed during the repair.
+    /// Targets that failed during the repair, and sources that failed to serve it.
     failed: Vec<NodeId>,
+    /// Replicas that hold everything below the end now: sources that served (or were not
+    /// needed) and targets repaired.
+    holders: usize,
 }
 
 #[derive(Debug)]
@@ -337,6 +376,7 @@ async fn repair_all(
         // Committing now would leave everything below the end on replicas nobody can reach.
         return Err(RepairError::NoSource);
     }
+    let initial_sources: Vec<NodeId> = sources.iter().map(|source| source.node_id).collect();
     for target in answers.iter().filter(|answer| answer.durable_end < end) {
         let replica = &target.replica;
         match repair_replica(
@@ -366,6 +406,12 @@ async fn repair_all(
             Err(RepairFailure::Fatal(error)) => return Err(RepairError::Fatal(error)),
         }
     }
+    for node in initial_sources {
+        if !sources.iter().any(|source| source.node_id == node) {
+            report.failed.push(node);
+        }
+    }
+    report.holders = sources.len() + report.replicas;
     Ok(report)
 }
 
@@ -519,6 +565,26 @@ async fn read_durable(
         return Err(format!("nothing durable at {position}"));
     }
     Ok(copied.freeze())
+}
+
+/// The end the placement manager recorded for `range` (DESCRIBE_RANGE), `None` while it is
+/// open there.
+async fn recorded_end(io: &Io, range: &wire::Range) -> Result<Option<Offset>, SdkError> {
+    let request = DescribeRangeRequest {
+        stream_id: range.stream_id,
+        range_index: range.index,
+    };
+    match io
+        .pm_call::<_, DescribeRangeResponse>("describe-range", &request)
+        .await?
+    {
+        Ok(response) => Ok(response.range.end_offset),
+        Err(error) => Err(SdkError::from_stream_answer(
+            "describe-range",
+            range.stream_id,
+            &error,
+        )),
+    }
 }
 
 /// Records `end` at the placement manager; the end it holds afterwards.
