@@ -650,3 +650,41 @@ fn writers_killed_again_and_again_lose_nothing_acknowledged() {
         );
     }
 }
+
+#[test]
+fn appends_keep_call_order_when_the_writer_window_is_full() {
+    // One thread calls append in order and hands each future to another that awaits them in
+    // call order (what any pipelining application does), with more appends outstanding than
+    // the writer's window holds: the stream must hold the calls in call order.
+    let _serial = serial();
+    let cluster = Cluster::start(3);
+    let pm = cluster.pm_address();
+    let mut config = writing::test_config(&pm);
+    config.max_in_flight_batches = 4;
+    let client = client::Client::connect(config).expect("connect");
+    let stream = create_stream(&client, 3, 2);
+    let writer = block_on("open_writer", client.open_writer(stream)).expect("open_writer");
+    let pump = Pump::start(
+        writer,
+        PumpOptions {
+            in_flight: 32,
+            max_calls: Some(400),
+            ..PumpOptions::new(1)
+        },
+    );
+    pump.wait_acknowledged(400, PATIENCE);
+    let (writer, events) = pump.stop();
+    block_on("close", writer.close()).expect("close");
+    let order: Vec<u64> = events
+        .iter()
+        .filter_map(|event| event.result.as_ref().ok().map(|ack| ack.base_offset.0))
+        .collect();
+    let first_out_of_order = order.windows(2).position(|pair| pair[1] <= pair[0]);
+    assert!(
+        first_out_of_order.is_none(),
+        "calls acknowledged at offsets out of call order, first at call {:?}: {:?}",
+        first_out_of_order.map(|position| position + 1),
+        first_out_of_order.map(|position| &order[position..(position + 4).min(order.len())])
+    );
+    verify_everything(&pm, &client, stream, &[writing::session_log(1, &events)]);
+}
