@@ -447,6 +447,19 @@ fn failover_gaps(
             .ok_or_else(|| format!("{victim_address} is not a node of this run"))?;
         let acknowledged = log.acknowledged();
         log.wait_acknowledged(acknowledged + 16, Duration::from_secs(30))?;
+        // The writer must be acknowledging in this very range (not catching up after an
+        // earlier failover), or the gap would measure that instead.
+        let settled = Instant::now();
+        let deadline = settled + Duration::from_secs(30);
+        while log.first_ack_after(settled, open.start_offset).is_none() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "no acknowledgement in range {} within 30 s",
+                    open.index
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
         let killed_at = Instant::now();
         cluster.nodes[victim].kill();
         let gap = wait_gap(&client, &log, stream, open.index.0, killed_at)?;
