@@ -5,7 +5,11 @@
 //! its last write in one `send` (so a burst of small requests costs one syscall), and the reader
 //! decodes frames straight out of its receive buffer and completes the waiting request. A
 //! request waits for a free slot when `max_in_flight` are outstanding, so a caller can never
-//! queue without bound. Dropping the [`Connection`] cancels both tasks.
+//! queue without bound. Requests take free slots strictly first come, first served: a new
+//! request never goes ahead of one already waiting. [`Connection::start_request_bytes`] puts a
+//! request in line synchronously (encoded now, sent as soon as a slot frees), so the order of
+//! calls is the order on the wire whatever order tasks are polled in. Dropping the
+//! [`Connection`] cancels both tasks.
 //!
 //! Everything here is `!Send`: a connection lives on the runtime thread that opened it.
 
@@ -54,6 +58,10 @@ struct State {
     /// Requests waiting for an in-flight slot, oldest first, each under its waiter id. A
     /// waiter that gives up removes its entry, so a freed slot never wakes a dead task.
     slot_waiters: VecDeque<(u64, Waker)>,
+    /// Requests started with [`Connection::start_request_bytes`] while no slot was free:
+    /// encoded, registered as pending, sent in this order as slots free (before any
+    /// `slot_waiters`, which came later: a waiter never goes while one of these waits).
+    deferred: VecDeque<(u64, Vec<Bytes>)>,
     next_waiter_id: u64,
     /// Set once the connection failed or the server said GOAWAY; every later request fails.
     closed: Option<String>,
@@ -74,9 +82,38 @@ impl State {
         }
     }
 
-    /// The waker of the oldest request waiting for a slot, taken off the queue.
-    fn next_slot_waiter(&mut self) -> Option<Waker> {
-        self.slot_waiters.pop_front().map(|(_, waker)| waker)
+    /// Requests on the wire (or in the send queue), waiting for their answers.
+    fn sent(&self) -> usize {
+        self.pending.len() - self.deferred.len()
+    }
+
+    /// Whether a slot is free for a request that is first in line.
+    fn slot_free(&self) -> bool {
+        self.sent() < self.max_in_flight
+    }
+
+    /// A slot freed: sends deferred requests while slots are free, then returns the waker of
+    /// the oldest request waiting for a slot (it stays first in line until it takes the slot
+    /// or gives up).
+    fn slot_freed(&mut self) -> Option<Waker> {
+        let mut queued = false;
+        while self.slot_free() {
+            let Some((_, parts)) = self.deferred.pop_front() else {
+                break;
+            };
+            self.flush_small();
+            self.outgoing.extend(parts);
+            queued = true;
+        }
+        if queued {
+            if let Some(waker) = self.writer_waker.take() {
+                waker.wake();
+            }
+        }
+        if !self.deferred.is_empty() || !self.slot_free() {
+            return None;
+        }
+        self.slot_waiters.front().map(|(_, waker)| waker.clone())
     }
 
     /// Every waiter for a slot, taken off the queue (the connection closed).
@@ -124,6 +161,7 @@ impl Connection {
                 small: BytesMut::with_capacity(64 * 1024),
                 writer_waker: None,
                 slot_waiters: VecDeque::new(),
+                deferred: VecDeque::new(),
                 next_waiter_id: 0,
                 closed: None,
             }),
@@ -209,9 +247,56 @@ impl Connection {
         self.response(request_id).await
     }
 
+    /// Puts a request in line now, synchronously: it is encoded at once and goes into the send
+    /// queue now if a slot is free and nothing waits for one, else as soon as the requests
+    /// ahead of it took theirs. Requests started one after the other are therefore sent in
+    /// that order, whatever order the tasks awaiting them run in. The returned future resolves
+    /// to the response; dropping it before the request was sent withdraws the request.
+    /// Requests waiting for a slot this way are not bounded here: the caller bounds them.
+    pub fn start_request_bytes<M: Message>(
+        &self,
+        message: &M,
+        payload: Bytes,
+    ) -> Result<PendingResponse, ClientError> {
+        let mut state = self.shared.state.borrow_mut();
+        if let Some(reason) = &state.closed {
+            return Err(closed_error(reason));
+        }
+        let request_id = state.take_request_id();
+        let mut scratch = BytesMut::with_capacity(128);
+        let parts = if payload.len() < ZERO_COPY_MIN_BYTES {
+            wire::encode_request(&mut scratch, request_id, message, &payload)?;
+            vec![scratch.freeze()]
+        } else {
+            let parts = wire::encode_parts(
+                &mut scratch,
+                wire::Flags::REQUEST,
+                request_id,
+                message,
+                payload,
+            )?;
+            vec![
+                parts.head,
+                parts.payload,
+                Bytes::copy_from_slice(&parts.trailer),
+            ]
+        };
+        let first_in_line = state.deferred.is_empty() && state.slot_waiters.is_empty();
+        if first_in_line && state.slot_free() {
+            state.flush_small();
+            state.outgoing.extend(parts);
+            state.register(request_id);
+        } else {
+            state.pending.insert(request_id, Slot::default());
+            state.deferred.push_back((request_id, parts));
+        }
+        drop(state);
+        Ok(self.response(request_id))
+    }
+
     /// The answer to the request just registered under `request_id`.
-    fn response(&self, request_id: u64) -> ResponseFuture {
-        ResponseFuture {
+    fn response(&self, request_id: u64) -> PendingResponse {
+        PendingResponse {
             shared: Rc::clone(&self.shared),
             request_id,
             done: false,
@@ -227,9 +312,9 @@ impl Connection {
     }
 }
 
-/// Resolves once fewer than `max_in_flight` requests are pending (or the connection closed).
-/// While waiting it holds one entry in `slot_waiters`; dropped early, it removes that entry, or
-/// passes on the wake-up it was given but did not use.
+/// Resolves once a slot is free and this request is first in line (no deferred request and no
+/// older waiter ahead of it), or the connection closed. While waiting it holds one entry in
+/// `slot_waiters`; dropped early, it removes that entry and, if it was first, wakes the next.
 struct SlotWait<'a> {
     shared: &'a Shared,
     /// Its id in `slot_waiters` once it waited.
@@ -242,14 +327,32 @@ impl Future for SlotWait<'_> {
     fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let mut state = this.shared.state.borrow_mut();
+        let first = state.deferred.is_empty()
+            && match this.waiter_id {
+                None => state.slot_waiters.is_empty(),
+                Some(id) => state
+                    .slot_waiters
+                    .front()
+                    .is_some_and(|(front, _)| *front == id),
+            };
         let ready = match &state.closed {
             Some(reason) => Some(Err(closed_error(reason))),
-            None if state.pending.len() < state.max_in_flight => Some(Ok(())),
+            None if first && state.slot_free() => Some(Ok(())),
             None => None,
         };
         if let Some(result) = ready {
+            let mut next = None;
             if let Some(id) = this.waiter_id.take() {
                 state.slot_waiters.retain(|(waiter, _)| *waiter != id);
+                // Room for more than this one: the next in line may go too. (The caller
+                // registers its request right after this returns, before anyone else runs.)
+                if state.sent() + 1 < state.max_in_flight {
+                    next = state.slot_waiters.front().map(|(_, waker)| waker.clone());
+                }
+            }
+            drop(state);
+            if let Some(waker) = next {
+                waker.wake();
             }
             return Poll::Ready(result);
         }
@@ -267,11 +370,9 @@ impl Future for SlotWait<'_> {
                 }
             }
             None => {
-                // First wait, or woken for a slot another request took first: queue again.
-                let id = *this.waiter_id.get_or_insert_with(|| {
-                    state.next_waiter_id += 1;
-                    state.next_waiter_id
-                });
+                state.next_waiter_id += 1;
+                let id = state.next_waiter_id;
+                this.waiter_id = Some(id);
                 state.slot_waiters.push_back((id, waker.clone()));
             }
         }
@@ -286,13 +387,17 @@ impl Drop for SlotWait<'_> {
         };
         let next = {
             let mut state = self.shared.state.borrow_mut();
-            let queued = state.slot_waiters.len();
+            let was_first = state
+                .slot_waiters
+                .front()
+                .is_some_and(|(front, _)| *front == id);
             state.slot_waiters.retain(|(waiter, _)| *waiter != id);
-            if state.slot_waiters.len() < queued || state.closed.is_some() {
-                None
+            if was_first && state.closed.is_none() && state.deferred.is_empty() && state.slot_free()
+            {
+                // It was first in line for a free slot and gave up: the next one may go.
+                state.slot_waiters.front().map(|(_, waker)| waker.clone())
             } else {
-                // Woken for a free slot and gone without taking it: the next waiter may.
-                state.next_slot_waiter()
+                None
             }
         };
         if let Some(waker) = next {
@@ -347,6 +452,7 @@ fn fail_all(shared: &Shared, reason: String) {
             }
         }
         wakers.extend(state.writer_waker.take());
+        state.deferred.clear();
         let slot_waiters: Vec<Waker> = state.all_slot_waiters().collect();
         (wakers, slot_waiters)
     };
@@ -355,13 +461,15 @@ fn fail_all(shared: &Shared, reason: String) {
     }
 }
 
-struct ResponseFuture {
+/// The response to a request started with [`Connection::start_request_bytes`] (an error
+/// response is a frame too). `!Send`, like the connection.
+pub struct PendingResponse {
     shared: Rc<Shared>,
     request_id: u64,
     done: bool,
 }
 
-impl Future for ResponseFuture {
+impl Future for PendingResponse {
     type Output = Result<Frame, ClientError>;
 
     fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
@@ -375,7 +483,7 @@ impl Future for ResponseFuture {
         match slot.response.take() {
             Some(response) => {
                 state.pending.remove(&request_id);
-                let waiter = state.next_slot_waiter();
+                let waiter = state.slot_freed();
                 drop(state);
                 if let Some(waiter) = waiter {
                     waiter.wake();
@@ -394,7 +502,7 @@ impl Future for ResponseFuture {
     }
 }
 
-impl Drop for ResponseFuture {
+impl Drop for PendingResponse {
     fn drop(&mut self) {
         if self.done {
             return;
@@ -403,7 +511,15 @@ impl Drop for ResponseFuture {
         let waiter = {
             let mut state = self.shared.state.borrow_mut();
             state.pending.remove(&self.request_id);
-            state.next_slot_waiter()
+            let queued = state.deferred.len();
+            let request_id = self.request_id;
+            state.deferred.retain(|(id, _)| *id != request_id);
+            if state.deferred.len() < queued {
+                // Withdrawn before it was sent: it held no slot.
+                None
+            } else {
+                state.slot_freed()
+            }
         };
         if let Some(waiter) = waiter {
             waiter.wake();
@@ -484,10 +600,19 @@ fn deliver(shared: &Shared, frame: Frame) {
     if let Some(ClientError::Goaway { reason, message }) = goaway_error(&frame) {
         // Requests already sent will still be answered; new ones must go elsewhere.
         let mut state = shared.state.borrow_mut();
-        state
+        let closed = state
             .closed
-            .get_or_insert(format!("GOAWAY {reason}: {message}"));
-        let waiters: Vec<Waker> = state.all_slot_waiters().collect();
+            .get_or_insert(format!("GOAWAY {reason}: {message}"))
+            .clone();
+        let mut waiters: Vec<Waker> = state.all_slot_waiters().collect();
+        // Requests not sent yet never will be: they fail now.
+        let deferred: Vec<u64> = state.deferred.drain(..).map(|(id, _)| id).collect();
+        for id in deferred {
+            if let Some(slot) = state.pending.get_mut(&id) {
+                slot.response = Some(Err(closed_error(&closed)));
+                waiters.extend(slot.waker.take());
+            }
+        }
         drop(state);
         waiters.into_iter().for_each(Waker::wake);
         return;

@@ -251,3 +251,108 @@ fn a_request_that_gave_up_waiting_for_a_slot_does_not_swallow_the_next_wake_up()
     });
     server.join().unwrap();
 }
+
+/// An echo server answering everything it read so far; returns the payloads in the order they
+/// arrived.
+fn recording_echo_server(
+    count: usize,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<Vec<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut decoder = Decoder::default();
+        let mut received = BytesMut::new();
+        let mut chunk = [0u8; 4096];
+        let mut order = Vec::new();
+        while order.len() < count {
+            let read = stream.read(&mut chunk).unwrap();
+            assert!(read > 0);
+            received.extend_from_slice(&chunk[..read]);
+            let mut out = Vec::new();
+            while let Some(frame) = decoder.decode(&mut received).unwrap() {
+                order.push(frame.payload.to_vec());
+                wire::encode_response(&mut out, frame.request_id, &PingResponse {}, &frame.payload)
+                    .unwrap();
+            }
+            stream.write_all(&out).unwrap();
+        }
+        let _ = stream.read(&mut chunk);
+        order
+    });
+    (address, server)
+}
+
+#[test]
+fn requests_started_in_order_reach_the_wire_in_order_whatever_order_their_tasks_run() {
+    const REQUESTS: usize = 40;
+    const BOUND: usize = 3;
+    let (address, server) = recording_echo_server(REQUESTS + 1);
+    let mut runtime = Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let connection = Rc::new(Connection::connect(address, BOUND).await.unwrap());
+        // Started in order (some of them large, sent without copy), far past the bound...
+        let pending: Vec<_> = (0..REQUESTS)
+            .map(|index| {
+                let mut payload = format!("{index:04}").into_bytes();
+                if index % 5 == 0 {
+                    payload.resize(10_000, b'.');
+                }
+                connection
+                    .start_request_bytes(&PingRequest {}, bytes::Bytes::from(payload))
+                    .expect("started")
+            })
+            .collect();
+        assert!(connection.in_flight() == REQUESTS);
+        // ... and awaited by tasks spawned in reverse order.
+        let tasks: Vec<_> = pending
+            .into_iter()
+            .rev()
+            .map(|response| runtime::spawn(async move { response.await.expect("answered") }))
+            .collect();
+        for task in tasks {
+            task.await;
+        }
+        // Requests waiting for a slot this way come before a later request().
+        connection.request(&PingRequest {}, b"late").await.unwrap();
+        assert_eq!(connection.in_flight(), 0);
+    });
+    let order = server.join().unwrap();
+    let indexes: Vec<usize> = order
+        .iter()
+        .map(|payload| {
+            std::str::from_utf8(&payload[..4])
+                .unwrap()
+                .parse()
+                .unwrap_or(usize::MAX)
+        })
+        .collect();
+    assert_eq!(indexes[..REQUESTS], (0..REQUESTS).collect::<Vec<_>>()[..]);
+}
+
+#[test]
+fn a_withdrawn_request_that_waited_for_a_slot_is_never_sent() {
+    let (address, server) = recording_echo_server(3);
+    let mut runtime = Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let connection = Connection::connect(address, 1).await.unwrap();
+        let first = connection
+            .start_request_bytes(&PingRequest {}, bytes::Bytes::from_static(b"0000"))
+            .unwrap();
+        let withdrawn = connection
+            .start_request_bytes(&PingRequest {}, bytes::Bytes::from_static(b"0001"))
+            .unwrap();
+        let third = connection
+            .start_request_bytes(&PingRequest {}, bytes::Bytes::from_static(b"0002"))
+            .unwrap();
+        drop(withdrawn);
+        first.await.unwrap();
+        third.await.unwrap();
+        connection.request(&PingRequest {}, b"0003").await.unwrap();
+    });
+    let order = server.join().unwrap();
+    assert_eq!(
+        order,
+        [b"0000".to_vec(), b"0002".to_vec(), b"0003".to_vec()]
+    );
+}

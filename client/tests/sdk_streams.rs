@@ -332,3 +332,84 @@ fn a_replica_sealed_by_hand_below_the_acknowledged_prefix_does_not_cut_the_range
     assert_eq!(block_on(writer.close()).expect("close"), Offset(end));
     check_records(&read_to_end(&client, stream.id, 0), 0, end);
 }
+
+/// Every range of a stream trimmed away: a new writer still finds the next range index (the
+/// placement manager names it) and writes on from the stream's end.
+#[test]
+fn a_writer_opens_a_stream_whose_ranges_were_all_trimmed_away() {
+    let cluster = SdkCluster::start(1);
+    let client = cluster.client();
+    let stream = block_on(client.create_stream(StreamOptions {
+        replica_count: 1,
+        ack_count: 1,
+        ..StreamOptions::default()
+    }))
+    .expect("create stream");
+    let writer = block_on(client.open_writer(stream.id)).expect("writer");
+    let end = write_records(&writer, 0, 20, 5);
+    assert_eq!(block_on(writer.close()).expect("close"), Offset(end));
+    block_on(client.trim(stream.id, Offset(end))).expect("trim");
+    assert!(block_on(client.ranges(stream.id))
+        .expect("ranges")
+        .is_empty());
+
+    let writer = block_on(client.open_writer(stream.id)).expect("writer after trimming all");
+    let ranges = block_on(client.ranges(stream.id)).expect("ranges");
+    assert_eq!(ranges.len(), 1, "{ranges:?}");
+    assert_eq!(ranges[0].index.0, 1, "the index after the trimmed range");
+    assert_eq!(ranges[0].start_offset, Offset(end));
+    let next = write_records(&writer, end, 10, 5);
+    assert_eq!(block_on(writer.close()).expect("close"), Offset(next));
+    check_records(&read_to_end(&client, stream.id, end), end, next);
+}
+
+/// A replica that stops answering while the others keep acknowledging collects requests on
+/// its lane; past the lane's bound (sent or waiting for a slot) the writer fails it over long
+/// before `replica_timeout`, instead of queueing without bound.
+#[test]
+fn a_replica_far_behind_is_failed_over_once_its_lane_is_full() {
+    let cluster = SdkCluster::start(3);
+    let mut config = cluster.config();
+    config.replica_timeout = std::time::Duration::from_secs(60);
+    config.max_in_flight_batches = 2;
+    let client = client::Client::connect(config).expect("connect");
+    let stream = block_on(client.create_stream(StreamOptions {
+        replica_count: 3,
+        ack_count: 2,
+        ..StreamOptions::default()
+    }))
+    .expect("create stream");
+    let writer = block_on(client.open_writer(stream.id)).expect("writer");
+    let end = write_records(&writer, 0, 10, 1);
+    let ranges = block_on(client.ranges(stream.id)).expect("ranges");
+    let victim = ranges[0].replicas[2].address.clone();
+    let node = cluster
+        .nodes
+        .iter()
+        .find(|node| node.address == victim)
+        .expect("replica is one of the nodes");
+    let pid = i32::try_from(node.pid()).expect("pid");
+    // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let started = std::time::Instant::now();
+    // The lane's bound is 2 x (2 + 64) requests: 400 one-batch appends overflow it.
+    let end = write_records(&writer, end, 400, 1);
+    let elapsed = started.elapsed();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    assert!(
+        elapsed < std::time::Duration::from_secs(30),
+        "failed over after {elapsed:?}, not at replica_timeout"
+    );
+    let ranges = block_on(client.ranges(stream.id)).expect("ranges");
+    assert!(
+        ranges.len() >= 2,
+        "the lagging replica was sealed around: {ranges:?}"
+    );
+    assert!(ranges[1]
+        .replicas
+        .iter()
+        .all(|replica| replica.address != victim));
+    assert_eq!(block_on(writer.close()).expect("close"), Offset(end));
+    check_records(&read_to_end(&client, stream.id, 0), 0, end);
+}

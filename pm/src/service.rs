@@ -471,6 +471,9 @@ pub fn rejection_reply(rejection: &Rejection) -> Reply {
         Rejection::TrimPastEnd { end } => {
             Reply::error_with_detail(ErrorCode::OffsetOutOfRange, *end, message)
         }
+        Rejection::RangeIndexNotNext { expected, .. } => {
+            Reply::error_with_detail(ErrorCode::InvalidArgument, u64::from(expected.0), message)
+        }
         Rejection::FutureEpoch { current } => {
             Reply::error_with_detail(ErrorCode::InvalidArgument, *current, message)
         }

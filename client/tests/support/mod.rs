@@ -137,6 +137,11 @@ impl DataNode {
         node
     }
 
+    /// The process id (for SIGSTOP/SIGCONT of this node only).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// True while the process has not exited.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

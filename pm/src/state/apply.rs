@@ -304,10 +304,11 @@ impl PmState {
             return Err(Rejection::PreviousRangeOpen { open: open.key });
         }
         if index != stream.next_range_index {
-            return Err(Rejection::InvalidArgument(format!(
-                "stream {stream_id}'s next range has index {}, found {index}",
-                stream.next_range_index
-            )));
+            return Err(Rejection::RangeIndexNotNext {
+                stream: stream_id,
+                expected: stream.next_range_index,
+                found: index,
+            });
         }
         let Some(next_index) = index.next() else {
             return Err(Rejection::InvalidArgument(format!(

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use ids::{Epoch, NodeId, Offset, RangeKey, StreamId};
+use ids::{Epoch, NodeId, Offset, RangeIndex, RangeKey, StreamId};
 
 /// Why [`crate::state::PmState::apply`] refused a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +23,13 @@ pub enum Rejection {
     FutureEpoch { current: Epoch },
     /// A field is outside its domain; the message says which, what was expected and found.
     InvalidArgument(String),
+    /// CreateRange of an index other than the stream's next one (`expected`: the previous
+    /// range's index + 1, 0 for the first; kept when every range was trimmed away).
+    RangeIndexNotNext {
+        stream: StreamId,
+        expected: RangeIndex,
+        found: RangeIndex,
+    },
     /// No such range (never created, trimmed, or purged).
     RangeNotFound { range: RangeKey },
     /// CreateRange of a range that exists with other parameters (epoch, start or nodes).
@@ -65,6 +72,14 @@ impl fmt::Display for Rejection {
                 "epoch is ahead of the stream's epoch {current}: raise it with UpdateStream first"
             ),
             Rejection::InvalidArgument(reason) => write!(formatter, "invalid argument: {reason}"),
+            Rejection::RangeIndexNotNext {
+                stream,
+                expected,
+                found,
+            } => write!(
+                formatter,
+                "invalid argument: stream {stream}'s next range has index {expected}, found {found}"
+            ),
             Rejection::RangeNotFound { range } => write!(formatter, "range {range} does not exist"),
             Rejection::RangeAlreadyExists { range } => write!(
                 formatter,

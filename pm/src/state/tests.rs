@@ -282,7 +282,8 @@ fn ranges_take_the_next_index_and_start_where_the_previous_ended() {
     let (mut state, stream, nodes) = cluster();
     assert!(matches!(
         rejected(&mut state, create_range(stream, 1, 1, 0, &nodes)),
-        Rejection::InvalidArgument(message) if message.contains("next range has index 0, found 1")
+        Rejection::RangeIndexNotNext { expected, found, .. }
+            if expected == RangeIndex(0) && found == RangeIndex(1)
     ));
     assert!(matches!(
         rejected(&mut state, create_range(stream, 0, 1, 5, &nodes)),
@@ -844,4 +845,45 @@ fn a_scratch_copy_decides_create_range_as_the_whole_state_does() {
         state.scratch_for(stream, RangeIndex(6)).apply(&next),
         state.clone().apply(&next)
     );
+}
+
+#[test]
+fn the_next_range_index_survives_trimming_every_range_away() {
+    let (mut state, stream, nodes) = cluster();
+    ok(&mut state, create_range(stream, 0, 1, 0, &nodes));
+    ok(&mut state, seal_range(stream, 0, 1, 10));
+    ok(&mut state, create_range(stream, 1, 1, 10, &nodes));
+    ok(&mut state, seal_range(stream, 1, 1, 20));
+    ok(
+        &mut state,
+        Command::TrimStream {
+            stream,
+            offset: Offset(20),
+        },
+    );
+    assert_eq!(
+        state.ranges_of(stream).count(),
+        0,
+        "every range trimmed away"
+    );
+    // A writer that sees no range tries index 0; the answer names the index to use.
+    let rejection = rejected(&mut state, create_range(stream, 0, 1, 20, &nodes));
+    assert!(
+        matches!(
+            rejection,
+            Rejection::RangeIndexNotNext { expected, found, .. }
+                if expected == RangeIndex(2) && found == RangeIndex(0)
+        ),
+        "{rejection:?}"
+    );
+    let reply = crate::service::rejection_reply(&rejection);
+    let wire::Response::Error(error) = *reply.response else {
+        panic!("an error reply");
+    };
+    assert_eq!(
+        (error.code, error.detail),
+        (wire::ErrorCode::InvalidArgument, 2),
+        "INVALID_ARGUMENT names the next index in detail"
+    );
+    ok(&mut state, create_range(stream, 2, 1, 20, &nodes));
 }

@@ -13,10 +13,13 @@
 //! yet acknowledged there, with the same offsets. Answers from the old range that arrive later
 //! are ignored (each range's sends carry a generation number).
 //!
-//! Order on the wire: a replica's connection is this driver's own, with room for more requests
-//! than the pipeline ever holds, and each send is a task spawned in offset order; the runtime
-//! polls new tasks first in, first out, so each request is encoded into the connection's send
-//! queue in offset order at its task's first poll.
+//! Order on the wire: a replica's connection is this driver's own, and each APPEND is put in
+//! line on it synchronously, in offset order, with [`Connection::start_request_bytes`]
+//! (encoded at once; sent as soon as a slot is free, strictly first come, first served), so
+//! the order on the wire never depends on the order tasks are polled in; a task per request
+//! only awaits its answer. A lane's outstanding requests (sent or waiting for a slot, answers
+//! to batches other replicas already acknowledged included) are bounded: a replica that falls
+//! further behind than that is failed over like one that stopped answering.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, VecDeque};
@@ -33,7 +36,7 @@ use super::open::create_range;
 use super::pipeline::{Entry, Pipeline, RequestLimit};
 use super::seal::{seal_with_repair, EndRule};
 use super::{AppendAck, AppendSlot, Shared, Submitted};
-use crate::multiplexed::{decode_response, Connection};
+use crate::multiplexed::{decode_response, Connection, PendingResponse};
 use crate::sdk::error::SdkError;
 use crate::sdk::io::{join_all, Io};
 
@@ -91,6 +94,24 @@ struct Lane {
     /// the replica has been silent for `replica_timeout` (a busy disk answers late requests
     /// late, but keeps answering).
     last_answer: Rc<Cell<Instant>>,
+    /// Requests started on this lane and not answered yet (sent or waiting for a slot).
+    outstanding: Rc<Cell<usize>>,
+}
+
+/// Counts one outstanding request of a lane while it lives.
+struct Outstanding(Rc<Cell<usize>>);
+
+impl Outstanding {
+    fn new(count: &Rc<Cell<usize>>) -> Outstanding {
+        count.set(count.get() + 1);
+        Outstanding(Rc::clone(count))
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 pub(crate) struct Driver {
@@ -229,9 +250,17 @@ impl Driver {
         }
     }
 
-    /// Sends every replica the batches it has not been sent.
+    /// Requests a lane may have outstanding (sent or waiting for a slot): twice what its
+    /// connection sends at once.
+    fn lane_bound(&self) -> usize {
+        2 * (self.io.config.max_in_flight_batches + CONNECTION_SPARE_REQUESTS)
+    }
+
+    /// Sends every replica the batches it has not been sent, each request put in line on the
+    /// replica's connection now, in offset order.
     fn send(&mut self) {
         let acked = self.pipeline.acked();
+        let bound = self.lane_bound();
         let mut sent = false;
         for (replica, lane) in self.lanes.iter().enumerate() {
             let Some(connection) = &lane.connection else {
@@ -239,6 +268,19 @@ impl Driver {
             };
             while let Some((base, batches)) = self.pipeline.take_unsent(replica, REQUEST_LIMIT) {
                 let next = batches_end(&batches).unwrap_or(base);
+                if lane.outstanding.get() >= bound {
+                    self.events.push(Event::Failed {
+                        generation: self.generation,
+                        replica,
+                        reason: format!(
+                            "{} requests outstanding: the replica fell too far behind",
+                            lane.outstanding.get()
+                        ),
+                        // Like a silent replica: the seal does not wait for it.
+                        timed_out: true,
+                    });
+                    break;
+                }
                 let payload = concatenate(batches);
                 let request = AppendRequest {
                     stream_id: self.range.stream_id,
@@ -247,11 +289,12 @@ impl Driver {
                     confirmed_offset: Some(acked),
                     repair: false,
                 };
+                let outstanding = Outstanding::new(&lane.outstanding);
+                let response = connection.start_request_bytes(&request, payload);
                 runtime::spawn(send_append(
-                    Rc::clone(connection),
+                    response,
+                    outstanding,
                     Rc::clone(&lane.last_answer),
-                    request,
-                    payload,
                     self.io.config.replica_timeout,
                     Rc::clone(&self.events),
                     Sent::Batches {
@@ -551,12 +594,13 @@ impl Driver {
             .iter()
             .enumerate()
             .filter_map(|(replica, lane)| {
-                let connection = Rc::clone(lane.connection.as_ref()?);
+                let connection = lane.connection.as_ref()?;
+                let outstanding = Outstanding::new(&lane.outstanding);
+                let response = connection.start_request_bytes(&request, Bytes::new());
                 Some(send_append(
-                    connection,
+                    response,
+                    outstanding,
                     Rc::clone(&lane.last_answer),
-                    request,
-                    Bytes::new(),
                     self.io.config.replica_timeout,
                     Rc::clone(&self.events),
                     Sent::ConfirmOnly {
@@ -646,6 +690,7 @@ fn lanes_of(range: &wire::Range) -> Vec<Lane> {
             address: replica.address.clone(),
             connection: None,
             last_answer: Rc::new(Cell::new(Instant::now())),
+            outstanding: Rc::new(Cell::new(0)),
         })
         .collect()
 }
@@ -698,10 +743,9 @@ fn batches_end(batches: &[Bytes]) -> Option<Offset> {
 /// none). It times out once the replica has answered nothing on this lane for `timeout` since
 /// the request was sent.
 async fn send_append(
-    connection: Rc<Connection>,
+    response: Result<PendingResponse, crate::conn::ClientError>,
+    _outstanding: Outstanding,
     last_answer: Rc<Cell<Instant>>,
-    request: AppendRequest,
-    payload: Bytes,
     timeout: Duration,
     events: Rc<Events>,
     sent: Sent,
@@ -718,8 +762,8 @@ async fn send_append(
         } => (generation, replica),
     };
     let exchange = async {
-        let frame = connection
-            .request_bytes(&request, payload)
+        let frame = response
+            .map_err(|error| error.to_string())?
             .await
             .map_err(|error| error.to_string())?;
         decode_response::<AppendResponse>(&frame).map_err(|error| error.to_string())

@@ -66,7 +66,20 @@ pub(crate) async fn open(io: &Io, stream: StreamId) -> Result<Opened, SdkError> 
             }
         }
     };
-    let range = create_range(io, stream, epoch, index, start, exclude).await?;
+    let range = match create_range(io, stream, epoch, index, start, exclude.clone()).await {
+        // No range listed, yet the stream had some: all were trimmed away. The placement
+        // manager names the next index in the answer's detail (protocol §5.9).
+        Err(SdkError::Server {
+            code: ErrorCode::InvalidArgument,
+            detail,
+            ..
+        }) if ranges.is_empty() && detail > u64::from(index.0) && detail <= u64::from(u32::MAX) => {
+            let next = RangeIndex(detail as u32);
+            log::info!("stream {stream}: every range was trimmed away; the next one is {next}");
+            create_range(io, stream, epoch, next, start, exclude).await?
+        }
+        result => result?,
+    };
     Ok(Opened { epoch, range })
 }
 
@@ -159,6 +172,10 @@ pub(crate) async fn create_range(
                 live: error.detail,
                 waited: started.elapsed(),
             })
+        }
+        // Kept whole (detail included): the caller may act on it.
+        Err(error) if error.code == ErrorCode::InvalidArgument && error.detail != 0 => {
+            return Err(SdkError::server("create-range", &error))
         }
         Err(error) => return Err(SdkError::from_stream_answer("create-range", stream, &error)),
     };
