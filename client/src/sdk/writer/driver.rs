@@ -64,6 +64,15 @@ enum Event {
         reason: String,
         /// No answer within the timeout (a stopped node): the seal does not wait for it again.
         timed_out: bool,
+        /// The error the replica answered, if it answered one.
+        code: Option<ErrorCode>,
+    },
+    /// The replica answered `STORAGE_FULL` to the batches from `base`: it holds nothing from
+    /// there on.
+    Full {
+        generation: u64,
+        replica: usize,
+        base: Offset,
     },
     Fenced {
         epoch: Epoch,
@@ -96,6 +105,8 @@ struct Lane {
     last_answer: Rc<Cell<Instant>>,
     /// Requests started on this lane and not answered yet (sent or waiting for a slot).
     outstanding: Rc<Cell<usize>>,
+    /// The replica answered `STORAGE_FULL` from this offset on (its next offset).
+    full_at: Option<Offset>,
 }
 
 /// Counts one outstanding request of a lane while it lives.
@@ -138,6 +149,47 @@ pub(crate) struct Driver {
     /// The pause before failing over a range that acknowledged nothing (every replica full,
     /// say): no storm of empty ranges.
     failover_pause: FailoverPause,
+    /// Since when every replica of the open range has been full without progress, and the
+    /// pause before the next try of the same range.
+    full_since: Option<Instant>,
+    full_pause: FailoverPause,
+}
+
+/// What to do about replicas that answered `STORAGE_FULL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FullDecision {
+    /// No replica is full, or some have not answered about the first batch not acknowledged.
+    Wait,
+    /// Every replica is full exactly at the acknowledged prefix: placement cannot help, wait
+    /// and send the same range the same batches again.
+    RetrySameRange,
+    /// Every replica either holds the first batch not acknowledged or is full, and too few hold
+    /// it: seal and move on, away from the full nodes.
+    FailOver,
+}
+
+/// `lanes`: for each replica, where it answered `STORAGE_FULL` (if it did) and whether it
+/// holds the first batch not acknowledged (at `acked`).
+fn full_decision(lanes: &[(Option<Offset>, bool)], acked: Offset) -> FullDecision {
+    if lanes.iter().all(|(full_at, _)| full_at.is_none()) {
+        return FullDecision::Wait;
+    }
+    if lanes
+        .iter()
+        .any(|(full_at, _)| full_at.is_some_and(|at| at < acked))
+    {
+        return FullDecision::FailOver;
+    }
+    if lanes.iter().all(|(full_at, _)| *full_at == Some(acked)) {
+        return FullDecision::RetrySameRange;
+    }
+    if lanes
+        .iter()
+        .all(|(full_at, holds)| *full_at == Some(acked) || *holds)
+    {
+        return FullDecision::FailOver;
+    }
+    FullDecision::Wait
 }
 
 /// Pauses between failovers of ranges that acknowledged nothing: 10 ms doubling up to 1 s,
@@ -189,6 +241,8 @@ impl Driver {
             silent_nodes: BTreeSet::new(),
             stalled_since: None,
             failover_pause: FailoverPause::default(),
+            full_since: None,
+            full_pause: FailoverPause::default(),
         }
     }
 
@@ -212,6 +266,25 @@ impl Driver {
             if let Some(reason) = self.handle_events()? {
                 self.fail_over(reason).await?;
                 continue;
+            }
+            match self.full_decision() {
+                FullDecision::Wait => {}
+                FullDecision::RetrySameRange => {
+                    self.retry_same_range().await?;
+                    continue;
+                }
+                FullDecision::FailOver => {
+                    let full: Vec<NodeId> = self
+                        .lanes
+                        .iter()
+                        .filter(|lane| lane.full_at.is_some())
+                        .map(|lane| lane.node)
+                        .collect();
+                    self.failed_nodes.extend(full.iter().copied());
+                    self.fail_over(format!("replica(s) on node(s) {full:?} are full"))
+                        .await?;
+                    continue;
+                }
             }
             if self.finish_if_done().await? {
                 return Ok(());
@@ -278,6 +351,7 @@ impl Driver {
                         ),
                         // Like a silent replica: the seal does not wait for it.
                         timed_out: true,
+                        code: None,
                     });
                     break;
                 }
@@ -331,14 +405,32 @@ impl Driver {
                     if !acknowledged.is_empty() {
                         self.stalled_since = None;
                         self.failover_pause.progress();
+                        self.full_since = None;
+                        self.full_pause.progress();
                         self.acknowledge(acknowledged);
                     }
                 }
+                Event::Full {
+                    generation,
+                    replica,
+                    base,
+                } if generation == self.generation => {
+                    let lane = &mut self.lanes[replica];
+                    lane.full_at = Some(lane.full_at.map_or(base, |at| at.min(base)));
+                }
+                // A full replica refuses what follows its refusal too: not a new failure.
+                Event::Failed {
+                    generation,
+                    replica,
+                    code: Some(ErrorCode::OffsetGap | ErrorCode::StorageFull),
+                    ..
+                } if generation == self.generation && self.lanes[replica].full_at.is_some() => {}
                 Event::Failed {
                     generation,
                     replica,
                     reason,
                     timed_out,
+                    ..
                 } if generation == self.generation => {
                     let lane = &self.lanes[replica];
                     self.failed_nodes.insert(lane.node);
@@ -351,10 +443,72 @@ impl Driver {
                     )));
                 }
                 Event::Fenced { epoch } => return Err(SdkError::Fenced { epoch }),
-                // An answer from a range this writer already left.
-                Event::Durable { .. } | Event::Failed { .. } => {}
+                // An answer from a range this writer already left (or an earlier try).
+                Event::Durable { .. } | Event::Failed { .. } | Event::Full { .. } => {}
             }
         }
+    }
+
+    /// What the `STORAGE_FULL` answers so far call for.
+    fn full_decision(&mut self) -> FullDecision {
+        let acked = self.pipeline.acked();
+        // Full below the prefix the others acknowledged past: it will never catch up here.
+        if self
+            .lanes
+            .iter()
+            .any(|lane| lane.full_at.is_some_and(|at| at < acked))
+        {
+            return FullDecision::FailOver;
+        }
+        if self.pipeline.is_empty() {
+            // Nothing waits: the next batch finds out afresh.
+            for lane in &mut self.lanes {
+                lane.full_at = None;
+            }
+            return FullDecision::Wait;
+        }
+        let lanes: Vec<(Option<Offset>, bool)> = (0..self.lanes.len())
+            .map(|replica| {
+                (
+                    self.lanes[replica].full_at,
+                    self.pipeline.front_held_by(replica),
+                )
+            })
+            .collect();
+        full_decision(&lanes, acked)
+    }
+
+    /// Every replica is full at the acknowledged prefix: another range would not help (the
+    /// placement manager would choose among the same full nodes, and a storm of empty ranges
+    /// helps nobody). Waits, longer each time, then sends the same batches to the same range
+    /// again; gives up after `retry_for` without progress.
+    async fn retry_same_range(&mut self) -> Result<(), SdkError> {
+        let since = *self.full_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= self.io.config.retry_for {
+            return Err(SdkError::Unavailable {
+                what: format!(
+                    "writing stream {}: every replica of range {} answered STORAGE_FULL",
+                    self.range.stream_id, self.range.index
+                ),
+                waited: since.elapsed(),
+            });
+        }
+        let pause = self.full_pause.before_failover(true);
+        log::warn!(
+            "stream {}: every replica of range {} is full; trying again in {} ms",
+            self.range.stream_id,
+            self.range.index,
+            pause.as_millis()
+        );
+        runtime::time::sleep(pause).await;
+        // Answers to the earlier sends (refusals of what followed) are dropped.
+        self.generation += 1;
+        self.events.queue.borrow_mut().clear();
+        for lane in &mut self.lanes {
+            lane.full_at = None;
+        }
+        self.pipeline.resend_all();
+        Ok(())
     }
 
     /// Completes acknowledged batches and the flushes they satisfy.
@@ -502,6 +656,7 @@ impl Driver {
                     generation: self.generation,
                     replica,
                     timed_out: matches!(failure, crate::sdk::io::Failure::Timeout(_)),
+                    code: None,
                     reason: format!("cannot connect: {failure}"),
                 }),
             }
@@ -691,6 +846,7 @@ fn lanes_of(range: &wire::Range) -> Vec<Lane> {
             connection: None,
             last_answer: Rc::new(Cell::new(Instant::now())),
             outstanding: Rc::new(Cell::new(0)),
+            full_at: None,
         })
         .collect()
 }
@@ -796,23 +952,33 @@ async fn send_append(
         Ok(Ok(Err(error))) if error.code == ErrorCode::StaleEpoch => Event::Fenced {
             epoch: Epoch(error.detail),
         },
-        Ok(Ok(Err(error))) => Event::Failed {
-            generation,
-            replica,
-            reason: format!("APPEND answered {}: {}", error.code, error.message),
-            timed_out: false,
+        Ok(Ok(Err(error))) => match sent {
+            Sent::Batches { base, .. } if error.code == ErrorCode::StorageFull => Event::Full {
+                generation,
+                replica,
+                base,
+            },
+            _ => Event::Failed {
+                generation,
+                replica,
+                reason: format!("APPEND answered {}: {}", error.code, error.message),
+                timed_out: false,
+                code: Some(error.code),
+            },
         },
         Ok(Err(reason)) => Event::Failed {
             generation,
             replica,
             reason,
             timed_out: false,
+            code: None,
         },
         Err(_) => Event::Failed {
             generation,
             replica,
             reason: format!("no answer within {} ms", timeout.as_millis()),
             timed_out: true,
+            code: None,
         },
     };
     events.push(event);
@@ -821,6 +987,45 @@ async fn send_append(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_full_everywhere_retries_the_same_range_and_elsewhere_fails_over() {
+        let at = Offset(10);
+        let above = Offset(12);
+        // Nobody full.
+        assert_eq!(
+            full_decision(&[(None, false), (None, true)], at),
+            FullDecision::Wait
+        );
+        // Every replica full at the acknowledged prefix: placement cannot help.
+        assert_eq!(
+            full_decision(
+                &[(Some(at), false), (Some(at), false), (Some(at), false)],
+                at
+            ),
+            FullDecision::RetrySameRange
+        );
+        // One full, another not answered yet about the first batch: wait.
+        assert_eq!(
+            full_decision(&[(Some(at), false), (None, false), (None, true)], at),
+            FullDecision::Wait
+        );
+        // Full further on while the batch at the prefix may still be acknowledged: wait.
+        assert_eq!(
+            full_decision(&[(Some(above), false), (Some(above), false)], at),
+            FullDecision::Wait
+        );
+        // Full below what the others acknowledged since: it never catches up.
+        assert_eq!(
+            full_decision(&[(Some(Offset(8)), false), (None, false)], at),
+            FullDecision::FailOver
+        );
+        // Some hold the batch, the others are full: a range elsewhere can take it.
+        assert_eq!(
+            full_decision(&[(Some(at), false), (Some(at), false), (None, true)], at),
+            FullDecision::FailOver
+        );
+    }
 
     #[test]
     fn failovers_without_progress_pause_longer_each_time_up_to_a_second() {

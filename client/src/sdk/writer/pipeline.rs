@@ -243,6 +243,23 @@ impl<C> Pipeline<C> {
         }
     }
 
+    /// Whether replica `replica` made the first batch not acknowledged durable (false when
+    /// nothing waits).
+    pub(crate) fn front_held_by(&self, replica: usize) -> bool {
+        self.entries
+            .front()
+            .is_some_and(|entry| entry.durable & (1u32 << replica) != 0)
+    }
+
+    /// Every replica is sent everything again from the acknowledged prefix (the same range
+    /// is tried again after every replica refused the first batch not acknowledged).
+    pub(crate) fn resend_all(&mut self) {
+        let acked = self.acked;
+        for sent in &mut self.sent {
+            *sent = acked;
+        }
+    }
+
     /// Takes every batch in flight (the writer failed).
     pub(crate) fn drain(&mut self) -> Vec<Entry<C>> {
         self.bytes = 0;

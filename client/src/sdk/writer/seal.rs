@@ -96,6 +96,8 @@ pub(crate) async fn seal_with_repair(
         .collect();
     loop {
         let mut answers = fence(io, range, &asked, epoch, &mut unreachable).await?;
+        // Replicas that did not answer the fence at all (damaged ones below do not count).
+        let silent_now = range.replicas.len().saturating_sub(answers.len());
         // A later round asks every replica again: a silent one may hold what is missing.
         asked.clone_from(&range.replicas);
         // An end fixed on a replica counts only if the placement manager recorded it: anyone
@@ -183,21 +185,26 @@ pub(crate) async fn seal_with_repair(
         match repair_all(io, range, epoch, end, &answers).await {
             Ok(report) => {
                 // Rule 5: before the end is recorded, A replicas (of an under-replicated range,
-                // all of them) hold everything below it: the sources still answering and the
-                // targets repaired. For a live writer A replicas made its acknowledged prefix
-                // durable, but some may have failed since; a recovery's end may lie above what
-                // was acknowledged. Too few holders: fence again and choose again.
+                // all of them) hold everything below it. A recovery's end may lie above what
+                // was acknowledged, so only what reachable replicas hold now counts: sources
+                // still answering and targets repaired. A live writer's end is its
+                // acknowledged prefix, which A replicas made durable on their disks: a replica
+                // that does not answer now still holds it, but one that answered lacking data
+                // and could not be repaired does not. Too few: fence again, choose again.
                 let needed = usize::from(range.ack_count).clamp(1, range.replicas.len().max(1));
+                let holders = match rule {
+                    EndRule::Recover => report.holders,
+                    EndRule::Acknowledged(_) => report.holders + silent_now,
+                };
                 unreachable.extend(report.failed.iter().copied());
-                if report.holders < needed && end > range.start_offset {
+                if holders < needed && end > range.start_offset {
                     give_up_or_wait(
                         io,
                         started,
                         &mut backoff,
                         format!(
-                            "sealing range {key}: {} replica(s) hold everything below {end}, \
-                             {needed} needed; fencing again",
-                            report.holders
+                            "sealing range {key}: {holders} replica(s) hold everything below \
+                             {end}, {needed} needed; fencing again"
                         ),
                     )
                     .await?;
