@@ -179,13 +179,13 @@ impl LegacyRangeFiles {
     pub fn open(data_dir: &Path) -> io::Result<LegacyRangeFiles> {
         let directory = data_dir.join("ranges");
         if !directory.is_dir() {
-            fs::create_dir_all(&directory)?;
-            runtime::fs::sync_directory(data_dir)?;
+            runtime::durable::create_dir_all(&directory)?;
+            runtime::durable::sync_directory(data_dir)?;
         }
         for entry in fs::read_dir(&directory)? {
             let entry = entry?;
             if entry.file_name().to_string_lossy().ends_with(TEMP_SUFFIX) {
-                fs::remove_file(entry.path())?;
+                runtime::durable::remove_file(&entry.path())?;
             }
         }
         Ok(LegacyRangeFiles { directory })
@@ -244,7 +244,7 @@ impl LegacyRangeFiles {
     /// come back after a crash). A missing file is not an error: removing is idempotent.
     pub fn remove(&self, key: RangeKey) -> io::Result<()> {
         let path = self.directory.join(file_name(key));
-        match fs::remove_file(&path) {
+        match runtime::durable::remove_file(&path) {
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(error) => return Err(error),

@@ -12,11 +12,11 @@
 //! Off the ring, blocking: [`write_file_durably`] (write a temporary file, fsync, rename over
 //! the target, fsync the directory) and [`rename_durably`] / [`sync_directory`], for the small
 //! files a store or node replaces whole (checkpoints, properties, range files) and for
-//! publishing segment files. They run at open, on a checkpoint thread or outside the hot path;
-//! std's blocking calls keep them usable from any thread, with or without a runtime.
+//! publishing segment files. They live in [`crate::durable`] with every other durable file
+//! operation and are re-exported here.
 
 use std::ffi::CString;
-use std::io::{self, Write};
+use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -426,69 +426,7 @@ fn write_entry<B: IoBuf>(fd: RawFd, buf: &mut B, offset: u64) -> squeue::Entry {
         .build()
 }
 
-/// Suffix of the temporary file [`write_file_durably`] writes next to its target; a crash can
-/// leave one behind, which the owner of the directory should delete at open.
-pub const TEMPORARY_SUFFIX: &str = ".tmp";
-
-/// Replaces the file at `path` with `bytes`, atomically and durably, blocking: writes
-/// `<path>.tmp`, fsyncs it, renames it over `path` and fsyncs the directory. After a crash the
-/// file holds either its old or its new content, never a mix; once this returns `Ok` the new
-/// content survives a crash. On an error the temporary file is removed (best effort) and the
-/// old file, if any, is untouched unless the rename already happened.
-pub fn write_file_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let temporary = temporary_path(path);
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temporary)?;
-        file.write_all(bytes)?;
-        // Content and size durable before the rename can be: otherwise a crash could leave
-        // the new name pointing at a short or empty file.
-        file.sync_all()?;
-        drop(file);
-        rename_durably(&temporary, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    result
-}
-
-/// Renames `from` to `to` and fsyncs the directory of `to`, so the new name survives a crash.
-/// Both must be in the same directory (a rename is atomic only within one file system, and
-/// only the target's directory is synced). The caller makes the file's content durable first.
-pub fn rename_durably(from: &Path, to: &Path) -> io::Result<()> {
-    debug_assert_eq!(
-        directory_of(from),
-        directory_of(to),
-        "rename_durably syncs only the target's directory"
-    );
-    std::fs::rename(from, to)?;
-    sync_directory(directory_of(to))
-}
-
-/// Makes creations, renames and removals of entries in `directory` durable (fsync of the
-/// directory itself).
-pub fn sync_directory(directory: &Path) -> io::Result<()> {
-    std::fs::File::open(directory)?.sync_all()
-}
-
-/// `<path>.tmp`, next to `path`.
-fn temporary_path(path: &Path) -> std::path::PathBuf {
-    let mut name = path.as_os_str().to_os_string();
-    name.push(TEMPORARY_SUFFIX);
-    std::path::PathBuf::from(name)
-}
-
-/// The directory holding `path`; `.` for a bare file name.
-fn directory_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    }
-}
+pub use crate::durable::{rename_durably, sync_directory, write_file_durably, TEMPORARY_SUFFIX};
 
 #[cfg(test)]
 mod tests {

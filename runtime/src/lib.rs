@@ -4,6 +4,9 @@
 //!   [`yield_now`].
 //! * [`net`]: TCP with owned buffers; [`fs`]: O_DIRECT-capable files; [`time`]: sleep, timeout,
 //!   interval; [`signal`]: SIGINT/SIGTERM/SIGHUP as futures.
+//! * [`durable`]: the one door for durable file operations (blocking writes, syncs, renames,
+//!   creations, and reports of io_uring writes and syncs), recorded for simulated power loss
+//!   with the `power-loss` feature.
 //! * [`race`] / [`Either`]: wait for whichever of two futures finishes first, dropping the other.
 //! * [`spsc`]: a bounded lock-free single-producer single-consumer ring.
 //! * [`mailbox`]: an SPSC ring plus a wake-up of the consumer that is skipped while it is awake.
@@ -13,6 +16,7 @@
 
 pub mod buf;
 mod driver;
+pub mod durable;
 mod executor;
 pub mod fs;
 pub mod mailbox;

@@ -22,10 +22,11 @@
 
 use std::collections::VecDeque;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
+
+use runtime::durable;
 
 use crate::error::{Error, Result};
 use crate::index::{BatchIndex, Index, IndexEntry};
@@ -171,7 +172,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint> {
 /// Replaces the checkpoint file atomically and durably.
 pub(crate) fn write(directory: &Path, bytes: &[u8]) -> Result<()> {
     let target = directory.join(CHECKPOINT_FILE);
-    runtime::fs::write_file_durably(&target, bytes).map_err(|error| match error.raw_os_error() {
+    durable::write_file_durably(&target, bytes).map_err(|error| match error.raw_os_error() {
         Some(errno) => Error::errno("writing the index checkpoint", errno),
         None => Error::io("writing the index checkpoint", &error),
     })
@@ -307,10 +308,16 @@ pub(crate) fn read(directory: &Path) -> Result<Option<Checkpoint>> {
 pub(crate) fn mark_clean(directory: &Path, sequence: u64) -> Result<()> {
     let path = directory.join(CLEAN_FILE);
     let result = (|| {
-        let mut file = fs::File::create(&path)?;
-        file.write_all(&sequence.to_le_bytes())?;
-        file.sync_data()?;
-        runtime::fs::sync_directory(directory)
+        let file = durable::open(
+            &path,
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+        )?;
+        durable::write_all_at(&file, &sequence.to_le_bytes(), 0)?;
+        durable::sync_data(&file)?;
+        durable::sync_directory(directory)
     })();
     result.map_err(|error| Error::io("writing the clean-shutdown marker", &error))
 }
@@ -323,8 +330,8 @@ pub(crate) fn take_clean_mark(directory: &Path, sequence: Option<u64>) -> Result
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(error) => return Err(Error::io("reading the clean-shutdown marker", &error)),
     };
-    fs::remove_file(&path)
-        .and_then(|()| runtime::fs::sync_directory(directory))
+    durable::remove_file(&path)
+        .and_then(|()| durable::sync_directory(directory))
         .map_err(|error| Error::io("removing the clean-shutdown marker", &error))?;
     Ok(bytes.len() == 8
         && Some(u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8]))) == sequence)

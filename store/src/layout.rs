@@ -10,12 +10,13 @@
 //! <path>/wal/<...>.wal.tmp segment being written through; removed at open
 //! ```
 
-use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use runtime::durable;
 
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
@@ -234,7 +235,7 @@ pub(crate) fn list_segments(wal_directory: &Path, segment_size_bytes: u64) -> Re
         let name = item.file_name();
         let name = name.to_string_lossy();
         if name.ends_with(".wal.tmp") {
-            let _ = fs::remove_file(item.path());
+            let _ = durable::remove_file(&item.path());
             continue;
         }
         let Some(stem) = name.strip_suffix(".wal") else {
@@ -258,21 +259,17 @@ pub(crate) fn list_segments(wal_directory: &Path, segment_size_bytes: u64) -> Re
     Ok(starts)
 }
 
-/// Opens a file for O_DIRECT reads and writes.
+/// Opens a file for O_DIRECT reads and writes (through `runtime::durable`, which notes a
+/// creation).
 pub(crate) fn open_direct(path: &Path, create: bool) -> io::Result<OwnedFd> {
-    let name = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let mut flags = libc::O_RDWR | libc::O_DIRECT | libc::O_CLOEXEC;
-    if create {
-        flags |= libc::O_CREAT;
-    }
-    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
-    let fd = unsafe { libc::open(name.as_ptr(), flags, 0o644) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let mut options = fs::OpenOptions::new();
+    options
+        .read(true)
+        .write(true)
+        .create(create)
+        .mode(0o644)
+        .custom_flags(libc::O_DIRECT);
+    durable::open(path, &options).map(OwnedFd::from)
 }
 
 /// Positional read filling as much of `buffer` as the file holds. Blocking; used by recovery.
@@ -305,30 +302,7 @@ pub(crate) fn read_at(fd: RawFd, buffer: &mut [u8], offset: u64) -> io::Result<u
 
 /// Positional write of all of `buffer`. Blocking; used at open and in recovery.
 pub(crate) fn write_at(fd: RawFd, buffer: &[u8], offset: u64) -> io::Result<()> {
-    let mut done = 0;
-    while done < buffer.len() {
-        // SAFETY: the pointer and length describe the live `buffer`.
-        let result = unsafe {
-            libc::pwrite(
-                fd,
-                buffer[done..].as_ptr().cast(),
-                buffer.len() - done,
-                (offset + done as u64) as libc::off_t,
-            )
-        };
-        if result < 0 {
-            let error = io::Error::last_os_error();
-            if error.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(error);
-        }
-        if result == 0 {
-            return Err(io::Error::from_raw_os_error(libc::EIO));
-        }
-        done += result as usize;
-    }
-    Ok(())
+    durable::write_all_at(&fd, buffer, offset)
 }
 
 /// Creates `<start>.wal.tmp` with its space reserved. ENOSPC shows up here, not mid-write.
@@ -339,12 +313,9 @@ pub(crate) fn create_segment_file(
 ) -> io::Result<(OwnedFd, PathBuf)> {
     let temporary = wal_directory.join(format!("{}.tmp", segment_name(start)));
     let fd = open_direct(&temporary, true)?;
-    // SAFETY: plain syscall on a descriptor we own.
-    let result = unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, segment_size_bytes as i64) };
-    if result != 0 {
-        let error = io::Error::last_os_error();
+    if let Err(error) = durable::allocate(&fd, segment_size_bytes) {
         drop(fd);
-        let _ = fs::remove_file(&temporary);
+        let _ = durable::remove_file(&temporary);
         return Err(error);
     }
     Ok((fd, temporary))
@@ -356,7 +327,7 @@ pub(crate) fn publish_segment(
     temporary: &Path,
     start: WalPosition,
 ) -> io::Result<()> {
-    runtime::fs::rename_durably(temporary, &segment_path(wal_directory, start))
+    durable::rename_durably(temporary, &segment_path(wal_directory, start))
 }
 
 /// Makes an allocated (possibly not or partly written) `.tmp` segment a real one: its size and
@@ -368,10 +339,7 @@ pub(crate) fn publish_allocated_segment(
     temporary: &Path,
     start: WalPosition,
 ) -> io::Result<()> {
-    // SAFETY: plain syscall on a descriptor the caller owns.
-    if unsafe { libc::fdatasync(fd) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    durable::sync_data(&fd)?;
     publish_segment(wal_directory, temporary, start)
 }
 
@@ -385,7 +353,7 @@ pub(crate) fn allocate_segment_blocking(
     let (fd, temporary) = create_segment_file(wal_directory, start, segment_size_bytes)?;
     let result = publish_allocated_segment(wal_directory, fd.as_raw_fd(), &temporary, start);
     if result.is_err() {
-        let _ = fs::remove_file(&temporary);
+        let _ = durable::remove_file(&temporary);
     }
     result
 }
@@ -406,14 +374,11 @@ pub(crate) fn prewrite_segment_blocking(
             write_at(fd.as_raw_fd(), &filler[..len], written)?;
             written += len as u64;
         }
-        // SAFETY: plain syscall on a descriptor we own.
-        if unsafe { libc::fsync(fd.as_raw_fd()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        durable::sync_all(&fd)?;
         publish_segment(wal_directory, &temporary, start)
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&temporary);
+        let _ = durable::remove_file(&temporary);
     }
     result
 }

@@ -88,7 +88,7 @@ impl Store {
             ));
         }
         let wal_directory = config.path.join(layout::WAL_DIRECTORY);
-        std::fs::create_dir_all(&wal_directory)
+        runtime::durable::create_dir_all(&wal_directory)
             .map_err(|error| Error::io(format!("creating {}", wal_directory.display()), &error))?;
         let lock = layout::lock(&config.path)?;
         let properties = layout::check_properties(&config)?;

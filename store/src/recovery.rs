@@ -587,16 +587,14 @@ pub(crate) fn recover(config: &StoreConfig, segments: Vec<u64>) -> Result<Recove
             // Damage at `position`: acknowledged (a later group vouches for it) or torn?
             let reach = position + claim_reach_bytes(config);
             let mut search = reader.find_synced_claim(position, position + RECORD_ALIGN, reach)?;
-            if search.claim.is_none() && reach > reader.end {
-                // Groups go on in the next segment when this one was sealed.
-                let next = reader.end;
-                if segments.contains(&next) {
-                    let mut next_reader = SegmentReader::open(&wal_directory, next, config)?;
-                    search.claim = next_reader
-                        .find_synced_claim(position, next, next + (reach - reader.end))?
-                        .claim;
-                    report.wal_bytes_read += next_reader.bytes_read;
-                }
+            // Groups go on in the next segments when this one was sealed (the reach can span
+            // more than one where segments are small).
+            let mut next = reader.end;
+            while search.claim.is_none() && next < reach && segments.contains(&next) {
+                let mut next_reader = SegmentReader::open(&wal_directory, next, config)?;
+                search.claim = next_reader.find_synced_claim(position, next, reach)?.claim;
+                report.wal_bytes_read += next_reader.bytes_read;
+                next += segment_size;
             }
             let Some(claim) = search.claim else {
                 end_found = true;
@@ -621,24 +619,24 @@ pub(crate) fn recover(config: &StoreConfig, segments: Vec<u64>) -> Result<Recove
             continue;
         }
         // `position` is the first invalid record of this segment: the end of the log, unless
-        // valid records follow beyond what one group write can have touched.
-        let window_end = (position + torn_window_bytes(config)).min(reader.end);
+        // valid records follow beyond what the groups in flight with it can have touched. That
+        // window is in WAL positions: when `position` is near the end of a segment, groups
+        // written together with the torn one start the next segment(s), and a power loss can
+        // keep them while tearing or dropping it (different files, no order between them).
+        let window_end = position + torn_window_bytes(config);
         // Had the log gone on past the damage, its next records would follow within one
         // record's length (at most one group) of the window; or a later segment would start
-        // with one. Look there, not through the whole segment.
-        let search_end =
-            (window_end + config.max_group_bytes as u64 + PAGE_BYTES as u64).min(reader.end);
-        let found = reader.find_valid_record(window_end, search_end)?;
-        let later = match found {
-            Some(found) => Some(found),
-            None => first_valid_in_later_segments(
-                &wal_directory,
-                &segments,
-                segment_start,
-                config,
-                &mut report,
-            )?,
-        };
+        // with one. Look there, not through the whole log.
+        let search_end = window_end + config.max_group_bytes as u64 + PAGE_BYTES as u64;
+        let later = first_valid_past_window(
+            &wal_directory,
+            &segments,
+            &mut reader,
+            window_end,
+            search_end,
+            config,
+            &mut report,
+        )?;
         report.wal_bytes_read += reader.bytes_read;
         reader.bytes_read = 0;
         if let Some(valid) = later {
@@ -658,8 +656,19 @@ pub(crate) fn recover(config: &StoreConfig, segments: Vec<u64>) -> Result<Recove
             );
             report.cut_tail = Some((position, what));
         }
-        tail_page = zero_after_tail(&mut reader, position, window_end)?;
+        let segment_end = reader.end;
+        tail_page = zero_after_tail(&mut reader, position, window_end.min(segment_end))?;
         report.wal_bytes_read += reader.bytes_read;
+        // Leftovers of the lost groups at the start of the next segments are valid records at
+        // positions the log will reach again: zeroed too, or a later crash would replay them.
+        let mut next = reader.end;
+        while next < window_end && segments.contains(&next) {
+            let mut next_reader = SegmentReader::open(&wal_directory, next, config)?;
+            let next_end = next_reader.end;
+            zero_after_tail(&mut next_reader, next, window_end.min(next_end))?;
+            report.wal_bytes_read += next_reader.bytes_read;
+            next += segment_size;
+        }
         break;
     }
     log_damage(&wal_directory, &report.damaged);
@@ -707,19 +716,36 @@ fn scan_segment(
     }
 }
 
-fn first_valid_in_later_segments(
+/// The first valid record in `[window_end, search_end)` (in whichever segments hold it, the
+/// one `reader` reads first) or at the start of a segment at or after `window_end`.
+fn first_valid_past_window(
     wal_directory: &Path,
     segments: &[u64],
-    after: WalPosition,
+    reader: &mut SegmentReader,
+    window_end: WalPosition,
+    search_end: WalPosition,
     config: &StoreConfig,
     report: &mut RecoveryReport,
 ) -> Result<Option<WalPosition>> {
-    for &start in segments.iter().filter(|&&start| start > after) {
-        let mut reader = SegmentReader::open(wal_directory, start, config)?;
-        let valid = reader.record_at(start)?.is_ok();
-        report.wal_bytes_read += reader.bytes_read;
-        if valid {
-            return Ok(Some(start));
+    if window_end < reader.end {
+        if let Some(found) = reader.find_valid_record(window_end, search_end.min(reader.end))? {
+            return Ok(Some(found));
+        }
+    }
+    for &start in segments.iter().filter(|&&start| start >= reader.end) {
+        let end = start + config.segment_size_bytes;
+        if end <= window_end {
+            continue;
+        }
+        let mut later = SegmentReader::open(wal_directory, start, config)?;
+        let found = if start < search_end {
+            later.find_valid_record(window_end.max(start), search_end.min(end))?
+        } else {
+            later.record_at(start)?.ok().map(|_| start)
+        };
+        report.wal_bytes_read += later.bytes_read;
+        if found.is_some() {
+            return Ok(found);
         }
     }
     Ok(None)
@@ -769,13 +795,7 @@ fn zero_after_tail(
             &region[..span],
             page_start - reader.start,
         )
-        .and_then(|()| {
-            // SAFETY: plain syscall on a descriptor the reader owns.
-            if unsafe { libc::fdatasync(reader.fd.as_raw_fd()) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        })
+        .and_then(|()| runtime::durable::sync_data(&reader.fd))
         .map_err(|error| Error::io(format!("zeroing the torn WAL tail at {tail}"), &error))?;
     }
     Ok(tail_page)

@@ -35,7 +35,9 @@
 //!
 //! A ticket resolves `Ok` only after the fdatasync covering its record returned; a new
 //! segment's name is made durable (directory fsync) before a record is written into it.
-//! Recovery (see `recovery.rs`) cuts a torn tail and refuses every other damage.
+//! Recovery (see `recovery.rs`) cuts a torn tail and refuses every other damage. Every write,
+//! sync, creation, removal and truncation goes through `runtime::durable`, so the power-loss
+//! test in `tests.rs` can drop what no sync covers.
 
 mod error;
 mod files;
@@ -175,7 +177,7 @@ impl CommandLog {
                 "max_pending_records and max_pending_bytes must be at least 1".into(),
             ));
         }
-        std::fs::create_dir_all(directory).map_err(|error| {
+        runtime::durable::create_dir_all(directory).map_err(|error| {
             LogError::io(
                 format!("creating directory {}", directory.display()),
                 &error,

@@ -18,7 +18,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::files::{self, Listing};
-use super::record::{self, Damage};
+use super::record::{self, Damage, MAX_RECORD_BYTES, RECORD_HEADER_BYTES};
 use super::writer::{self, ActiveSegment, Writer};
 use super::{LogError, LogOptions, Recovered, RecoveryReport, TornTail};
 
@@ -34,7 +34,7 @@ fn read(path: &Path) -> Result<Vec<u8>, LogError> {
 }
 
 fn sync_directory(directory: &Path) -> Result<(), LogError> {
-    runtime::fs::sync_directory(directory).map_err(|error| {
+    runtime::durable::sync_directory(directory).map_err(|error| {
         LogError::io(
             format!("fsync of directory {}", directory.display()),
             &error,
@@ -174,14 +174,27 @@ pub(crate) fn recover(directory: &Path, options: &LogOptions) -> Result<Outcome,
         if let Some((later_offset, later_index)) =
             record::find_valid_record_after(&bytes, offset + 1, expected - 1)
         {
-            return Err(LogError::Corrupt {
-                file: path.clone(),
-                offset: offset as u64,
-                reason: format!(
-                    "{reason}, yet a valid record with index {later_index} follows at byte \
-                     {later_offset}: the damage is inside durable records, not a torn tail"
-                ),
-            });
+            // The last group is one write, and a power loss may keep any subset of its sectors:
+            // valid records of that very write can follow its damage, and a sector it did not
+            // write holds what was there before: zeros from the write's start on (the log only
+            // appends past its synced end, and a cut truncates). So the damage is a torn tail
+            // only if such a sector lies between it and the next valid record, and one group
+            // write can span it to the end of the valid records; anything else is damage
+            // inside durable records.
+            let valid_end = end_of_later_records(&bytes, later_offset, later_index);
+            let within_one_write = (valid_end - offset) as u64 <= max_write_bytes(options);
+            if !within_one_write || !has_unwritten_sector(&bytes, offset, later_offset) {
+                return Err(LogError::Corrupt {
+                    file: path.clone(),
+                    offset: offset as u64,
+                    reason: format!(
+                        "{reason}, yet a valid record with index {later_index} follows at byte \
+                         {later_offset}: the damage is inside durable records, not a torn tail \
+                         (a torn write leaves sectors zeroed from the damage on, within one group \
+                         write of the end of the valid records at byte {valid_end})"
+                    ),
+                });
+            }
         }
         cut(path, offset as u64)?;
         log::warn!(
@@ -236,6 +249,58 @@ pub(crate) fn recover(directory: &Path, options: &LogOptions) -> Result<Outcome,
     })
 }
 
+/// The most bytes one group write holds: the pending bounds (a single record larger than
+/// `max_pending_bytes` is accepted into an empty queue) with a header per record.
+fn max_write_bytes(options: &LogOptions) -> u64 {
+    let payload = options.max_pending_bytes.max(MAX_RECORD_BYTES) as u64;
+    payload + options.max_pending_records as u64 * RECORD_HEADER_BYTES as u64
+}
+
+/// Sector size of the devices a torn write is cut at.
+const SECTOR_BYTES: usize = 512;
+
+/// True when a sector (512 bytes at a file offset multiple of 512) that ends at or before
+/// `to` holds only zeros from `from` (or its start, if later) to its end: what a torn write
+/// starting at or before `from` leaves of a sector the device did not write (the bytes before
+/// the write's start are the earlier, durable records; the rest was never written).
+fn has_unwritten_sector(bytes: &[u8], from: usize, to: usize) -> bool {
+    let mut sector = from - from % SECTOR_BYTES;
+    while sector + SECTOR_BYTES <= to.min(bytes.len()) {
+        let start = sector.max(from);
+        if bytes[start..sector + SECTOR_BYTES]
+            .iter()
+            .all(|&byte| byte == 0)
+        {
+            return true;
+        }
+        sector += SECTOR_BYTES;
+    }
+    false
+}
+
+/// Where the valid records found after damage end: from the one at `offset` (index `index`),
+/// following records and looking past further damage for later valid ones.
+fn end_of_later_records(bytes: &[u8], mut offset: usize, mut index: u64) -> usize {
+    let mut end = offset;
+    loop {
+        while let Ok(record) = record::decode(&bytes[offset..]) {
+            if record.index != index {
+                break;
+            }
+            offset += record.encoded_len();
+            end = offset;
+            index += 1;
+        }
+        match record::find_valid_record_after(bytes, offset + 1, index - 1) {
+            Some((later_offset, later_index)) => {
+                offset = later_offset;
+                index = later_index;
+            }
+            None => return end,
+        }
+    }
+}
+
 /// What was found where a record should have been, for the report and the error.
 fn describe(bytes: &[u8], damage: Damage) -> String {
     let blank = bytes.iter().all(|&byte| byte == 0);
@@ -252,8 +317,8 @@ fn cut(path: &PathBuf, length: u64) -> Result<(), LogError> {
         .write(true)
         .open(path)
         .map_err(|error| LogError::io(format!("opening {}", path.display()), &error))?;
-    file.set_len(length)
+    runtime::durable::set_len(&file, length)
         .map_err(|error| LogError::io(format!("truncating {}", path.display()), &error))?;
-    file.sync_all()
+    runtime::durable::sync_all(&file)
         .map_err(|error| LogError::io(format!("fsync of {}", path.display()), &error))
 }

@@ -19,7 +19,8 @@
 //! unknown, as with a timeout), but never a record after one that is missing.
 
 use std::fs;
-use std::os::unix::fs::FileExt;
+
+use runtime::durable;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -173,12 +174,10 @@ impl Writer {
             .active
             .as_mut()
             .expect("a segment is started before anything is written");
-        active
-            .file
-            .write_all_at(bytes, active.bytes)
+        durable::write_all_at(&active.file, bytes, active.bytes)
             .map_err(|error| LogError::io(format!("writing {}", active.path.display()), &error))?;
         // fdatasync also makes the new file size durable; no other metadata is needed.
-        active.file.sync_data().map_err(|error| {
+        durable::sync_data(&active.file).map_err(|error| {
             LogError::io(format!("fdatasync of {}", active.path.display()), &error)
         })?;
         active.bytes += bytes.len() as u64;
@@ -192,12 +191,9 @@ impl Writer {
     /// before anything is written to it.
     fn start_segment(&mut self, shared: &Shared, first_index: u64) -> Result<(), LogError> {
         let path = files::segment_path(&self.directory, first_index);
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let file = durable::open(&path, fs::OpenOptions::new().write(true).create_new(true))
             .map_err(|error| LogError::io(format!("creating {}", path.display()), &error))?;
-        runtime::fs::sync_directory(&self.directory).map_err(|error| {
+        durable::sync_directory(&self.directory).map_err(|error| {
             LogError::io(
                 format!("fsync of directory {}", self.directory.display()),
                 &error,
@@ -223,7 +219,7 @@ impl Writer {
         let last_index = request.last_index;
         let path = files::snapshot_path(&self.directory, last_index);
         let bytes = files::encode_snapshot(last_index, &request.bytes);
-        runtime::fs::write_file_durably(&path, &bytes)
+        durable::write_file_durably(&path, &bytes)
             .map_err(|error| LogError::io(format!("writing {}", path.display()), &error))?;
         self.snapshots.retain(|(index, _)| *index != last_index);
         self.snapshots.push((last_index, path));
@@ -240,7 +236,7 @@ impl Writer {
             let (_, path) = self.snapshots.remove(0);
             remove(&path)?;
         }
-        runtime::fs::sync_directory(&self.directory).map_err(|error| {
+        durable::sync_directory(&self.directory).map_err(|error| {
             LogError::io(
                 format!("fsync of directory {}", self.directory.display()),
                 &error,
@@ -252,6 +248,6 @@ impl Writer {
 }
 
 pub(crate) fn remove(path: &Path) -> Result<(), LogError> {
-    fs::remove_file(path)
+    durable::remove_file(path)
         .map_err(|error| LogError::io(format!("removing {}", path.display()), &error))
 }

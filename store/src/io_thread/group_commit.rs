@@ -12,12 +12,13 @@ use std::time::Instant;
 
 use io_uring::{opcode, types};
 use runtime::buf::AlignedBuf;
+use runtime::durable;
 
 use super::group::{
     chunk_extent, chunk_of, chunk_value, may_submit, page_padding_end, write_len, Group, InFlight,
     LastGroup, WRITE_CHUNK_BYTES, ZEROS,
 };
-use super::ring::{user_data, OP_GROUP_SYNC, OP_GROUP_WRITE};
+use super::ring::{user_data, KIND_SHIFT, OP_GROUP_SYNC, OP_GROUP_WRITE};
 use super::sync_policy::{
     advance_synced, is_durable, may_retire, may_start_sync, plan_sync, GroupProgress, SyncPlan,
 };
@@ -202,11 +203,19 @@ impl IoThread {
         let chunks = write_len.div_ceil(WRITE_CHUNK_BYTES);
         for chunk in 0..chunks {
             let (at, len) = chunk_extent(write_len, chunk);
+            let operation = user_data(OP_GROUP_WRITE, chunk_value(sequence, chunk));
+            durable::ring_write_submitted(
+                self.ring.as_raw_fd(),
+                operation,
+                fd,
+                file_offset + at as u64,
+                &group.buffer[at..at + len],
+            );
             let pointer = group.buffer[at..].as_mut_ptr();
             let write = opcode::Write::new(types::Fd(fd), pointer, len as u32)
                 .offset(file_offset + at as u64)
                 .build()
-                .user_data(user_data(OP_GROUP_WRITE, chunk_value(sequence, chunk)));
+                .user_data(operation);
             // SAFETY: the group buffer moves into `self.in_flight` below and stays there until
             // every write completion of the group has been reaped (`retire_groups` pops only
             // written groups).
@@ -302,10 +311,16 @@ impl IoThread {
             let Some(segment) = self.segments.get(&start) else {
                 continue;
             };
+            // One sync per file at a time: the segment's number tells them apart.
+            let operation = user_data(
+                OP_GROUP_SYNC,
+                (start / self.segment_size) & ((1 << KIND_SHIFT) - 1),
+            );
+            durable::ring_sync_submitted(self.ring.as_raw_fd(), operation, segment.fd.as_raw_fd());
             let data_sync = opcode::Fsync::new(types::Fd(segment.fd.as_raw_fd()))
                 .flags(types::FsyncFlags::DATASYNC)
                 .build()
-                .user_data(user_data(OP_GROUP_SYNC, 0));
+                .user_data(operation);
             // SAFETY: no buffers.
             unsafe { self.push(&data_sync) };
             awaiting += 1;
@@ -479,11 +494,7 @@ impl IoThread {
                     layout::write_at(fd, &buffer[..len], at - segment_start)?;
                     at += len as u64;
                 }
-                // SAFETY: plain syscall on a descriptor the segment owns.
-                if unsafe { libc::fdatasync(fd) } != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
+                durable::sync_data(&fd)
             })();
             if let Err(error) = result {
                 log::error!(

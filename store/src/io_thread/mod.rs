@@ -386,7 +386,7 @@ impl IoThread {
             }
         }
         if let Some(prewrite) = self.prewrite.take() {
-            let _ = std::fs::remove_file(&prewrite.temporary);
+            let _ = runtime::durable::remove_file(&prewrite.temporary);
         }
         // Only the mailbox polls are still in flight; they reference no memory of ours and
         // end with the ring.

@@ -64,13 +64,25 @@ impl IoThread {
                 block += block_size;
             }
         }
+        let mut to_load = Vec::new();
         for (block, needed) in wanted {
-            if let Some(bytes) = self.cache.get(block, needed) {
-                self.stats.block_cache_hits.fetch_add(1, Ordering::Relaxed);
-                self.reads[read].blocks.insert(block, bytes);
-                continue;
+            match self.cache.get(block, needed) {
+                Some(bytes) => {
+                    self.stats.block_cache_hits.fetch_add(1, Ordering::Relaxed);
+                    self.reads[read].blocks.insert(block, bytes);
+                }
+                None => to_load.push((block, needed)),
             }
-            self.reads[read].missing += 1;
+        }
+        if to_load.is_empty() {
+            self.finish_read(read);
+            return;
+        }
+        // Counted before any load is issued: a load that fails at once (its segment is gone)
+        // finishes the read only when it is the last one missing, never in the middle of
+        // this loop (the read would be gone for the blocks after it).
+        self.reads[read].missing = to_load.len();
+        for (block, needed) in to_load {
             if let Some(&load) = self.loads_by_block.get(&block) {
                 // A load in flight covers the block if it was issued after the data was durable.
                 if self.loads[load].durable_at_issue >= block + needed as u64 {
@@ -79,9 +91,6 @@ impl IoThread {
                 }
             }
             self.issue_block_load(block, read);
-        }
-        if self.reads[read].missing == 0 {
-            self.finish_read(read);
         }
     }
 

@@ -178,6 +178,8 @@ impl IoThread {
     }
 
     pub(super) fn dispatch(&mut self, data: u64, result: i32) {
+        // Group and segment writes and syncs were reported to `runtime::durable` at submission.
+        runtime::durable::ring_completed(self.ring.as_raw_fd(), data, result);
         let value = data & ((1 << KIND_SHIFT) - 1);
         match data >> KIND_SHIFT {
             OP_EVENTFD => {
@@ -306,7 +308,7 @@ pub(super) fn probe_polled(
     let path = directory.join("iopoll-probe.tmp");
     let fd = layout::open_direct(&path, true)?;
     // The descriptor keeps the file alive; nothing is left behind on disk.
-    std::fs::remove_file(&path)?;
+    runtime::durable::remove_file(&path)?;
     let mut buffer = AlignedBuf::zeroed(PAGE_BYTES);
     let write = opcode::Write::new(
         types::Fd(fd.as_raw_fd()),

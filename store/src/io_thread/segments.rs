@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{opcode, types};
 use runtime::buf::AlignedBuf;
+use runtime::durable;
 
 use super::ring::{user_data, OP_PREWRITE, OP_PREWRITE_SYNC};
 use super::IoThread;
@@ -129,17 +130,28 @@ impl IoThread {
         }
         prewrite.in_flight = true;
         let fd = prewrite.fd.as_raw_fd();
+        let ring = self.ring.as_raw_fd();
         let entry = if prewrite.written < segment_size {
             let len = (segment_size - prewrite.written).min(prewrite.filler.len() as u64);
+            let operation = user_data(OP_PREWRITE, 0);
+            durable::ring_write_submitted(
+                ring,
+                operation,
+                fd,
+                prewrite.written,
+                &prewrite.filler[..len as usize],
+            );
             opcode::Write::new(types::Fd(fd), prewrite.filler.as_mut_ptr(), len as u32)
                 .offset(prewrite.written)
                 .build()
-                .user_data(user_data(OP_PREWRITE, 0))
+                .user_data(operation)
         } else {
             prewrite.syncing = true;
+            let operation = user_data(OP_PREWRITE_SYNC, 0);
+            durable::ring_sync_submitted(ring, operation, fd);
             opcode::Fsync::new(types::Fd(fd))
                 .build()
-                .user_data(user_data(OP_PREWRITE_SYNC, 0))
+                .user_data(operation)
         };
         // SAFETY: the filler buffer belongs to `self.prewrite`, which is kept until this
         // completion is reaped (`in_flight` blocks its removal; `exit` waits for it).
@@ -184,7 +196,7 @@ impl IoThread {
                 true
             }
             Err(error) => {
-                let _ = std::fs::remove_file(&prewrite.temporary);
+                let _ = durable::remove_file(&prewrite.temporary);
                 self.on_prepare_failed(prewrite.start, &error);
                 false
             }
@@ -226,7 +238,7 @@ impl IoThread {
                 std::io::Error::from_raw_os_error(if result < 0 { -result } else { libc::EIO });
             let prewrite = self.prewrite.take();
             if let Some(prewrite) = prewrite {
-                let _ = std::fs::remove_file(&prewrite.temporary);
+                let _ = durable::remove_file(&prewrite.temporary);
                 self.on_prepare_failed(prewrite.start, &error);
             }
             return;
@@ -251,7 +263,7 @@ impl IoThread {
                 self.add_prepared_segment(prewrite.start, prewrite.fd);
             }
             Err(error) => {
-                let _ = std::fs::remove_file(&prewrite.temporary);
+                let _ = durable::remove_file(&prewrite.temporary);
                 self.on_prepare_failed(prewrite.start, &error);
             }
         }
@@ -329,14 +341,14 @@ impl IoThread {
             if recycle && replaceable {
                 if let Some(prewrite) = self.prewrite.take() {
                     drop(prewrite.fd);
-                    let _ = std::fs::remove_file(&prewrite.temporary);
+                    let _ = durable::remove_file(&prewrite.temporary);
                 }
             }
             let outcome = if recycle {
                 let new_start = self.next_segment_to_prepare();
                 let new_path = layout::segment_path(&self.wal_directory, new_start);
-                std::fs::rename(&old_path, &new_path)
-                    .and_then(|()| runtime::fs::sync_directory(&self.wal_directory))
+                durable::rename(&old_path, &new_path)
+                    .and_then(|()| durable::sync_directory(&self.wal_directory))
                     .and_then(|()| layout::open_direct(&new_path, false))
                     .map(|fd| {
                         self.segments.insert(
@@ -354,8 +366,8 @@ impl IoThread {
                         );
                     })
             } else {
-                std::fs::remove_file(&old_path)
-                    .and_then(|()| runtime::fs::sync_directory(&self.wal_directory))
+                durable::remove_file(&old_path)
+                    .and_then(|()| durable::sync_directory(&self.wal_directory))
             };
             match outcome {
                 Ok(()) => {
