@@ -8,6 +8,11 @@
 //!
 //! `pm` drives a placement manager instead: durable operations per second next to the cost of
 //! one lone data sync measured in the same run (`benches::pm_workload`).
+//!
+//! `append --pm ADDR --replica R --ack A` writes through the SDK instead of straight to one data
+//! node (`benches::sdk_workload`), and `replication` starts its own placement managers and data
+//! nodes to compare replicated appends with an unreplicated node in one run and to measure the
+//! failover gap (`benches::replication`).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -21,7 +26,9 @@ use benches::metrics::{self, Scrape, StageLatency};
 use benches::pm_workload::{self, PmArgs};
 use benches::procstat::{self, ProcessSample, ProcessUsage};
 use benches::raw_disk::{self, RawDiskOptions};
+use benches::replication;
 use benches::report::{format_rate, format_us, latency_header, latency_row, LatencySummary};
+use benches::sdk_workload::{self, SdkPlan};
 use benches::workload::{self, Kind, Plan, Recorder};
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -67,6 +74,61 @@ enum Workload {
         /// never recycles segments does in steady state.
         #[arg(long)]
         baseline_prewrite_segment_bytes: Option<u64>,
+        /// Write through the SDK to new streams of the cluster of this placement manager
+        /// (comma-separated addresses) instead of straight to the data node at --addr;
+        /// --in-flight appends per stream, one writer per stream.
+        #[arg(long, value_delimiter = ',')]
+        pm: Option<Vec<String>>,
+        /// With --pm: replicas per range (R) of the streams created.
+        #[arg(long, default_value_t = 3)]
+        replica: u8,
+        /// With --pm: replicas that acknowledge a batch (A) of the streams created.
+        #[arg(long, default_value_t = 2)]
+        ack: u8,
+        /// With --pm: the SDK's replica timeout.
+        #[arg(long, default_value_t = 1000)]
+        replica_timeout_ms: u64,
+    },
+    /// Replication in one run: starts a placement manager with 3 data nodes and a lone data node
+    /// with its own, appends through the SDK with R=3/A=2 and with R=1/A=1 (alternating rounds),
+    /// then SIGKILLs a replica of the open range --kills times and measures each failover gap.
+    Replication {
+        /// Directory for the processes' data and logs (on the disk to measure).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Directory of the `pm` and `data-node` binaries; default: es-bench's own.
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        #[arg(long, short = 's', default_value_t = 1)]
+        streams: u64,
+        #[arg(long, short = 'b', default_value_t = 64 * 1024)]
+        batch_bytes: usize,
+        /// Appends in flight per stream.
+        #[arg(long, short = 'i', default_value_t = 32)]
+        in_flight: usize,
+        #[arg(long, default_value_t = 2.0)]
+        warmup_secs: f64,
+        #[arg(long, short = 'd', default_value_t = 10.0)]
+        duration_secs: f64,
+        /// Rounds of (single node, replicated), alternating.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// SIGKILLs of a replica for the failover gap (0: skip).
+        #[arg(long, default_value_t = 10)]
+        kills: usize,
+        #[arg(long, default_value_t = 64 << 20)]
+        segment_size_bytes: u64,
+        #[arg(long, default_value_t = 1000)]
+        replica_timeout_ms: u64,
+        /// Appends per second during the failover measurement.
+        #[arg(long, default_value_t = 500.0)]
+        failover_rate: f64,
+        /// Keep the data directories and logs.
+        #[arg(long)]
+        keep: bool,
+        /// Write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Reads: `catch-up` re-reads preloaded ranges from the start; `tail` long-polls at the end
     /// while the first loop of each connection appends (needs --in-flight >= 2).
@@ -276,12 +338,107 @@ fn run(cli: Cli) -> Result<(), String> {
             let plan = plan(&common, Kind::Ping, payload_bytes, 0, None)?;
             run_load(&common, plan, Baselines::default())
         }
+        Workload::Replication {
+            dir,
+            bin_dir,
+            streams,
+            batch_bytes,
+            in_flight,
+            warmup_secs,
+            duration_secs,
+            rounds,
+            kills,
+            segment_size_bytes,
+            replica_timeout_ms,
+            failover_rate,
+            keep,
+            json,
+        } => {
+            let bin_dir = match bin_dir {
+                Some(dir) => dir,
+                None => std::env::current_exe()
+                    .map_err(|error| format!("own path: {error}"))?
+                    .parent()
+                    .ok_or("es-bench has no directory")?
+                    .to_path_buf(),
+            };
+            let args = replication::ReplicationArgs {
+                dir,
+                bin_dir,
+                streams,
+                batch_bytes,
+                in_flight,
+                warmup: Duration::from_secs_f64(warmup_secs),
+                duration: Duration::from_secs_f64(duration_secs),
+                rounds,
+                kills,
+                segment_size_bytes,
+                replica_timeout: Duration::from_millis(replica_timeout_ms),
+                failover_rate,
+                keep,
+            };
+            let report = replication::run(&args)?;
+            if let Some(path) = &json {
+                write_json(path, &report)?;
+            }
+            Ok(())
+        }
+        Workload::Append {
+            common,
+            streams,
+            pm: Some(pm_addresses),
+            replica,
+            ack,
+            replica_timeout_ms,
+            ..
+        } => {
+            let plan = SdkPlan {
+                pm_addresses,
+                replica_count: replica,
+                ack_count: ack,
+                streams: streams.streams,
+                batch_bytes: streams.batch_bytes,
+                in_flight: common.in_flight,
+                warmup: Duration::from_secs_f64(common.warmup_secs),
+                duration: Duration::from_secs_f64(common.duration_secs),
+                replica_timeout: Duration::from_millis(replica_timeout_ms),
+            };
+            println!(
+                "append through the SDK to {:?}: {} stream(s) R={} A={}, {} in flight each, {} B batches",
+                plan.pm_addresses, plan.streams, plan.replica_count, plan.ack_count, plan.in_flight, plan.batch_bytes
+            );
+            let report = sdk_workload::run_appends(&plan, &mut || {})?;
+            println!(
+                "append (SDK): {:.0} op/s, {} payload over {:.1} s ({} appends, {} errors)",
+                report.appends as f64 / report.measured_seconds.max(1e-9),
+                format_rate(report.payload_bytes_per_second),
+                report.measured_seconds,
+                report.appends,
+                report.errors
+            );
+            if let Some(error) = &report.first_error {
+                println!("first error: {error}");
+            }
+            println!("{}", latency_header());
+            println!("{}", latency_row("append -> ack", &report.latency));
+            if let Some(path) = &common.json {
+                write_json(path, &report)?;
+            }
+            if report.appends == 0 {
+                return Err(format!(
+                    "no append succeeded: {}",
+                    report.first_error.unwrap_or_default()
+                ));
+            }
+            Ok(())
+        }
         Workload::Append {
             common,
             streams,
             baseline_dir,
             baseline_queue_depth,
             baseline_prewrite_segment_bytes,
+            ..
         } => {
             let plan = plan(
                 &common,
