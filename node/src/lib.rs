@@ -21,6 +21,7 @@ pub mod membership;
 pub mod metrics;
 pub mod range;
 pub mod ranges_file;
+pub mod send_line;
 pub mod server;
 pub mod service;
 pub mod storage;

@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::metrics::{Operation, WorkerMetrics};
 use crate::range::RangeState;
 use crate::ranges_file::RangeRecord;
+use crate::send_line::SendLine;
 use crate::storage::Storage;
 
 /// Messages between workers.
@@ -79,6 +80,8 @@ pub struct Worker {
     pub creations: Notify,
     /// `peers[j]`: mailbox to worker j (`None` for this worker itself).
     peers: RefCell<Vec<Option<runtime::mailbox::Sender<WorkerMessage>>>>,
+    /// `send_lines[j]`: the order in which this worker's tasks may send to worker j.
+    send_lines: RefCell<Vec<SendLine>>,
     /// Connection tasks waiting for a forwarded request's reply, by token.
     pending_forwards: RefCell<HashMap<u64, local::Sender<Reply>>>,
     next_token: Cell<u64>,
@@ -137,6 +140,7 @@ impl Worker {
             ranges: RefCell::new(HashMap::new()),
             creating: RefCell::new(HashSet::new()),
             creations: Notify::default(),
+            send_lines: RefCell::new((0..peers.len()).map(|_| SendLine::default()).collect()),
             peers: RefCell::new(peers),
             pending_forwards: RefCell::new(HashMap::new()),
             next_token: Cell::new(0),
@@ -333,31 +337,47 @@ impl Worker {
     }
 
     /// Sends to worker `target`, waiting (bounded) while its mailbox is full: a full mailbox is
-    /// back-pressure, never a reason to drop a message.
+    /// back-pressure, never a reason to drop a message. Sends to one worker leave in the order
+    /// they were called ([`SendLine`]), so two APPENDs of one connection reach the owner in order.
     async fn send_to(&self, target: usize, mut message: WorkerMessage) -> Result<(), String> {
+        let ticket = match self.send_lines.borrow_mut().get_mut(target) {
+            Some(line) => line.take(),
+            None => {
+                return Err(format!(
+                    "no mailbox from worker {} to worker {target}",
+                    self.index
+                ))
+            }
+        };
+        let _turn = Turn {
+            lines: &self.send_lines,
+            target,
+            ticket,
+        };
         let mut backoff = Duration::from_micros(50);
         loop {
-            let result = {
-                let mut peers = self.peers.borrow_mut();
-                let Some(sender) = peers.get_mut(target).and_then(Option::as_mut) else {
-                    return Err(format!(
-                        "no mailbox from worker {} to worker {target}",
-                        self.index
-                    ));
+            let my_turn = self.send_lines.borrow()[target].is_turn(ticket);
+            if my_turn {
+                let result = {
+                    let mut peers = self.peers.borrow_mut();
+                    let Some(sender) = peers.get_mut(target).and_then(Option::as_mut) else {
+                        return Err(format!(
+                            "no mailbox from worker {} to worker {target}",
+                            self.index
+                        ));
+                    };
+                    sender.send(message)
                 };
-                sender.send(message)
-            };
-            match result {
-                Ok(()) => return Ok(()),
-                Err(runtime::mailbox::SendError::Full(returned)) => {
-                    message = returned;
-                    runtime::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(5));
-                }
-                Err(runtime::mailbox::SendError::Closed(_)) => {
-                    return Err(format!("worker {target} has stopped"));
+                match result {
+                    Ok(()) => return Ok(()),
+                    Err(runtime::mailbox::SendError::Full(returned)) => message = returned,
+                    Err(runtime::mailbox::SendError::Closed(_)) => {
+                        return Err(format!("worker {target} has stopped"));
+                    }
                 }
             }
+            runtime::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(5));
         }
     }
 
@@ -379,6 +399,22 @@ impl Worker {
         self.metrics.request(operation);
         if reply.is_error() {
             self.metrics.error(operation);
+        }
+    }
+}
+
+/// A ticket of a [`SendLine`], released when its send ends whichever way (also when the sending
+/// task is dropped), so the next send gets its turn.
+struct Turn<'a> {
+    lines: &'a RefCell<Vec<SendLine>>,
+    target: usize,
+    ticket: u64,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if let Some(line) = self.lines.borrow_mut().get_mut(self.target) {
+            line.release(self.ticket);
         }
     }
 }
