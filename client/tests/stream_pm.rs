@@ -206,6 +206,13 @@ fn stream_lifecycle_and_cluster_through_the_placement_manager() {
         "{}",
         stderr(&missing)
     );
+    let missing_ranges = es(&address, &["stream", "ranges", "999999"]);
+    assert_eq!(missing_ranges.status.code(), Some(1));
+    assert!(
+        stderr(&missing_ranges).contains("ERROR STREAM_NOT_FOUND (200)"),
+        "the ranges of a stream that does not exist are an error, not an empty table: {}",
+        stderr(&missing_ranges)
+    );
     let missing_json = es(&address, &["-o", "json", "stream", "describe", "999999"]);
     let value: serde_json::Value = serde_json::from_str(&stdout(&missing_json)).expect("JSON");
     assert_eq!(value["error"]["name"], "STREAM_NOT_FOUND");

@@ -201,6 +201,9 @@ impl Pm {
                 let ranges: Vec<RangeRecord> = {
                     let state = self.state.borrow();
                     match request.stream_id {
+                        Some(stream) if state.stream(stream).is_none() => {
+                            return rejection_reply(&Rejection::StreamNotFound { stream });
+                        }
                         Some(stream) => state.ranges_of(stream).cloned().collect(),
                         None => {
                             let streams: Vec<StreamId> = state
