@@ -174,6 +174,10 @@ pub struct CatalogLog {
     entries_in_file: u64,
     /// Compact once the file holds more than `2 × live + compaction_slack` entries.
     compaction_slack: u64,
+    /// Tests only: a group is written without its `fdatasync`, so the power-loss test can show
+    /// it sees a missing sync (`..._without_the_data_sync_loses_..._and_the_test_sees_it`).
+    #[cfg(test)]
+    skip_data_sync: bool,
 }
 
 impl CatalogLog {
@@ -269,6 +273,8 @@ impl CatalogLog {
             live,
             entries_in_file,
             compaction_slack,
+            #[cfg(test)]
+            skip_data_sync: false,
         })
     }
 
@@ -282,8 +288,8 @@ impl CatalogLog {
     /// effort; recovery would cut the torn group anyway).
     pub fn commit(&mut self, changes: &[Change]) -> io::Result<()> {
         let bytes = encode_group(self.next_sequence, changes);
-        let written = durable::write_all_at(&self.file, &bytes, self.end)
-            .and_then(|()| durable::sync_data(&self.file));
+        let written =
+            durable::write_all_at(&self.file, &bytes, self.end).and_then(|()| self.sync_group());
         if let Err(error) = written {
             let _ = durable::set_len(&self.file, self.end);
             return Err(error);
@@ -306,6 +312,21 @@ impl CatalogLog {
             );
         }
         Ok(())
+    }
+
+    /// The group's `fdatasync` (skipped only by the test of the power-loss test).
+    fn sync_group(&self) -> io::Result<()> {
+        #[cfg(test)]
+        if self.skip_data_sync {
+            return Ok(());
+        }
+        durable::sync_data(&self.file)
+    }
+
+    /// Tests: from now on groups are written without their `fdatasync`.
+    #[cfg(test)]
+    pub(super) fn skip_data_syncs(&mut self) {
+        self.skip_data_sync = true;
     }
 
     /// Whether the file holds enough replaced entries to be worth rewriting.
@@ -425,15 +446,23 @@ mod tests {
         assert_eq!(reopened.records(), vec![record(1, 20)]);
     }
 
-    /// Simulated power loss (`runtime::durable::recording`): groups of creates, raises and
-    /// removals are committed (with compactions) until the power fails after a seeded number of
-    /// file operations; the disk a power loss could leave is built (writes no sync covers kept,
-    /// dropped or torn at 512-byte sectors; unsynced renames possibly lost) and the log must
-    /// open and hold every change whose commit returned before the loss, and the group in
-    /// flight either whole or not at all. `CATALOG_POWER_LOSS_SEED=<seed>` reruns one seed.
-    #[test]
-    fn every_committed_change_survives_a_power_loss() {
-        use runtime::durable::recording::{seeds_from_env, Session, SplitMix64};
+    /// What the log held after one seeded power loss.
+    enum AfterTheLoss {
+        /// Every committed change, and the group in flight whole or not at all.
+        Kept,
+        /// A committed change is missing (or the state is not one the commits made).
+        Lost(String),
+        /// The log refuses to open.
+        Refused(String),
+    }
+
+    /// One seed of the power-loss scenario: groups of creates, raises and removals are
+    /// committed (with compactions) until the power fails after a seeded number of file
+    /// operations; the disk a power loss could leave is built and the log opened from it.
+    /// `data_sync: false` skips every group's `fdatasync` (the test of the test). Returns the
+    /// outcome, the image's summary and how many of its writes were dropped or torn.
+    fn power_loss_case(seed: u64, data_sync: bool) -> (AfterTheLoss, String, u64) {
+        use runtime::durable::recording::{Session, SplitMix64};
         use std::collections::BTreeMap;
 
         type State = BTreeMap<RangeKey, RangeRecord>;
@@ -446,64 +475,128 @@ mod tests {
             }
         }
 
-        let seeds = seeds_from_env("CATALOG_POWER_LOSS", 0..100);
+        let directory = tempfile::tempdir().unwrap();
+        let root = directory.path().join("ranges");
+        std::fs::create_dir(&root).unwrap();
+        let path = fresh(&root);
+        let mut random = SplitMix64::new(seed);
+        let session = Session::start(&root).unwrap();
+        session.freeze_after(1 + random.below(400));
+        // A small slack: compactions (temporary file, rename, directory sync) happen often.
+        let mut log = CatalogLog::open(&path, 8).unwrap();
+        if !data_sync {
+            log.skip_data_syncs();
+        }
+        let mut acknowledged = State::new();
+        let mut in_flight: Vec<Change> = Vec::new();
+        let mut epoch = 1;
+        while !session.is_frozen() {
+            let changes: Vec<Change> = (0..1 + random.below(4))
+                .map(|_| {
+                    let stream = random.below(6);
+                    epoch += 1;
+                    if random.chance(1, 5) {
+                        Change::Remove(record(stream, 0).key)
+                    } else {
+                        Change::Put(record(stream, epoch))
+                    }
+                })
+                .collect();
+            log.commit(&changes).unwrap();
+            if session.is_frozen() {
+                // Its sync may not have completed before the loss.
+                in_flight = changes;
+                break;
+            }
+            apply(&mut acknowledged, &changes);
+            if log.should_compact() {
+                log.compact().unwrap();
+            }
+        }
+        drop(log);
+        let image = directory.path().join("image");
+        let summary = session.write_image(random.next_u64(), &image).unwrap();
+        let torn_or_dropped = summary.dropped_writes + summary.torn_writes;
+        let summary = summary.to_string();
+        let recovered = match CatalogLog::open(&image.join(LOG_FILE), 8) {
+            Ok(recovered) => recovered,
+            Err(error) => {
+                return (
+                    AfterTheLoss::Refused(error.to_string()),
+                    summary,
+                    torn_or_dropped,
+                )
+            }
+        };
+        let mut with_in_flight = acknowledged.clone();
+        apply(&mut with_in_flight, &in_flight);
+        let records: Vec<RangeRecord> = recovered.records();
+        let outcome = if records == acknowledged.values().copied().collect::<Vec<_>>()
+            || records == with_in_flight.values().copied().collect::<Vec<_>>()
+        {
+            AfterTheLoss::Kept
+        } else {
+            AfterTheLoss::Lost(format!(
+                "recovered {records:?}, acknowledged {acknowledged:?}, in flight {in_flight:?}"
+            ))
+        };
+        (outcome, summary, torn_or_dropped)
+    }
+
+    /// Simulated power loss (`runtime::durable::recording`), [`power_loss_case`] per seed: the
+    /// log must open and hold every change whose commit returned before the loss, and the
+    /// group in flight either whole or not at all (writes no sync covers kept, dropped or torn
+    /// at 512-byte sectors; unsynced renames possibly lost). `CATALOG_POWER_LOSS_SEED=<seed>`
+    /// reruns one seed.
+    #[test]
+    fn every_committed_change_survives_a_power_loss() {
+        let seeds = runtime::durable::recording::seeds_from_env("CATALOG_POWER_LOSS", 0..100);
         let mut torn_or_dropped = 0;
         for seed in seeds.clone() {
-            let directory = tempfile::tempdir().unwrap();
-            let root = directory.path().join("ranges");
-            std::fs::create_dir(&root).unwrap();
-            let path = fresh(&root);
-            let mut random = SplitMix64::new(seed);
-            let session = Session::start(&root).unwrap();
-            session.freeze_after(1 + random.below(400));
-            // A small slack: compactions (temporary file, rename, directory sync) happen often.
-            let mut log = CatalogLog::open(&path, 8).unwrap();
-            let mut acknowledged = State::new();
-            let mut in_flight: Vec<Change> = Vec::new();
-            let mut epoch = 1;
-            while !session.is_frozen() {
-                let changes: Vec<Change> = (0..1 + random.below(4))
-                    .map(|_| {
-                        let stream = random.below(6);
-                        epoch += 1;
-                        if random.chance(1, 5) {
-                            Change::Remove(record(stream, 0).key)
-                        } else {
-                            Change::Put(record(stream, epoch))
-                        }
-                    })
-                    .collect();
-                log.commit(&changes).unwrap();
-                if session.is_frozen() {
-                    // Its sync may not have completed before the loss.
-                    in_flight = changes;
-                    break;
-                }
-                apply(&mut acknowledged, &changes);
-                if log.should_compact() {
-                    log.compact().unwrap();
-                }
+            let (outcome, summary, hit) = power_loss_case(seed, true);
+            torn_or_dropped += hit;
+            if let AfterTheLoss::Lost(found) | AfterTheLoss::Refused(found) = outcome {
+                panic!(
+                    "seed {seed}: {found} ({summary}; rerun: CATALOG_POWER_LOSS_SEED={seed} \
+                     cargo test -p node every_committed_change_survives_a_power_loss)"
+                );
             }
-            drop(log);
-            let image = directory.path().join("image");
-            let summary = session.write_image(random.next_u64(), &image).unwrap();
-            torn_or_dropped += summary.dropped_writes + summary.torn_writes;
-            let recovered = CatalogLog::open(&image.join(LOG_FILE), 8)
-                .unwrap_or_else(|error| panic!("seed {seed}: {error} ({summary})"));
-            let mut with_in_flight = acknowledged.clone();
-            apply(&mut with_in_flight, &in_flight);
-            let records: Vec<RangeRecord> = recovered.records();
-            assert!(
-                records == acknowledged.values().copied().collect::<Vec<_>>()
-                    || records == with_in_flight.values().copied().collect::<Vec<_>>(),
-                "seed {seed}: recovered {records:?}, acknowledged {acknowledged:?}, in flight \
-                 {in_flight:?} ({summary}; rerun: CATALOG_POWER_LOSS_SEED={seed} cargo test -p \
-                 node every_committed_change_survives_a_power_loss)"
-            );
         }
         // Over a series the losses did hit writes no sync covered.
         if seeds.end - seeds.start >= 20 {
             assert!(torn_or_dropped > 0);
         }
+    }
+
+    /// The test of the test: the same scenario with every group's `fdatasync` skipped must
+    /// find committed changes lost (or a log that refuses to open) in at least one of a few
+    /// seeds: the proof that the test above can see a missing data sync.
+    #[test]
+    fn committing_without_the_data_sync_loses_committed_changes_and_the_test_sees_it() {
+        let seeds = 0..20;
+        let (mut lost, mut refused) = (0, 0);
+        for seed in seeds.clone() {
+            match power_loss_case(seed, false).0 {
+                AfterTheLoss::Kept => {}
+                AfterTheLoss::Lost(why) => {
+                    println!("seed {seed} lost: {why}");
+                    lost += 1
+                }
+                AfterTheLoss::Refused(why) => {
+                    println!("seed {seed} refused to open: {why}");
+                    refused += 1
+                }
+            }
+        }
+        println!(
+            "without the data sync: {} seeds, {lost} lost committed changes, {refused} refused \
+             to open",
+            seeds.end - seeds.start
+        );
+        assert!(
+            lost + refused > 0,
+            "without the group's fdatasync no committed change was lost in seeds {seeds:?}: the \
+             power-loss test cannot see a missing sync"
+        );
     }
 }

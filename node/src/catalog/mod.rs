@@ -149,6 +149,11 @@ impl Catalog {
     /// Opens `<data_dir>/ranges/catalog.log`, migrating the old one-file-per-range layout if
     /// the log does not exist yet (see the module header), and starts the catalog thread.
     pub fn open(data_dir: &Path, stats: Arc<CatalogStats>) -> Result<Catalog, String> {
+        Catalog::start(Catalog::open_log(data_dir)?, stats)
+    }
+
+    /// Migrates if needed (see [`open`](Self::open)) and recovers the log.
+    fn open_log(data_dir: &Path) -> Result<CatalogLog, String> {
         let legacy = LegacyRangeFiles::open(data_dir).map_err(|error| {
             format!(
                 "cannot open the range directory {}: {error}",
@@ -184,8 +189,11 @@ impl Catalog {
                 )
             })?;
         }
-        let log = CatalogLog::open(&path, COMPACTION_SLACK)
-            .map_err(|error: CatalogError| error.to_string())?;
+        CatalogLog::open(&path, COMPACTION_SLACK).map_err(|error: CatalogError| error.to_string())
+    }
+
+    /// Starts the catalog thread on `log`.
+    fn start(log: CatalogLog, stats: Arc<CatalogStats>) -> Result<Catalog, String> {
         let records = log.records();
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
@@ -450,70 +458,136 @@ mod tests {
             .any(|record| record.key.stream_id == StreamId(7)));
     }
 
-    /// Simulated power loss over the whole catalog (`runtime::durable::recording`): a fresh
-    /// data directory is opened (the `ranges/` directory and an empty log created), saves are
-    /// submitted in bursts through the catalog thread (group commit) until the power fails
-    /// after a seeded number of file operations; from the disk a power loss could leave, the
-    /// catalog opens with every range whose save resolved before the loss, and nothing that
-    /// was not saved. `CATALOG_POWER_LOSS_SEED=<seed>` reruns one seed.
-    #[test]
-    fn every_resolved_save_survives_a_power_loss() {
-        use runtime::durable::recording::{seeds_from_env, Session, SplitMix64};
+    /// What the catalog held after one seeded power loss.
+    enum AfterTheLoss {
+        /// Every range whose save resolved.
+        Kept,
+        /// A range whose save resolved is missing.
+        Lost(String),
+        /// The catalog refuses to open.
+        Refused(String),
+    }
 
-        let seeds = seeds_from_env("CATALOG_POWER_LOSS", 0..40);
-        for seed in seeds {
-            let directory = tempfile::tempdir().unwrap();
-            let data = directory.path().join("data");
-            std::fs::create_dir(&data).unwrap();
-            let mut random = SplitMix64::new(seed);
-            let session = Session::start(&data).unwrap();
-            session.freeze_after(1 + random.below(200));
-            let catalog = Catalog::open(&data, Arc::default()).unwrap();
-            let handle = catalog.handle();
-            let mut acknowledged = Vec::new();
-            let mut submitted = 0;
-            block_on(async {
-                while !session.is_frozen() && submitted < 5_000 {
-                    let burst: Vec<(u64, CatalogFuture)> = (0..1 + random.below(16))
-                        .map(|_| {
-                            submitted += 1;
-                            (submitted, handle.save(record(submitted)))
-                        })
-                        .collect();
-                    for (stream, future) in burst {
-                        future.await.unwrap();
-                        // Resolved before the loss only if the power is still on now.
-                        if !session.is_frozen() {
-                            acknowledged.push(stream);
-                        }
+    /// One seed of the power-loss scenario over the whole catalog: a fresh data directory is
+    /// opened (the `ranges/` directory and an empty log created), saves are submitted in bursts
+    /// through the catalog thread (group commit) until the power fails after a seeded number
+    /// of file operations; the catalog is opened from the disk a power loss could leave, and
+    /// must hold nothing that was not saved. `data_sync: false` skips every group's
+    /// `fdatasync` (the test of the test). Returns the outcome and the image's summary.
+    fn power_loss_case(seed: u64, data_sync: bool) -> (AfterTheLoss, String) {
+        use runtime::durable::recording::{Session, SplitMix64};
+
+        let directory = tempfile::tempdir().unwrap();
+        let data = directory.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let mut random = SplitMix64::new(seed);
+        let session = Session::start(&data).unwrap();
+        session.freeze_after(1 + random.below(200));
+        let mut log = Catalog::open_log(&data).unwrap();
+        if !data_sync {
+            log.skip_data_syncs();
+        }
+        let catalog = Catalog::start(log, Arc::default()).unwrap();
+        let handle = catalog.handle();
+        let mut acknowledged = Vec::new();
+        let mut submitted = 0;
+        block_on(async {
+            while !session.is_frozen() && submitted < 5_000 {
+                let burst: Vec<(u64, CatalogFuture)> = (0..1 + random.below(16))
+                    .map(|_| {
+                        submitted += 1;
+                        (submitted, handle.save(record(submitted)))
+                    })
+                    .collect();
+                for (stream, future) in burst {
+                    future.await.unwrap();
+                    // Resolved before the loss only if the power is still on now.
+                    if !session.is_frozen() {
+                        acknowledged.push(stream);
                     }
                 }
-            });
-            catalog.close();
-            let image = directory.path().join("image");
-            let summary = session.write_image(random.next_u64(), &image).unwrap();
-            let context = format!(
-                "seed {seed} ({summary}; rerun: CATALOG_POWER_LOSS_SEED={seed} cargo test -p node \
-                 every_resolved_save_survives_a_power_loss)"
-            );
-            let mut reopened = Catalog::open(&image, Arc::default())
-                .unwrap_or_else(|error| panic!("{context}: {error}"));
-            let records = reopened.take_records();
-            reopened.close();
-            for stream in &acknowledged {
-                assert!(
-                    records.contains(&record(*stream)),
-                    "{context}: the save of range {stream} resolved but is lost"
-                );
             }
-            for found in &records {
-                let stream = found.key.stream_id.0;
-                assert!(
-                    (1..=submitted).contains(&stream) && *found == record(stream),
-                    "{context}: {found:?} was never saved"
+        });
+        catalog.close();
+        let image = directory.path().join("image");
+        let summary = session
+            .write_image(random.next_u64(), &image)
+            .unwrap()
+            .to_string();
+        let mut reopened = match Catalog::open(&image, Arc::default()) {
+            Ok(reopened) => reopened,
+            Err(error) => return (AfterTheLoss::Refused(error), summary),
+        };
+        let records = reopened.take_records();
+        reopened.close();
+        for found in &records {
+            let stream = found.key.stream_id.0;
+            assert!(
+                (1..=submitted).contains(&stream) && *found == record(stream),
+                "seed {seed} ({summary}): {found:?} was never saved"
+            );
+        }
+        let outcome = match acknowledged
+            .iter()
+            .find(|stream| !records.contains(&record(**stream)))
+        {
+            Some(stream) => {
+                AfterTheLoss::Lost(format!("the save of range {stream} resolved but is lost"))
+            }
+            None => AfterTheLoss::Kept,
+        };
+        (outcome, summary)
+    }
+
+    /// Simulated power loss over the whole catalog (`runtime::durable::recording`),
+    /// [`power_loss_case`] per seed: the catalog opens with every range whose save resolved
+    /// before the loss, and nothing that was not saved. `CATALOG_POWER_LOSS_SEED=<seed>` reruns
+    /// one seed.
+    #[test]
+    fn every_resolved_save_survives_a_power_loss() {
+        let seeds = runtime::durable::recording::seeds_from_env("CATALOG_POWER_LOSS", 0..40);
+        for seed in seeds {
+            if let (AfterTheLoss::Lost(found) | AfterTheLoss::Refused(found), summary) =
+                power_loss_case(seed, true)
+            {
+                panic!(
+                    "seed {seed}: {found} ({summary}; rerun: CATALOG_POWER_LOSS_SEED={seed} cargo \
+                     test -p node every_resolved_save_survives_a_power_loss)"
                 );
             }
         }
+    }
+
+    /// The test of the test: the same scenario with every group's `fdatasync` skipped must
+    /// find resolved saves lost (or a catalog that refuses to open) in at least one of a few
+    /// seeds: the proof that the test above can see a missing data sync.
+    #[test]
+    fn saving_without_the_data_sync_loses_resolved_saves_and_the_test_sees_it() {
+        let seeds = 0..20;
+        let (mut lost, mut refused) = (0, 0);
+        for seed in seeds.clone() {
+            match power_loss_case(seed, false).0 {
+                AfterTheLoss::Kept => {}
+                AfterTheLoss::Lost(why) => {
+                    println!("seed {seed} lost: {why}");
+                    lost += 1
+                }
+                AfterTheLoss::Refused(why) => {
+                    println!("seed {seed} refused to open: {why}");
+                    refused += 1
+                }
+            }
+        }
+        println!(
+            "without the data sync: {} seeds, {lost} lost resolved saves, {refused} refused to \
+             open",
+            seeds.end - seeds.start
+        );
+        assert!(
+            lost + refused > 0,
+            "without the group's fdatasync no resolved save was lost in seeds {seeds:?}: the \
+             power-loss test cannot see a missing sync"
+        );
     }
 
     #[test]

@@ -202,6 +202,8 @@ impl CommandLog {
                 stats: LogStats::default(),
                 #[cfg(test)]
                 held: false,
+                #[cfg(test)]
+                skip_data_sync: false,
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
@@ -370,6 +372,13 @@ impl CommandLog {
                 wakers.into_iter().for_each(std::task::Waker::wake);
             }
         }
+    }
+
+    /// Tests: from now on groups are written without their fdatasync, so the power-loss test
+    /// can show it sees a missing sync.
+    #[cfg(test)]
+    pub(crate) fn skip_data_syncs(&self) {
+        self.shared.lock().skip_data_sync = true;
     }
 
     /// Tests: while held, the log thread takes nothing from the queue.

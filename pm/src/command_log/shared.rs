@@ -50,6 +50,9 @@ pub(crate) struct State {
     /// Tests: the log thread takes nothing from the queue while set.
     #[cfg(test)]
     pub held: bool,
+    /// Tests: groups are written without their fdatasync (the test of the power-loss test).
+    #[cfg(test)]
+    pub skip_data_sync: bool,
 }
 
 pub(crate) struct SnapshotRequest {

@@ -515,100 +515,173 @@ fn a_damaged_snapshot_refuses_to_open() {
     );
 }
 
-/// Simulated power loss (`runtime::durable::recording`): records are appended in groups (small
-/// segments, so segments roll and their names are synced) and snapshots installed (segments
-/// deleted) until the power fails after a seeded number of file operations; the disk a power
-/// loss could leave is built (writes no sync covers kept, dropped or torn at 512-byte sectors;
-/// unsynced creations, renames and removals possibly lost) and the log must open with every
-/// record acknowledged before the loss, bit-exact, under the newest acknowledged snapshot or
-/// a later one, and nothing after them that was not appended. `PM_POWER_LOSS_SEED=<seed>`
-/// reruns one seed.
-#[test]
-fn every_acknowledged_record_survives_a_power_loss() {
-    use runtime::durable::recording::{seeds_from_env, Session, SplitMix64};
+/// What the log held after one seeded power loss.
+enum AfterTheLoss {
+    /// Every acknowledged record, under the newest acknowledged snapshot or a later one.
+    Kept,
+    /// An acknowledged record or snapshot is missing.
+    Lost(String),
+    /// The log refuses to open.
+    Refused(String),
+}
+
+/// One seed of the power-loss scenario: records are appended in groups (small segments, so
+/// segments roll and their names are synced) and snapshots installed (segments deleted) until
+/// the power fails after a seeded number of file operations; the disk a power loss could leave
+/// is built and the log opened from it. Whatever it recovers must be bit-exact records
+/// appended at their indexes, and the log must go on; what is missing is the outcome.
+/// `data_sync: false` skips every group's fdatasync (the test of the test). Returns the
+/// outcome, the image's summary and how many of its writes were dropped or torn.
+fn power_loss_case(seed: u64, data_sync: bool) -> (AfterTheLoss, String, u64) {
+    use runtime::durable::recording::{Session, SplitMix64};
 
     fn snapshot_bytes(last_index: u64) -> Vec<u8> {
         format!("the state through record {last_index}").into_bytes()
     }
 
-    let seeds = seeds_from_env("PM_POWER_LOSS", 0..100);
+    let directory = tempfile::tempdir().unwrap();
+    let root = directory.path().join("log");
+    fs::create_dir(&root).unwrap();
+    let mut random = SplitMix64::new(seed);
+    let session = Session::start(&root).unwrap();
+    session.freeze_after(1 + random.below(400));
+    let (log, _) = CommandLog::open(&root, small_options()).unwrap();
+    if !data_sync {
+        log.skip_data_syncs();
+    }
+    let mut acknowledged = 0;
+    let mut snapshot_acknowledged = 0;
+    let mut snapshot_submitted = 0;
+    while !session.is_frozen() {
+        let mut last = acknowledged;
+        for _ in 0..1 + random.below(8) {
+            let (index, _ticket) = log.append(payload(last + 1)).unwrap();
+            assert_eq!(index, last + 1);
+            last = index;
+        }
+        log.wait_durable(last).unwrap();
+        if session.is_frozen() {
+            break;
+        }
+        acknowledged = last;
+        if random.chance(1, 6) {
+            snapshot_submitted = acknowledged;
+            log.install_snapshot(acknowledged, &snapshot_bytes(acknowledged))
+                .unwrap();
+            if !session.is_frozen() {
+                snapshot_acknowledged = acknowledged;
+            }
+        }
+    }
+    log.close().unwrap();
+    let image = directory.path().join("image");
+    let summary = session.write_image(random.next_u64(), &image).unwrap();
+    let torn_or_dropped = summary.dropped_writes + summary.torn_writes;
+    let summary = summary.to_string();
+    let context = format!("seed {seed} ({summary})");
+    let (log, recovered) = match CommandLog::open(&image, small_options()) {
+        Ok(opened) => opened,
+        Err(error) => {
+            return (
+                AfterTheLoss::Refused(error.to_string()),
+                summary,
+                torn_or_dropped,
+            )
+        }
+    };
+    let snapshot_index = match &recovered.snapshot {
+        Some((index, bytes)) => {
+            assert_eq!(*bytes, snapshot_bytes(*index), "{context}");
+            *index
+        }
+        None => 0,
+    };
+    assert!(
+        snapshot_index <= snapshot_submitted.max(snapshot_acknowledged),
+        "{context}: snapshot {snapshot_index}, submitted {snapshot_submitted}"
+    );
+    for (at, (index, bytes)) in recovered.records.iter().enumerate() {
+        assert_eq!(*index, snapshot_index + 1 + at as u64, "{context}");
+        assert!(
+            *bytes == payload(*index),
+            "{context}: record {index} differs"
+        );
+    }
+    let last = recovered
+        .records
+        .last()
+        .map_or(snapshot_index, |(index, _)| *index);
+    // The log goes on after the loss.
+    let (index, _) = log.append(payload(last + 1)).unwrap();
+    log.wait_durable(index).unwrap();
+    log.close().unwrap();
+    let outcome = if snapshot_index < snapshot_acknowledged {
+        AfterTheLoss::Lost(format!(
+            "snapshot {snapshot_index}, acknowledged {snapshot_acknowledged}"
+        ))
+    } else if last < acknowledged {
+        AfterTheLoss::Lost(format!(
+            "acknowledged through {acknowledged}, recovered through {last}"
+        ))
+    } else {
+        AfterTheLoss::Kept
+    };
+    (outcome, summary, torn_or_dropped)
+}
+
+/// Simulated power loss (`runtime::durable::recording`), [`power_loss_case`] per seed: writes
+/// no sync covers kept, dropped or torn at 512-byte sectors, unsynced creations, renames and
+/// removals possibly lost; the log must open with every record acknowledged before the loss,
+/// bit-exact, under the newest acknowledged snapshot or a later one, and nothing after them
+/// that was not appended. `PM_POWER_LOSS_SEED=<seed>` reruns one seed.
+#[test]
+fn every_acknowledged_record_survives_a_power_loss() {
+    let seeds = runtime::durable::recording::seeds_from_env("PM_POWER_LOSS", 0..100);
     let mut torn_or_dropped = 0;
     for seed in seeds.clone() {
-        let directory = tempfile::tempdir().unwrap();
-        let root = directory.path().join("log");
-        fs::create_dir(&root).unwrap();
-        let mut random = SplitMix64::new(seed);
-        let session = Session::start(&root).unwrap();
-        session.freeze_after(1 + random.below(400));
-        let (log, _) = CommandLog::open(&root, small_options()).unwrap();
-        let mut acknowledged = 0;
-        let mut snapshot_acknowledged = 0;
-        let mut snapshot_submitted = 0;
-        while !session.is_frozen() {
-            let mut last = acknowledged;
-            for _ in 0..1 + random.below(8) {
-                let (index, _ticket) = log.append(payload(last + 1)).unwrap();
-                assert_eq!(index, last + 1);
-                last = index;
-            }
-            log.wait_durable(last).unwrap();
-            if session.is_frozen() {
-                break;
-            }
-            acknowledged = last;
-            if random.chance(1, 6) {
-                snapshot_submitted = acknowledged;
-                log.install_snapshot(acknowledged, &snapshot_bytes(acknowledged))
-                    .unwrap();
-                if !session.is_frozen() {
-                    snapshot_acknowledged = acknowledged;
-                }
-            }
-        }
-        log.close().unwrap();
-        let image = directory.path().join("image");
-        let summary = session.write_image(random.next_u64(), &image).unwrap();
-        torn_or_dropped += summary.dropped_writes + summary.torn_writes;
-        let context = format!(
-            "seed {seed} ({summary}; rerun: PM_POWER_LOSS_SEED={seed} cargo test -p pm \
-             every_acknowledged_record_survives_a_power_loss)"
-        );
-        let (log, recovered) = CommandLog::open(&image, small_options())
-            .unwrap_or_else(|error| panic!("{context}: {error}"));
-        let snapshot_index = match &recovered.snapshot {
-            Some((index, bytes)) => {
-                assert_eq!(*bytes, snapshot_bytes(*index), "{context}");
-                *index
-            }
-            None => 0,
-        };
-        assert!(
-            (snapshot_acknowledged..=snapshot_submitted.max(snapshot_acknowledged))
-                .contains(&snapshot_index),
-            "{context}: snapshot {snapshot_index}, acknowledged {snapshot_acknowledged}"
-        );
-        for (at, (index, bytes)) in recovered.records.iter().enumerate() {
-            assert_eq!(*index, snapshot_index + 1 + at as u64, "{context}");
-            assert!(
-                *bytes == payload(*index),
-                "{context}: record {index} differs"
+        let (outcome, summary, hit) = power_loss_case(seed, true);
+        torn_or_dropped += hit;
+        if let AfterTheLoss::Lost(found) | AfterTheLoss::Refused(found) = outcome {
+            panic!(
+                "seed {seed}: {found} ({summary}; rerun: PM_POWER_LOSS_SEED={seed} cargo test \
+                 -p pm every_acknowledged_record_survives_a_power_loss)"
             );
         }
-        let last = recovered
-            .records
-            .last()
-            .map_or(snapshot_index, |(index, _)| *index);
-        assert!(
-            last >= acknowledged,
-            "{context}: acknowledged through {acknowledged}, recovered through {last}"
-        );
-        // The log goes on after the loss.
-        let (index, _) = log.append(payload(last + 1)).unwrap();
-        log.wait_durable(index).unwrap();
-        log.close().unwrap();
     }
     // Over a series the losses did hit writes no sync covered.
     if seeds.end - seeds.start >= 20 {
         assert!(torn_or_dropped > 0);
     }
+}
+
+/// The test of the test: the same scenario with every group's fdatasync skipped must find
+/// acknowledged records lost (or a log that refuses to open) in at least one of a few seeds:
+/// the proof that the test above can see a missing data sync.
+#[test]
+fn appending_without_the_data_sync_loses_acknowledged_records_and_the_test_sees_it() {
+    let seeds = 0..20;
+    let (mut lost, mut refused) = (0, 0);
+    for seed in seeds.clone() {
+        match power_loss_case(seed, false).0 {
+            AfterTheLoss::Kept => {}
+            AfterTheLoss::Lost(why) => {
+                println!("seed {seed} lost: {why}");
+                lost += 1
+            }
+            AfterTheLoss::Refused(why) => {
+                println!("seed {seed} refused to open: {why}");
+                refused += 1
+            }
+        }
+    }
+    println!(
+        "without the data sync: {} seeds, {lost} lost acknowledged records, {refused} refused \
+         to open",
+        seeds.end - seeds.start
+    );
+    assert!(
+        lost + refused > 0,
+        "without the group's fdatasync no acknowledged record was lost in seeds {seeds:?}: the \
+         power-loss test cannot see a missing sync"
+    );
 }
