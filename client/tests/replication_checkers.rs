@@ -6,6 +6,7 @@
 
 #[path = "support/cluster.rs"]
 mod cluster;
+mod support;
 
 use bytes::Bytes;
 use cluster::{

@@ -15,6 +15,7 @@
 
 #[path = "support/cluster.rs"]
 mod cluster;
+mod support;
 #[path = "support/writing.rs"]
 mod writing;
 

@@ -12,6 +12,7 @@
 
 #[path = "support/cluster.rs"]
 mod cluster;
+mod support;
 #[path = "support/writing.rs"]
 mod writing;
 

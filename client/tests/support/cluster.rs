@@ -19,10 +19,10 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -54,62 +54,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A port nobody listened on a moment ago (the starters retry on another one if they lose it).
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
-}
-
-/// `target/<profile>/<bin>` of workspace package `package`, built with this test's profile only
-/// if it is not there yet (an existing binary is used as it is; see the module comment).
-fn workspace_binary(package: &str, bin: &str) -> PathBuf {
-    let test_exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = test_exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test executable lives in target/<profile>/deps")
-        .to_path_buf();
-    let existing = profile_dir.join(bin);
-    if existing.exists() {
-        return existing;
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-    let mut build = Command::new(cargo);
-    build
-        .args(["build", "-p", package, "--bin", bin])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if profile_dir
-        .file_name()
-        .is_some_and(|name| name == "release")
-    {
-        build.arg("--release");
-    } else {
-        build.args(["--profile", "test"]);
-    }
-    let status = build
-        .status()
-        .unwrap_or_else(|error| panic!("run cargo build for {bin}: {error}"));
-    assert!(
-        status.success(),
-        "cargo build -p {package} --bin {bin} failed"
-    );
-    assert!(existing.exists(), "{} was not built", existing.display());
-    existing
-}
-
-pub fn data_node_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| workspace_binary("node", "data-node"))
-        .clone()
-}
-
-pub fn pm_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| workspace_binary("pm", "pm")).clone()
-}
+pub use crate::support::{data_node_binary, free_port, pm_binary};
 
 /// Polls `condition` every 20 ms until it returns `Ok` or `timeout` passes; panics then with
 /// `what` and the last state it described (the `Err`).

@@ -111,7 +111,12 @@ pub fn check_batches(request: &AppendRequest, payload: &Bytes) -> Result<BatchSp
             }
         };
     }
-    let (base, end) = span.expect("a non-empty payload yields a batch or an error");
+    let Some((base, end)) = span else {
+        return Err(Reply::error(
+            ErrorCode::InvalidArgument,
+            "APPEND carries no record batch",
+        ));
+    };
     let count = u32::try_from(end.saturating_distance_from(base)).map_err(|_| {
         Reply::error(
             ErrorCode::InvalidArgument,
